@@ -1,0 +1,65 @@
+"""Small shared machinery: atomic writes, progress bars, logging."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, TypeVar
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "save_image_atomic", "progress", "log"]
+
+log = logging.getLogger("animeid")
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterator[IO]:
+    """Write ``path`` through a temporary file in the same folder, renamed into place on success.
+
+    A crash or an exception leaves the previous file (if any) untouched and no partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+
+
+def save_image_atomic(img, path: str | os.PathLike, **save_kw: Any) -> None:
+    """Save a PIL image atomically; the format follows the file name's ending."""
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
+    if fmt == "JPEG":
+        save_kw.setdefault("quality", 95)
+    with atomic_write(path, "wb") as f:
+        img.save(f, format=fmt, **save_kw)
+
+
+def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it",
+             disable: bool | None = None) -> Iterable[T]:
+    """A tqdm progress bar on stderr, shown only on a terminal (``disable=None``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True)

