@@ -1,0 +1,765 @@
+"""Frames from videos: probe a file, sample a frame every N seconds, write them out, make test videos.
+
+The study behind animeid took one frame of each episode every 5 s (ffmpeg ``fps=1/5``); this
+module does the same with PyAV, without an ffmpeg binary.
+
+Structure
+---------
+* :data:`VIDEO_EXTS`, :func:`is_video_file` -- which file names are videos (by ending only).
+* :func:`probe` -> :class:`VideoInfo` -- size, length, rate and codec of a file's video stream;
+  checks that the first frame decodes.
+* :func:`sample_frames` -> iterator of :class:`Frame` -- the sampler (semantics below).
+* :func:`frame_name` / :func:`parse_frame_name` -- ``<stem>_t0001m05.000s.jpg`` file names.
+* :func:`write_frames` -- sample several videos into one folder, atomically and resumably,
+  and return a summary.
+* :func:`write_video` -- build a video from pictures (tests, the demo, benchmarks).
+* :class:`PartialVideoError`, :class:`SampleStats` -- how a caller learns what happened.
+
+Sampling semantics (:func:`sample_frames`)
+-------------------------------------------
+* **Times** are presentation times in seconds from the start of the video stream
+  (``(pts - stream.start_time) * stream.time_base``), as a player shows them and as ffmpeg
+  reports them by default; a ``.ts`` file whose clock starts at 600 s reports 0 for its first
+  frame. Frames are taken in presentation order; a frame whose time is not after the previous
+  decoded frame's (duplicate or backwards timestamps) is ignored.
+* **Targets** are ``start + k * every`` for ``k = 0, 1, 2, ...``. Each target takes the *first
+  frame whose time is at or after it* (1 microsecond tolerance). A frame is never taken twice:
+  when one frame is the first at-or-after several targets (a gap in the video longer than
+  ``every``), it is reported once, with ``index`` = the number of the *last* of those targets,
+  i.e. ``index = floor((time - start) / every)``; the next target is the first one after it.
+  So normally ``index`` counts 0, 1, 2, ... and ``start + index * every <= time``.
+  Sampling runs until the stream ends; the container's duration is never trusted to stop it,
+  so a target yields a frame exactly when some frame at or after it exists (for a normal file
+  that is ``target < duration``).
+* **Seeking** (``seek=True``) gives the *same frames* as decoding every frame (``seek=False``),
+  only faster. Rule: when the next target is more than :data:`SEEK_MIN_GAP` seconds after the
+  last decoded frame, a second demuxer on the same file (it reads packets, decodes nothing)
+  seeks to the target (``container.seek(pts, stream=s, backward=True, any_frame=False)``) and
+  reads one packet: the keyframe at or before the target. Only when that keyframe lies after
+  the last decoded frame (and not after the target) does the decoding demuxer seek there and
+  decode forward; otherwise it keeps decoding, as seeking would only decode frames again.
+  So the keyframe interval decides, exactly and per target: sparse keyframes or a small
+  ``every`` give linear decoding, dense keyframes give one seek per target. A container that
+  cannot say (no index: MPEG-TS/PS; the packet found is not a keyframe) is decoded linearly.
+  Safety net: if the decoder's first frame after a seek is not on a keyframe packet or lies
+  after the target (the wanted frame could have been jumped over), or a seek raises, the file
+  is reopened and decoded linearly from the top (frames up to the last decoded one are
+  ignored) -- ``stats.linear_fallback`` tells. Frames are only converted to RGB when yielded.
+  Identity holds for intact files; where the data itself is damaged, the concealed (damaged)
+  frames may differ with and without seeking.
+* ``skip_similar=d``: a sampled frame whose perceptual hash (``imagehash.dhash`` of a 64x64
+  grey version, 64 bits) is within Hamming distance ``d`` (``<= d``) of the previous *kept*
+  frame's is skipped -- static scenes repeat in anime. The first frame is always kept.
+* ``skip_times``: times already handled by an earlier, interrupted run (compared after
+  rounding to the millisecond, as :func:`frame_name` writes them). A sampled frame whose
+  rounded time is in it is not converted to RGB nor yielded; it still counts as *kept* for
+  ``skip_similar`` (hashed only if needed), so a resumed run yields exactly the frames the
+  uninterrupted run would have.
+
+Bad input
+---------
+Missing, empty, unreadable, non-video (a text file, a picture named ``.mp4``, audio only) and
+corrupt files raise :class:`~animeid.errors.InputError` naming the file, before any frame.
+A video that breaks off part way (truncated download, damaged data) yields the frames that
+decode, logs a warning on the ``animeid`` logger, and then raises :class:`PartialVideoError`
+(an ``InputError``) *after* the last frame. "Breaks off" means: reading or decoding failed
+after some frames (FFmpeg mostly just stops at a cut, so also) the last frame lies more than
+2 s + 2 frames before the end the header announces (its duration, or frame count / rate).
+A caller that keeps the frames and counts the file as partly read catches it around the
+loop; ``stats.partial`` tells the same. No raw PyAV error escapes::
+
+    stats = SampleStats()
+    try:
+        for fr in sample_frames(path, 5, stats=stats):
+            keep(fr)
+    except PartialVideoError:
+        pass  # the frames above are good; count the file as partly read
+    # any other InputError: nothing could be read from the file
+
+Pictures are the decoded frame size (no sample-aspect-ratio correction, rotation metadata
+ignored), converted to RGB with the colour matrix and range the stream declares (BT.601 and
+limited range when it declares none, as ffmpeg does).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import av
+import numpy as np
+from PIL import Image
+
+from ._util import log, progress, save_image_atomic
+from .errors import InputError
+from .images import to_array
+
+__all__ = [
+    "VIDEO_EXTS",
+    "SEEK_MIN_GAP",
+    "is_video_file",
+    "VideoInfo",
+    "probe",
+    "Frame",
+    "SampleStats",
+    "PartialVideoError",
+    "sample_frames",
+    "frame_name",
+    "parse_frame_name",
+    "write_frames",
+    "write_video",
+]
+
+#: File name endings treated as videos when a folder is scanned.
+VIDEO_EXTS = frozenset({
+    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".f4v", ".wmv", ".asf", ".ts",
+    ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".ogv", ".3gp", ".3g2", ".rm", ".rmvb", ".divx",
+})
+
+#: Consider seeking only when the next target is more than this many seconds after the last
+#: decoded frame.
+SEEK_MIN_GAP = 1.0
+
+_EPS = 1e-6  # seconds: tolerance when comparing frame times with targets
+_MAX_BAD_PACKETS = 100  # consecutive undecodable packets before a file counts as broken off
+# demuxers that read still pictures or text, not videos
+_PICTURE_FORMATS = frozenset({"image2", "gif", "apng", "webp", "tty", "ico", "mpjpeg", "smjpeg"})
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s name ends like a video (:data:`VIDEO_EXTS`); the file is not opened."""
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+# ----------------------------------------------------------------------------- opening files
+
+def _av_message(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    # PyAV appends "; last error log: ..." and the file name; keep the first clause
+    msg = msg.split(";")[0].strip()
+    return msg or type(e).__name__
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", p)
+    if p.is_dir():
+        raise InputError("is a folder, not a video", p)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", p) from None
+    if size == 0:
+        raise InputError("empty file (0 bytes), not a video", p)
+    return p
+
+
+def _is_picture_format(fmt_name: str) -> bool:
+    names = set(fmt_name.split(","))
+    return bool(names & _PICTURE_FORMATS) or any(n.endswith("_pipe") for n in names)
+
+
+def _open(p: Path) -> tuple[Any, Any]:
+    """Open ``p`` and pick its video stream: ``(container, stream)`` or :class:`InputError`."""
+    try:
+        container = av.open(os.fspath(p), "r", metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"not a readable video ({_av_message(e)})", p) from None
+    try:
+        fmt = container.format.name or ""
+        if _is_picture_format(fmt):
+            raise InputError(f"is a picture or text, not a video (read as {fmt!r})", p)
+        streams = [s for s in container.streams.video
+                   if not (s.disposition & av.stream.Disposition.attached_pic)]  # not cover art
+        if not streams:
+            others = sorted({s.type for s in container.streams})
+            what = f" (only {', '.join(others)})" if others else ""
+            raise InputError(f"has no video stream{what}", p)
+        streams = [s for s in streams if s.codec_context is not None]
+        if not streams:
+            raise InputError("no decoder for its video stream in this PyAV build", p)
+        stream = max(streams, key=lambda s: (s.codec_context.width or 0) * (s.codec_context.height or 0))
+        stream.thread_type = "AUTO"
+        return container, stream
+    except BaseException:
+        container.close()
+        raise
+
+
+def _origin(container: Any, stream: Any) -> int:
+    """The stream's first timestamp (pts units): times are counted from it."""
+    if stream.start_time is not None:
+        return int(stream.start_time)
+    if container.start_time is not None and stream.time_base:
+        return int(Fraction(container.start_time, av.time_base) / stream.time_base)
+    return 0
+
+
+# ----------------------------------------------------------------------------- probe
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` found. ``None`` where the file does not say."""
+
+    path: str
+    duration: float | None  # seconds (the video stream's, else the container's)
+    fps: float | None  # average frame rate
+    width: int
+    height: int
+    frames: int | None  # frame count from the header (not counted)
+    codec: str  # decoder name, e.g. "h264"
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Describe ``path``'s video stream; :class:`InputError` unless its first frame decodes."""
+    p = _check_path(path)
+    container, stream = _open(p)
+    try:
+        tb = stream.time_base
+        if stream.duration and tb:
+            duration: float | None = float(stream.duration * tb)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else None
+        first = None
+        bad = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = stream.decode(packet)
+                except av.error.FFmpegError:
+                    bad += 1
+                    if bad > _MAX_BAD_PACKETS:
+                        break
+                    continue
+                if frames:
+                    first = frames[0]
+                    break
+        except av.error.FFmpegError as e:
+            raise InputError(f"corrupt video ({_av_message(e)})", p) from None
+        if first is None:
+            raise InputError("corrupt video: no frame decodes", p)
+        cc = stream.codec_context
+        return VideoInfo(
+            path=os.fspath(p), duration=duration, fps=fps,
+            width=int(cc.width or first.width), height=int(cc.height or first.height),
+            frames=int(stream.frames) or None, codec=cc.name)
+    finally:
+        container.close()
+
+
+# ----------------------------------------------------------------------------- sampling
+
+@dataclass
+class Frame:
+    """One sampled frame."""
+
+    time: float  # presentation time in seconds from the start of the stream
+    index: int  # target number: start + index * every <= time (0, 1, 2, ... normally)
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+@dataclass
+class SampleStats:
+    """Counters filled in by :func:`sample_frames` as it runs (pass one as ``stats=``)."""
+
+    yielded: int = 0  # frames yielded
+    skipped_similar: int = 0  # sampled frames dropped by skip_similar
+    skipped_known: int = 0  # sampled frames dropped because their time was in skip_times
+    decoded: int = 0  # frames the decoder produced (the work done)
+    seeks: int = 0  # seeks made
+    linear_fallback: bool = False  # the seek safety net fired: reopened and decoded linearly
+    partial: bool = False  # the video broke off part way: see PartialVideoError
+    error: str | None = None  # why it broke off
+    last_time: float | None = None  # time of the last decoded frame
+
+
+class PartialVideoError(InputError):
+    """The video broke off part way; raised by :func:`sample_frames` after its last good frame.
+
+    ``frames``: frames yielded before; ``time``: time of the last decoded frame (``None`` when
+    none decoded).
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, *,
+                 frames: int = 0, time: float | None = None):
+        super().__init__(message, path)
+        self.frames = frames
+        self.time = time
+
+
+class _Decoder:
+    """Frames of one video stream, in presentation order, that survive errors and seeks."""
+
+    def __init__(self, p: Path):
+        self.path = p
+        self.container, self.stream = _open(p)
+        self.tb: Fraction = self.stream.time_base or Fraction(1, 1000)
+        self.origin = _origin(self.container, self.stream)
+        self.error: str | None = None  # set when reading stopped on an error
+        self.decoded = 0
+        self.landed_on_key: bool | None = None  # after a seek: was the first packet a keyframe
+        self._scout: tuple[Any, Any] | None = None  # second demuxer for keyframe_before()
+        self.synthetic_pts = False  # some frame had no timestamp
+        self._next_pts: int | None = None
+        rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
+        self._step = max(1, round(1 / (rate * self.tb)))  # one frame, in pts units
+
+    def close(self) -> None:
+        self.container.close()
+        if self._scout is not None:
+            self._scout[0].close()
+            self._scout = None
+
+    def keyframe_before(self, t: float) -> float | None:
+        """Time of the keyframe that a seek to ``t`` lands on, found without disturbing the
+        decoder: a second demuxer seeks and reads one packet (no decoding). ``None`` when the
+        container cannot tell (no index, lands on a non-keyframe, error, end of file)."""
+        try:
+            if self._scout is None:
+                c = av.open(os.fspath(self.path), "r", metadata_errors="ignore")
+                self._scout = (c, c.streams[self.stream.index])
+            c, s = self._scout
+            c.seek(self._pts(t), stream=s, backward=True, any_frame=False)
+            for packet in c.demux(s):
+                if not packet.size or not packet.is_keyframe or packet.pts is None:
+                    return None
+                return float((packet.pts - self.origin) * self.tb)
+        except (av.error.FFmpegError, OSError, ValueError, IndexError):
+            return None
+        return None
+
+    def expected_end(self) -> float | None:
+        """Where the stream should end (s, in frame-time terms) by the file's header: its duration,
+        or its frame count / rate when that is later."""
+        s, c = self.stream, self.container
+        ends = []
+        if s.duration and s.time_base:
+            ends.append(float(s.duration * s.time_base))
+        elif c.duration:
+            ends.append(float((Fraction(c.start_time or 0) + c.duration) / av.time_base - self.origin * self.tb))
+        if s.frames and s.average_rate:  # the frame count in the header (AVI, MP4)
+            ends.append(s.frames / float(s.average_rate))
+        return max(ends) if ends else None
+
+    def end_tolerance(self) -> float:
+        """How far before :meth:`expected_end` the last frame may be: 2 s + 2 frames."""
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        return 2.0 + (2 / float(rate) if rate else 0.0)
+
+    def reopen(self) -> None:
+        self.container.close()
+        self.container, self.stream = _open(self.path)
+        self.tb = self.stream.time_base or Fraction(1, 1000)
+        self.origin = _origin(self.container, self.stream)
+        self.error = None
+        self._next_pts = None
+
+    def _pts(self, t: float) -> int:
+        return int(self.origin + math.floor(Fraction(t) / self.tb))
+
+    def seek(self, t: float) -> None:
+        self.landed_on_key = None
+        self.container.seek(self._pts(t), stream=self.stream, backward=True, any_frame=False)
+
+    def time(self, frame: Any) -> float:
+        pts = frame.pts
+        if pts is None:
+            pts = frame.dts
+        if pts is None:  # no timestamp at all: one frame duration after the previous one
+            self.synthetic_pts = True
+            pts = self._next_pts if self._next_pts is not None else self.origin
+        self._next_pts = pts + self._step
+        return float((pts - self.origin) * self.tb)
+
+    def frames(self) -> Iterator[Any]:
+        """Decoded frames from the current position to the end or to an unrecoverable error."""
+        demux = self.container.demux(self.stream)
+        bad = 0
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except (av.error.FFmpegError, OSError) as e:
+                self.error = _av_message(e)
+                yield from self._drain()
+                return
+            if self.landed_on_key is None and packet.size:
+                self.landed_on_key = bool(packet.is_keyframe)
+            try:
+                out = self.stream.decode(packet)
+            except av.error.FFmpegError as e:
+                bad += 1
+                if bad > _MAX_BAD_PACKETS:
+                    self.error = f"{_av_message(e)} ({bad} packets in a row do not decode)"
+                    yield from self._drain()
+                    return
+                if self.error is None:
+                    self.error = _av_message(e)  # damaged data; reading goes on
+                continue
+            bad = 0
+            for frame in out:
+                self.decoded += 1
+                yield frame
+
+    def _drain(self) -> Iterator[Any]:
+        try:
+            out = self.stream.decode(None)
+        except av.error.FFmpegError:
+            return
+        for frame in out:
+            self.decoded += 1
+            yield frame
+
+
+def _dhash(frame: Any) -> Any:
+    import imagehash
+
+    small = frame.reformat(width=64, height=64, format="gray", interpolation="AREA").to_ndarray()
+    return imagehash.dhash(Image.fromarray(np.ascontiguousarray(small), "L"), hash_size=8)
+
+
+def _to_rgb(frame: Any) -> np.ndarray:
+    # PyAV passes "unspecified" range to swscale (read as limited); say so when it is full ("pc")
+    kw = {"src_color_range": 2} if frame.color_range == 2 else {}
+    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", **kw))
+
+
+def _ms(t: float) -> int:
+    return int(round(float(t) * 1000))
+
+
+def sample_frames(path: str | os.PathLike, every: float = 5.0, *, start: float = 0.0,
+                  skip_similar: int | None = None, seek: bool = True,
+                  skip_times: Iterable[float] = (), stats: SampleStats | None = None) -> Iterator[Frame]:
+    """Yield one :class:`Frame` per target time ``start, start + every, ...`` of ``path``.
+
+    See the module docstring for the exact rule, seeking, ``skip_similar`` and ``skip_times``.
+    The file is opened by this call: a missing, empty or non-video file raises
+    :class:`InputError` here; a file whose frames do not decode raises it at the first
+    ``next()``; the file is closed when the iteration ends or the iterator is closed (or
+    garbage-collected). Raises
+    :class:`PartialVideoError` after the last frame when the video breaks off part way.
+    ``stats`` (optional) is updated as frames are produced.
+    """
+    if not every > 0 or not math.isfinite(every):
+        raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+    if not start >= 0 or not math.isfinite(start):
+        raise ValueError(f"start must be >= 0 seconds, got {start!r}")
+    if skip_similar is not None and skip_similar < 0:
+        raise ValueError(f"skip_similar must be >= 0 or None, got {skip_similar!r}")
+    p = _check_path(path)
+    known = {_ms(t) for t in skip_times}
+    st = stats if stats is not None else SampleStats()
+    dec = _Decoder(p)  # opened now, so that a bad file fails at the call; closed when the loop ends
+    return _run(dec, p, float(every), float(start), skip_similar, seek, known, st)
+
+
+def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int | None, seek: bool,
+         known: set[int], st: SampleStats) -> Iterator[Frame]:
+    try:
+        seeking = seek
+        last: float | None = None  # time of the last decoded frame
+        k = 0  # number of the next target
+        prev_hash: Any = None  # hash of the previous kept frame
+        prev_pending: Any = None  # or the previous kept frame itself, hashed when needed
+        frames = dec.frames()
+        check_landing = False
+        while True:
+            target = start + k * every
+            done = last if last is not None else 0.0
+            if seeking and target - done > SEEK_MIN_GAP:
+                key = dec.keyframe_before(target)
+                if key is None:  # this file cannot seek to keyframes: decode every frame
+                    seeking = False
+                elif done < key <= target + _EPS:  # else seeking would only re-decode frames
+                    try:
+                        dec.seek(target)
+                    except (av.error.FFmpegError, OSError, ValueError):
+                        seeking = False
+                        st.linear_fallback = True
+                        dec.reopen()
+                    else:
+                        st.seeks += 1
+                        check_landing = True
+                    frames = dec.frames()
+            chosen = None
+            restart = False
+            for avf in frames:
+                t = dec.time(avf)
+                if check_landing:
+                    check_landing = False
+                    if not dec.landed_on_key or dec.synthetic_pts or t > target + _EPS:
+                        # not on a keyframe, or past the target (the wanted frame may have been
+                        # jumped over): start again from the top, decoding every frame
+                        restart = True
+                        break
+                if dec.synthetic_pts:
+                    seeking = False
+                if last is not None and t <= last:
+                    continue
+                last = t
+                st.last_time = t
+                if t >= target - _EPS:
+                    chosen = avf
+                    break
+            st.decoded = dec.decoded
+            if restart or check_landing:  # a bad landing, or nothing at all decoded after a seek
+                check_landing = False
+                seeking = False
+                st.linear_fallback = True
+                dec.reopen()
+                frames = dec.frames()
+                continue
+            if chosen is None:
+                break  # end of the stream (or of what could be read)
+            t = last
+            index = max(k, math.floor((t - start + _EPS) / every))
+            k = index + 1
+            if _ms(t) in known:
+                st.skipped_known += 1
+                if skip_similar is not None:
+                    prev_hash, prev_pending = None, chosen
+                continue
+            if skip_similar is not None:
+                h = _dhash(chosen)
+                if prev_pending is not None:
+                    prev_hash, prev_pending = _dhash(prev_pending), None
+                if prev_hash is not None and h - prev_hash <= skip_similar:
+                    st.skipped_similar += 1
+                    continue
+                prev_hash = h
+            image = _to_rgb(chosen)
+            st.yielded += 1
+            yield Frame(time=t, index=index, image=image)
+        st.decoded = dec.decoded
+        last = st.last_time
+        if dec.decoded == 0 or last is None:
+            why = f" ({dec.error})" if dec.error else ""
+            raise InputError(f"corrupt video: no frame decodes{why}", p)
+        why = dec.error
+        end = dec.expected_end()
+        if why is None and end is not None and last < end - dec.end_tolerance():
+            why = f"the file says it lasts {end:.3f} s: truncated?"
+        if why is not None:
+            st.partial = True
+            st.error = why
+            msg = (f"video is truncated or damaged ({why}); decoded up to {last:.3f} s, "
+                   f"{st.yielded} frame(s) sampled")
+            log.warning("%s: %s", p, msg)
+            raise PartialVideoError(msg, p, frames=st.yielded, time=last)
+    finally:
+        dec.close()
+
+
+# ----------------------------------------------------------------------------- file names
+
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*\ud800-\udfff]')
+_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                               *(f"LPT{i}" for i in range(1, 10))})
+_MAX_STEM_BYTES = 180  # leaves room for "_t0000m00.000s.jpeg" under the usual 255-byte limit
+_FRAME_NAME = re.compile(r"^(?P<stem>.*)_t(?P<m>\d{4,})m(?P<s>\d{2})\.(?P<ms>\d{3})s(?P<ext>\.[^.]*)?$")
+
+
+def _safe_stem(stem: str) -> str:
+    """``stem`` made safe as (part of) a file name on Linux, macOS and Windows; Unicode kept."""
+    s = unicodedata.normalize("NFC", stem)
+    s = _UNSAFE_CHARS.sub("_", s)
+    s = s.strip().lstrip(".").rstrip(". ")  # no hidden files, no trailing dots (Windows)
+    if len(s.encode("utf-8")) > _MAX_STEM_BYTES:
+        s = s.encode("utf-8")[:_MAX_STEM_BYTES].decode("utf-8", "ignore").rstrip(". ")
+    if not s:
+        s = "video"
+    if s.split(".")[0].upper() in _WINDOWS_RESERVED:
+        s += "_"
+    return s
+
+
+def _name(stem: str, time: float, ext: str) -> str:
+    if not math.isfinite(time) or time < 0:
+        raise ValueError(f"a frame time must be a finite number >= 0, got {time!r}")
+    ms = _ms(time)
+    minutes, rest = divmod(ms, 60_000)
+    if ext and not ext.startswith("."):
+        ext = "." + ext
+    return f"{stem}_t{minutes:04d}m{rest // 1000:02d}.{rest % 1000:03d}s{ext}"
+
+
+def frame_name(source: str | os.PathLike, time: float, ext: str = ".jpg") -> str:
+    """File name for the frame of ``source`` at ``time`` s: ``episode01_t0000m05.000s.jpg``.
+
+    The source's stem (NFC-normalised Unicode; ``<>:"/\\|?*``, control characters and leading
+    dots replaced or removed; cut to 180 UTF-8 bytes) + ``_t`` + minutes (4 digits or more) +
+    ``m`` + seconds with milliseconds + ``s`` + ``ext``. Names of one source sort in time order
+    up to 10,000 minutes. Times are rounded to the millisecond.
+    """
+    return _name(_safe_stem(Path(os.fspath(source)).stem), time, ext)
+
+
+def parse_frame_name(name: str | os.PathLike) -> tuple[str, float] | None:
+    """``(stem, time)`` from a name made by :func:`frame_name`, ``None`` for other names."""
+    m = _FRAME_NAME.match(Path(os.fspath(name)).name)
+    if m is None:
+        return None
+    ms = int(m["m"]) * 60_000 + int(m["s"]) * 1000 + int(m["ms"])
+    return m["stem"], ms / 1000
+
+
+# ----------------------------------------------------------------------------- writing frames
+
+def write_frames(videos: Sequence[str | os.PathLike], every: float, out: str | os.PathLike, *,
+                 skip_similar: int | None = None, start: float = 0.0, ext: str = ".jpg",
+                 quality: int = 95, seek: bool = True, resume: bool = True) -> dict:
+    """Sample each video every ``every`` seconds into the folder ``out`` (one flat folder).
+
+    Files are named by :func:`frame_name` and written atomically. Two videos whose stems clash
+    (also ignoring case) get ``~2``, ``~3``, ... after the stem, in the order given. With
+    ``resume`` (default), frames already in ``out`` under a video's names are not redone (see
+    ``skip_times`` in :func:`sample_frames`), so an interrupted run can simply be repeated.
+    A video that cannot be read is recorded and the next one is done.
+
+    Returns ``{"out", "every", "skip_similar", "written", "existing", "skipped_similar",
+    "ok", "partial", "failed", "videos": [{"path", "stem", "status": "ok" | "partial" |
+    "failed", "written", "existing", "skipped_similar", "error"}, ...]}``. A ``partial`` video
+    broke off part way: its frames before the break are written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file, not a folder to write frames into", out)
+    out.mkdir(parents=True, exist_ok=True)
+    done: dict[str, set[float]] = {}
+    if resume:
+        for f in out.iterdir():
+            parsed = parse_frame_name(f.name)
+            if parsed is not None and f.suffix.lower() == ext.lower() and f.is_file():
+                done.setdefault(parsed[0], set()).add(parsed[1])
+    taken: set[str] = set()
+    rows = []
+    for video in progress(list(videos), desc="videos", unit="video"):
+        base = _safe_stem(Path(os.fspath(video)).stem)
+        stem, n = base, 1
+        while stem.casefold() in taken:
+            n += 1
+            stem = f"{base}~{n}"
+        taken.add(stem.casefold())
+        known = done.get(stem, set())
+        st = SampleStats()
+        row: dict[str, Any] = {"path": os.fspath(video), "stem": stem, "status": "ok", "written": 0,
+                               "existing": 0, "skipped_similar": 0, "error": None}
+        try:
+            for fr in sample_frames(video, every, start=start, skip_similar=skip_similar, seek=seek,
+                                    skip_times=known, stats=st):
+                save_image_atomic(Image.fromarray(fr.image, "RGB"), out / _name(stem, fr.time, ext),
+                                  **({"quality": quality} if ext.lower() in (".jpg", ".jpeg", ".webp") else {}))
+                row["written"] += 1
+        except PartialVideoError as e:
+            row["status"], row["error"] = "partial", e.message
+        except InputError as e:
+            row["status"], row["error"] = "failed", e.message
+            log.warning("%s", e)
+        row["existing"] = st.skipped_known
+        row["skipped_similar"] = st.skipped_similar
+        rows.append(row)
+    return {
+        "out": os.fspath(out), "every": every, "skip_similar": skip_similar,
+        "written": sum(r["written"] for r in rows), "existing": sum(r["existing"] for r in rows),
+        "skipped_similar": sum(r["skipped_similar"] for r in rows),
+        "ok": sum(r["status"] == "ok" for r in rows), "partial": sum(r["status"] == "partial" for r in rows),
+        "failed": sum(r["status"] == "failed" for r in rows), "videos": rows,
+    }
+
+
+# ----------------------------------------------------------------------------- writing videos
+
+_DEFAULT_CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4", ".wmv": "wmv2", ".asf": "wmv2",
+                   ".mpg": "mpeg2video", ".mpeg": "mpeg2video", ".vob": "mpeg2video", ".flv": "flv"}
+
+
+def _encoder_available(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:
+        return False
+    return True
+
+
+def write_video(frames: Iterable[Any], path: str | os.PathLike, *, fps: float = 1.0,
+                size: tuple[int, int] | None = None, codec: str | None = None, gop: int | None = None,
+                options: dict[str, str] | None = None, faststart: bool = False) -> None:
+    """Encode ``frames`` (pictures: arrays, PIL images, paths) as a video at ``fps`` frames/s.
+
+    ``size`` ``(W, H)``: picture size (default: the first frame's); frames of another size are
+    resized; odd sizes are rounded down to even (4:2:0 chroma). ``codec``: default follows the
+    file's ending: ``libx264`` for .mp4/.mkv/.mov/..., ``libvpx-vp9`` for .webm, ``mpeg4`` for
+    .avi, and ``mpeg4`` when the default is not built in. ``gop``: largest keyframe interval in
+    frames. ``options``: encoder options (libx264 defaults to ``preset=veryfast``).
+    ``faststart``: put an mp4/mov index at the front. Frame ``i`` gets time ``i / fps``.
+    The file appears complete or not at all (written beside, then renamed).
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    rate = Fraction(fps).limit_denominator(100_000) if not isinstance(fps, Fraction) else fps
+    if rate <= 0:
+        raise ValueError(f"fps must be > 0, got {fps!r}")
+    codec = codec or _DEFAULT_CODECS.get(ext, "libx264")
+    if not _encoder_available(codec):
+        codec = "mpeg4"
+    opts = {"preset": "veryfast"} if codec == "libx264" else {}
+    if codec in ("libvpx-vp9", "libvpx"):
+        opts = {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b": "0"}
+    opts.update(options or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent)
+    os.close(fd)
+    try:
+        try:
+            container = av.open(tmp, "w", options={"movflags": "+faststart"} if faststart else {})
+        except (av.error.FFmpegError, ValueError) as e:
+            raise ValueError(f"{path}: cannot write a video with this name ({_av_message(e)})") from e
+        try:
+            stream = None
+            w = h = 0
+            for i, picture in enumerate(frames):
+                arr = to_array(picture)
+                if arr.ndim == 2:
+                    arr = np.repeat(arr[:, :, None], 3, axis=2)
+                if stream is None:
+                    w, h = size if size is not None else (arr.shape[1], arr.shape[0])
+                    w, h = max(2, int(w) // 2 * 2), max(2, int(h) // 2 * 2)
+                    stream = container.add_stream(codec, rate=rate, options=opts)
+                    stream.width, stream.height = w, h
+                    stream.pix_fmt = "yuv420p"
+                    if gop is not None:
+                        stream.codec_context.gop_size = int(gop)
+                    if codec not in ("libx264", "libvpx-vp9", "libvpx"):
+                        stream.codec_context.bit_rate = max(2_000_000, int(w * h * float(rate) * 2))
+                if arr.shape[:2] != (h, w):
+                    arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+                vf.pts = i
+                vf.time_base = 1 / rate
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            if stream is None:
+                raise ValueError("write_video needs at least one frame")
+            for packet in stream.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
