@@ -1,0 +1,273 @@
+"""The ``animeid`` command: a thin layer that turns flags into calls of the Python API.
+
+Exit status: 0 when everything worked, 1 when a file failed or an error occurred (each named on
+stderr), 2 for a usage error. No command prints a traceback for a user's mistake.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import AnimeidError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("animeid")
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def _fail_lines(failed) -> None:
+    for path, why in failed:
+        print(f"animeid: {path}: {why}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- dataset commands
+
+def cmd_frames(a) -> int:
+    from .video import write_frames
+
+    summary = write_frames(a.videos, a.every, a.out, skip_similar=a.skip_similar)
+    failed = 0
+    for v in summary["videos"]:
+        line = f"{v['path']}: {v['written']} frames written"
+        if v.get("skipped_similar"):
+            line += f", {v['skipped_similar']} near-identical skipped"
+        print(line)
+        if v.get("error"):
+            failed += 1
+            print(f"animeid: {v['path']}: {v['error']}", file=sys.stderr)
+    print(f"frames in {a.out}")
+    return 1 if failed else 0
+
+
+def cmd_detect(a) -> int:
+    from .detect import detect_files
+
+    failed = 0
+    n_pics = n_faces = 0
+    for rec in detect_files(a.inputs, out=a.out, preview=a.preview, threshold=a.threshold, margin=a.margin,
+                            size=a.size, detector=a.detector):
+        if rec.get("error"):
+            failed += 1
+            print(f"animeid: {rec['path']}: {rec['error']}", file=sys.stderr)
+            continue
+        n_pics += 1
+        n_faces += len(rec["faces"])
+        if a.json:
+            _print_json({k: rec[k] for k in ("path", "width", "height", "faces")})
+        else:
+            print(f"{rec['path']}: {len(rec['faces'])} face(s)")
+    if not a.json:
+        print(f"{n_faces} face(s) in {n_pics} picture(s)" + (f"; crops in {a.out}" if a.out else "")
+              + (f"; previews in {a.preview}" if a.preview else ""))
+    return 1 if failed else 0
+
+
+def _collect_cfg(a):
+    from .dataset import CollectConfig
+
+    return CollectConfig(every=a.every, threshold=a.threshold, margin=a.margin, crop_size=a.crop_size,
+                         dedupe_distance=a.dedupe, workers=a.workers,
+                         skip_similar_frames=None if a.keep_similar else a.skip_similar)
+
+
+def _print_summary(s, ws) -> int:
+    print(f"{s.sources} source(s) ({s.skipped_sources} already done), {s.items} frame(s)/picture(s) processed, "
+          f"{s.faces} new face(s), {s.duplicates} near-duplicate(s) dropped, {s.seconds:.1f} s; workspace {ws}")
+    _fail_lines(s.failed)
+    return 0 if s.ok else 1
+
+
+def cmd_collect(a) -> int:
+    from .dataset import collect
+
+    s = collect(a.inputs, a.workspace, _collect_cfg(a))
+    return _print_summary(s, a.workspace)
+
+
+def cmd_import(a) -> int:
+    from .dataset import import_illustrations
+
+    s = import_illustrations(a.inputs, a.workspace, a.character, _collect_cfg(a), whole_if_none=not a.detect_only)
+    return _print_summary(s, a.workspace)
+
+
+def cmd_dataset_sync(a) -> int:
+    from .dataset import sync
+
+    s = sync(a.workspace)
+    print(f"{s.labeled} labelled, {s.unlabeled} unlabelled, {s.moved} moved, {s.deleted} deleted, {s.added} added by hand")
+    for name, n in sorted(s.characters.items()):
+        print(f"  {name}: {n}")
+    return 0
+
+
+def cmd_dataset_export(a) -> int:
+    from .dataset import export
+
+    r = export(a.workspace, a.out, size=a.size, seed=a.seed, val=a.val, test=a.test)
+    print(f"{r['faces']} faces of {len(r['characters'])} character(s), {r['size']}x{r['size']}, written to {r['out']} "
+          "(split in split.csv)")
+    for name, c in r["characters"].items():
+        print(f"  {name}: train {c['train']}, val {c['val']}, test {c['test']}")
+    return 1 if r["missing"] else 0
+
+
+def cmd_dataset_stats(a) -> int:
+    from .dataset import stats
+
+    r = stats(a.path, sheet=a.sheet)
+    if a.json:
+        _print_json(r)
+        return 0
+    present = {k for c in r["characters"].values() for k in c}
+    cols = [k for k in ("all", "train", "val", "test") if k in present]
+    width = max(len(n) for n in r["characters"]) + 2
+    print("character".ljust(width) + "".join(c.rjust(8) for c in cols))
+    for name, c in r["characters"].items():
+        print(name.ljust(width) + "".join(str(c.get(k, 0)).rjust(8) for k in cols))
+    print(f"total {r['total']} faces; contact sheet: {r['contact_sheet']}")
+    return 0
+
+
+def cmd_dataset_label(a) -> int:
+    from .dataset import label_faces
+
+    n = label_faces(a.workspace, a.ids, None if a.unlabel else a.name)
+    print(f"{n} face(s) labelled {a.name!r}" if not a.unlabel else f"{n} face(s) unlabelled")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    return run_demo(a.out, quick=a.quick)
+
+
+# --------------------------------------------------------------------------- parser
+
+def _add_detect_opts(p, size_default: int) -> None:
+    p.add_argument("--threshold", type=float, default=0.7, help="detector score threshold (default 0.7, the study's)")
+    p.add_argument("--margin", type=float, default=0.2, help="margin around the face, share of its size (default 0.2)")
+    p.add_argument("--detector", default="animeface", help="face detector (default animeface: AnimeFace 2009)")
+
+
+def _add_collect_opts(p) -> None:
+    p.add_argument("--workspace", "-w", required=True, help="workspace folder (created if needed)")
+    p.add_argument("--every", type=float, default=5.0, help="seconds between sampled frames (default 5)")
+    p.add_argument("--threshold", type=float, default=0.7, help="detector score threshold (default 0.7)")
+    p.add_argument("--margin", type=float, default=0.2, help="crop margin (default 0.2)")
+    p.add_argument("--crop-size", type=int, default=128, help="side of stored crops in pixels (default 128)")
+    p.add_argument("--dedupe", type=int, default=6,
+                   help="perceptual-hash distance under which a crop is a near-duplicate (default 6 of 64 bits)")
+    p.add_argument("--skip-similar", type=int, default=4,
+                   help="skip a frame within this hash distance of the previous kept one (default 4)")
+    p.add_argument("--keep-similar", action="store_true", help="keep near-identical consecutive frames")
+    p.add_argument("--workers", type=int, default=None, help="detection processes (default: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="animeid", description="Recognise anime characters by their faces.")
+    ap.add_argument("--version", action="version", version=f"animeid {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on a generated sample (no downloads)")
+    p.add_argument("--out", default="demo-output", help="folder for the sample and results (default demo-output)")
+    p.add_argument("--quick", action="store_true", help="a smaller sample, for a fast check")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("frames", help="sample frames from videos (the study's ffmpeg fps=1/5)")
+    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("--every", type=float, default=5.0, help="seconds between frames (default 5)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--skip-similar", type=int, default=None,
+                   help="skip frames within this perceptual-hash distance of the previous kept one")
+    p.set_defaults(func=cmd_frames)
+
+    p = sub.add_parser("detect", help="find anime faces and crop them")
+    p.add_argument("inputs", nargs="+", help="pictures or folders of pictures")
+    _add_detect_opts(p, 96)
+    p.add_argument("--size", type=int, default=96, help="side of the square crops in pixels (default 96)")
+    p.add_argument("--out", help="folder for face crops")
+    p.add_argument("--preview", help="folder for pictures with boxes and scores drawn")
+    p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("collect", help="frames, faces, crops and de-duplication into a workspace (resumable)")
+    p.add_argument("inputs", nargs="+", help="videos, pictures or folders")
+    _add_collect_opts(p)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("import", help="add illustrations of one character to a workspace")
+    p.add_argument("inputs", nargs="+", help="pictures or folders of pictures")
+    p.add_argument("--character", "-c", required=True, help="the character's name (any Unicode)")
+    p.add_argument("--detect-only", action="store_true",
+                   help="never take a whole picture as a face when no face is detected in it")
+    _add_collect_opts(p)
+    p.set_defaults(func=cmd_import)
+
+    d = sub.add_parser("dataset", help="workspace tools: sync, export, stats, label").add_subparsers(
+        dest="dataset_command", metavar="ACTION", required=True)
+    p = d.add_parser("sync", help="record labels from the character folders you sorted crops into")
+    p.add_argument("workspace")
+    p.set_defaults(func=cmd_dataset_sync)
+    p = d.add_parser("export", help="write the folder-per-character dataset with a leak-free split")
+    p.add_argument("workspace")
+    p.add_argument("--out", required=True, help="output folder (replaced as a whole)")
+    p.add_argument("--size", type=int, default=96, help="side of the faces in pixels (default 96)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val", type=float, default=0.1, help="validation share (default 0.1)")
+    p.add_argument("--test", type=float, default=0.1, help="test share (default 0.1)")
+    p.set_defaults(func=cmd_dataset_export)
+    p = d.add_parser("stats", help="faces per character and a contact sheet")
+    p.add_argument("path", help="a workspace or a folder-per-character dataset")
+    p.add_argument("--sheet", help="where to write the contact sheet PNG")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset_stats)
+    p = d.add_parser("label", help="name faces by id (see the manifest)")
+    p.add_argument("workspace")
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("ids", nargs="+", type=int)
+    p.add_argument("--unlabel", action="store_true")
+    p.set_defaults(func=cmd_dataset_label)
+
+    _add_model_commands(sub)
+    return ap
+
+
+def _add_model_commands(sub) -> None:
+    """Recogniser commands (train, evaluate, compare, predict) live in cli_models to keep this file short."""
+    try:
+        from .cli_models import add_commands
+    except ImportError:  # pragma: no cover - during development only
+        return
+    add_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
+                        format="animeid: %(message)s", stream=sys.stderr)
+    try:
+        return int(a.func(a) or 0)
+    except AnimeidError as e:
+        print(f"animeid: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("animeid: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

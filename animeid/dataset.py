@@ -1,0 +1,891 @@
+"""Dataset workspaces: from episodes and illustrations to a labelled, exported face dataset.
+
+A *workspace* is a folder::
+
+    WS/manifest.sqlite        every face: source file, timestamp or page, box, score, hash, label, split
+    WS/unlabeled/*.png        crops nobody has named yet
+    WS/<character>/*.png      crops the user moved there (any Unicode name)
+
+Stages (each a function here; the CLI only translates flags):
+
+* :func:`collect` -- frames (video), detection (worker processes), crops and near-duplicate removal
+  (perceptual hash) into the workspace. Resumable: every processed frame or picture is committed
+  with its faces in one transaction, crops are written atomically under deterministic names, so a
+  run that is killed and started again continues where it stopped and duplicates nothing.
+* :func:`sync` -- records the user's folder moves (labels) and deletions in the manifest.
+* :func:`import_illustrations` -- pictures of one known character, detected, cropped and labelled.
+* :func:`export` -- the tidy folder-per-character layout the trainers read, resized, with a seeded
+  stratified train/val/test split (``split.csv``) that keeps near-duplicates on one side only.
+* :func:`stats` / :func:`contact_sheet` -- counts per character and a picture of the dataset.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import csv
+import hashlib
+import io
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ._util import atomic_write, progress, save_image_atomic
+from .errors import DatasetError, InputError
+from .images import IMAGE_EXTS, load_image
+
+__all__ = [
+    "CollectConfig",
+    "CollectSummary",
+    "Workspace",
+    "collect",
+    "sync",
+    "import_illustrations",
+    "export",
+    "stats",
+    "contact_sheet",
+    "hamming",
+    "group_near_duplicates",
+    "SPLIT_FILE",
+]
+
+log = logging.getLogger("animeid")
+
+MANIFEST = "manifest.sqlite"
+UNLABELED = "unlabeled"
+SPLIT_FILE = "split.csv"
+_SCHEMA_VERSION = 1
+_RESERVED = {UNLABELED, "_trash", "_rejected"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sources (
+    id INTEGER PRIMARY KEY,
+    path TEXT UNIQUE NOT NULL,      -- absolute path of the video or picture
+    kind TEXT NOT NULL,             -- video | image | manual
+    size INTEGER, mtime REAL,
+    status TEXT NOT NULL,           -- partial | done | failed
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS items (  -- one processed frame (t=...) or picture (page=0): resume markers
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    key TEXT NOT NULL,
+    n_faces INTEGER NOT NULL,
+    n_duplicates INTEGER NOT NULL,
+    PRIMARY KEY (source_id, key)
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    file TEXT UNIQUE NOT NULL,      -- crop path relative to the workspace, '/' separated
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    time REAL,                      -- seconds into the video, NULL for pictures
+    page INTEGER,                   -- picture number for pictures, NULL for videos
+    x0 INTEGER, y0 INTEGER, x1 INTEGER, y1 INTEGER,   -- box in the source's pixels, before the margin
+    score REAL,
+    phash TEXT NOT NULL,            -- 64-bit perceptual hash of the crop, hex
+    label TEXT,                     -- character name, NULL while unlabeled
+    split TEXT,                     -- train | val | test after an export
+    status TEXT NOT NULL DEFAULT 'ok'   -- ok | deleted (the user removed the crop)
+);
+CREATE INDEX IF NOT EXISTS faces_label ON faces(label);
+"""
+
+
+# --------------------------------------------------------------------------- hashing helpers
+
+def _phash(img: Image.Image) -> int:
+    import imagehash
+
+    return int(str(imagehash.phash(img)), 16)
+
+
+def hamming(a: int | np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between 64-bit hash ``a`` and each hash in ``b`` (uint64 array)."""
+    x = np.bitwise_xor(np.uint64(a), np.asarray(b, dtype=np.uint64))
+    # popcount on uint64 via byte view
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
+def group_near_duplicates(hashes: Sequence[int], max_distance: int) -> list[int]:
+    """Union-find groups of hashes within ``max_distance`` bits of each other; returns a group id per item."""
+    n = len(hashes)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    arr = np.asarray([np.uint64(h) for h in hashes], dtype=np.uint64)
+    for i in range(n):
+        if i + 1 >= n:
+            break
+        d = hamming(arr[i], arr[i + 1:])
+        for j in np.nonzero(d <= max_distance)[0]:
+            a, b = find(i), find(i + 1 + int(j))
+            if a != b:
+                parent[b] = a
+    return [find(i) for i in range(n)]
+
+
+def _safe_name(name: str) -> str:
+    """A file-system-safe version of a character or source name; Unicode letters kept."""
+    name = unicodedata.normalize("NFC", name).strip()
+    out = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name)
+    out = out.strip("._") or "x"
+    return out[:80]
+
+
+def _check_character(name: str) -> str:
+    name = unicodedata.normalize("NFC", name).strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise DatasetError(f"invalid character name {name!r}: it becomes a folder name")
+    if name in _RESERVED or name.startswith("."):
+        raise DatasetError(f"character name {name!r} is reserved")
+    return name
+
+
+# --------------------------------------------------------------------------- the workspace
+
+class Workspace:
+    """A dataset workspace folder and its SQLite manifest."""
+
+    def __init__(self, root: str | os.PathLike, *, create: bool = False):
+        self.root = Path(root)
+        self.db_path = self.root / MANIFEST
+        if not self.db_path.exists():
+            if not create:
+                raise DatasetError("not an animeid workspace (no manifest.sqlite); run `animeid collect` first", self.root)
+            if self.root.exists() and not self.root.is_dir():
+                raise DatasetError("exists and is not a folder", self.root)
+            (self.root / UNLABELED).mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.db_path, timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise DatasetError(f"manifest is corrupt ({e})", self.db_path) from None
+        ver = self.get_meta("schema_version")
+        if ver is None:
+            self.set_meta("schema_version", str(_SCHEMA_VERSION))
+        elif int(ver) > _SCHEMA_VERSION:
+            raise DatasetError(f"workspace made by a newer animeid (schema {ver} > {_SCHEMA_VERSION}); upgrade animeid", self.root)
+
+    # -- small helpers
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def faces(self, *, labeled: bool | None = None, include_deleted: bool = False) -> list[sqlite3.Row]:
+        q = "SELECT * FROM faces"
+        cond = []
+        if not include_deleted:
+            cond.append("status='ok'")
+        if labeled is True:
+            cond.append("label IS NOT NULL")
+        elif labeled is False:
+            cond.append("label IS NULL")
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        return self.conn.execute(q + " ORDER BY id").fetchall()
+
+    def all_hashes(self) -> np.ndarray:
+        rows = self.conn.execute("SELECT phash FROM faces ORDER BY id").fetchall()
+        return np.array([int(r[0], 16) for r in rows], dtype=np.uint64)
+
+    def source_row(self, path: Path) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM sources WHERE path=?", (str(path),)).fetchone()
+
+    def characters(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT DISTINCT label FROM faces WHERE label IS NOT NULL AND status='ok' ORDER BY label").fetchall()
+        return [r[0] for r in rows]
+
+
+# --------------------------------------------------------------------------- collect
+
+@dataclass
+class CollectConfig:
+    """Options shared by :func:`collect` and :func:`import_illustrations`."""
+
+    every: float = 5.0            # seconds between sampled frames (the study: ffmpeg fps=1/5)
+    threshold: float = 0.7        # detector score threshold (the study: 0.7)
+    margin: float = 0.2           # square crop margin (the study: 0.2)
+    crop_size: int = 128          # crops stored in the workspace; export resizes (the study: 96)
+    dedupe_distance: int = 6      # perceptual-hash bits: a crop this close to a known one is a duplicate
+    skip_similar_frames: int | None = 4   # dhash bits between consecutive frames; None keeps all frames
+    detector: str = "animeface"
+    workers: int | None = None    # detection processes; None: all cores
+
+
+@dataclass
+class CollectSummary:
+    sources: int = 0
+    skipped_sources: int = 0      # already done in an earlier run
+    items: int = 0                # frames or pictures processed in this run
+    faces: int = 0                # new crops written
+    duplicates: int = 0           # near-duplicate crops not written
+    failed: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return {"sources": self.sources, "skipped_sources": self.skipped_sources, "items": self.items,
+                "faces": self.faces, "duplicates": self.duplicates,
+                "failed": [{"path": p, "error": e} for p, e in self.failed], "seconds": round(self.seconds, 2)}
+
+
+# A unit of detection work: (source key, item key, time, page, picture or path)
+@dataclass
+class _Job:
+    source_id: int
+    item_key: str
+    time: float | None
+    page: int | None
+    image: np.ndarray | None = None
+    path: str | None = None
+
+
+@dataclass
+class _Result:
+    faces: list[tuple[tuple[int, int, int, int], float, bytes, int]]   # box, score, png bytes, phash
+    error: str | None = None
+
+
+def _detect_job(job: _Job, cfg: CollectConfig) -> _Result:
+    """Runs in a worker process: load, detect, crop, hash. Returns PNG bytes so nothing is written twice."""
+    from .detect import crop_face, detect_faces
+
+    try:
+        img = job.image if job.image is not None else load_image(job.path, "RGB")
+        faces = detect_faces(img, threshold=cfg.threshold, detector=cfg.detector)
+        out = []
+        for f in faces:
+            crop = crop_face(img, f.box, margin=cfg.margin, size=cfg.crop_size)
+            buf = io.BytesIO()
+            crop.save(buf, format="PNG")
+            out.append((tuple(int(v) for v in f.box), float(f.score), buf.getvalue(), _phash(crop)))
+        return _Result(out)
+    except InputError as e:
+        return _Result([], str(e))
+
+
+def _init_worker() -> None:
+    # one thread per worker process: the parallelism is across processes
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+class _Runner:
+    """Runs jobs in order, inline (1 worker) or in a bounded process pool (results in input order)."""
+
+    def __init__(self, workers: int, cfg: CollectConfig):
+        self.workers = workers
+        self.cfg = cfg
+        self.pool = None
+        if workers > 1:
+            import multiprocessing as mp
+
+            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+
+    def map(self, jobs: Iterable[_Job]) -> Iterator[tuple[_Job, _Result]]:
+        if self.pool is None:
+            for job in jobs:
+                yield job, _detect_job(job, self.cfg)
+            return
+        window: collections.deque = collections.deque()
+        limit = 2 * self.workers          # bounded prefetch: decoded frames are large
+        for job in jobs:
+            window.append((job, self.pool.submit(_detect_job, job, self.cfg)))
+            if len(window) >= limit:
+                j, fut = window.popleft()
+                yield j, fut.result()
+        while window:
+            j, fut = window.popleft()
+            yield j, fut.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _time_key(t: float) -> str:
+    return f"t={t:.3f}"
+
+
+def _crop_name(source: Path, item_key: str, k: int) -> str:
+    h = hashlib.sha1(str(source).encode("utf-8")).hexdigest()[:6]
+    tag = item_key.replace("=", "").replace(".", "_")
+    return f"{_safe_name(source.stem)}-{h}_{tag}_{k}.png"
+
+
+def _register_source(ws: Workspace, path: Path, kind: str) -> tuple[int, bool]:
+    """(source id, already done). A source whose size or mtime changed is processed again."""
+    st = path.stat()
+    row = ws.source_row(path)
+    if row is None:
+        with ws.conn:
+            cur = ws.conn.execute("INSERT INTO sources(path, kind, size, mtime, status) VALUES (?,?,?,?,?)",
+                                  (str(path), kind, st.st_size, st.st_mtime, "partial"))
+        return int(cur.lastrowid), False
+    if row["status"] == "done" and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
+        return int(row["id"]), True
+    with ws.conn:
+        ws.conn.execute("UPDATE sources SET size=?, mtime=?, status='partial', error=NULL WHERE id=?",
+                        (st.st_size, st.st_mtime, row["id"]))
+    return int(row["id"]), False
+
+
+def _set_source_status(ws: Workspace, source_id: int, status: str, error: str | None = None) -> None:
+    with ws.conn:
+        ws.conn.execute("UPDATE sources SET status=?, error=? WHERE id=?", (status, error, source_id))
+
+
+class _Store:
+    """Writes results into the workspace: dedupe, atomic crop files, one transaction per item."""
+
+    def __init__(self, ws: Workspace, cfg: CollectConfig, summary: CollectSummary):
+        self.ws, self.cfg, self.summary = ws, cfg, summary
+        self.hashes = list(ws.all_hashes())
+
+    def done_keys(self, source_id: int) -> set[str]:
+        return {r[0] for r in self.ws.conn.execute("SELECT key FROM items WHERE source_id=?", (source_id,))}
+
+    def add(self, job: _Job, res: _Result, source: Path, label: str | None = None,
+            label_index: int | None = None, folder: str = UNLABELED) -> int:
+        """Store one item's faces; ``label`` goes to face ``label_index`` (others stay unlabeled)."""
+        rows, dups = [], 0
+        arr = np.array(self.hashes, dtype=np.uint64)
+        for k, (box, score, png, ph) in enumerate(res.faces):
+            is_labeled = label is not None and k == label_index
+            if len(arr) and int(hamming(ph, arr).min()) <= self.cfg.dedupe_distance and not is_labeled:
+                dups += 1
+                continue
+            sub = folder if is_labeled else UNLABELED
+            rel = f"{sub}/{_crop_name(source, job.item_key, k)}"
+            dest = self.ws.root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(dest, "wb") as f:
+                f.write(png)
+            rows.append((rel, job.source_id, job.time, job.page, *box, score, f"{ph:016x}",
+                         label if is_labeled else None))
+            self.hashes.append(ph)
+            arr = np.array(self.hashes, dtype=np.uint64)
+        with self.ws.conn:
+            self.ws.conn.executemany(
+                "INSERT OR REPLACE INTO faces(file, source_id, time, page, x0, y0, x1, y1, score, phash, label)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.ws.conn.execute("INSERT OR REPLACE INTO items VALUES (?,?,?,?)",
+                                 (job.source_id, job.item_key, len(rows), dups))
+        self.summary.items += 1
+        self.summary.faces += len(rows)
+        self.summary.duplicates += dups
+        return len(rows)
+
+
+def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Sorted (path, kind) for every video and picture named, folders searched; missing paths as failures."""
+    from .video import VIDEO_EXTS
+
+    found: list[tuple[Path, str]] = []
+    failed: list[tuple[str, str]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            failed.append((str(p), "no such file or folder"))
+            continue
+        files = [p] if p.is_file() else sorted(
+            f for f in p.rglob("*") if f.is_file() and not any(s.startswith(".") for s in f.relative_to(p).parts))
+        n_before = len(found)
+        for f in files:
+            ext = f.suffix.lower()
+            if ext in VIDEO_EXTS:
+                found.append((f.resolve(), "video"))
+            elif ext in IMAGE_EXTS:
+                found.append((f.resolve(), "image"))
+            elif p.is_file():
+                failed.append((str(f), f"not a video or picture (unknown file type {ext or 'without an ending'})"))
+        if p.is_dir() and len(found) == n_before:
+            failed.append((str(p), "folder holds no videos or pictures"))
+    return found, failed
+
+
+def _video_jobs(path: Path, source_id: int, cfg: CollectConfig, done: set[str], errors: list[str]) -> Iterator[_Job]:
+    from .video import sample_frames
+
+    # Frames are decoded from the start even when resuming, so that the chain of "similar to the
+    # previous kept frame" decisions is replayed exactly; only detection is skipped for done frames.
+    try:
+        for fr in sample_frames(path, cfg.every, skip_similar=cfg.skip_similar_frames):
+            key = _time_key(fr.time)
+            if key in done:
+                continue
+            yield _Job(source_id, key, round(fr.time, 3), None, image=fr.image)
+    except InputError as e:
+        errors.append(e.message)
+
+
+def _resolve_workers(workers: int | None) -> int:
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    return max(1, int(n))
+
+
+def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig | None = None,
+            *, show_progress: bool | None = None) -> CollectSummary:
+    """Frames, detection, crops and near-duplicate removal into ``workspace`` (created if needed).
+
+    Videos are sampled every ``cfg.every`` seconds; pictures are taken whole. Every face found at
+    ``cfg.threshold`` is cropped (square, ``cfg.margin``) into ``WS/unlabeled/`` unless its perceptual
+    hash is within ``cfg.dedupe_distance`` bits of a face already in the workspace. Safe to interrupt:
+    run it again and it continues. Failures are reported per file in the summary, never fatal.
+    """
+    cfg = cfg or CollectConfig()
+    t0 = time.perf_counter()
+    summary = CollectSummary()
+    sources, failed = _expand_inputs(inputs)
+    summary.failed.extend(failed)
+    for path, why in failed:
+        log.warning("%s: %s", path, why)
+    ws = Workspace(workspace, create=True)
+    runner = _Runner(_resolve_workers(cfg.workers), cfg)
+    store = _Store(ws, cfg, summary)
+    disable = None if show_progress is None else not show_progress
+    try:
+        videos = [(p, k) for p, k in sources if k == "video"]
+        pictures = [(p, k) for p, k in sources if k == "image"]
+        for path, _ in videos:
+            summary.sources += 1
+            sid, done = _register_source(ws, path, "video")
+            if done:
+                summary.skipped_sources += 1
+                continue
+            errors: list[str] = []
+            jobs = _video_jobs(path, sid, cfg, store.done_keys(sid), errors)
+            for job, res in progress(runner.map(jobs), desc=f"{path.name}", unit="frame", disable=disable):
+                store.add(job, res, path)
+            if errors:
+                summary.failed.append((str(path), errors[0]))
+                log.warning("%s: %s", path, errors[0])
+            _set_source_status(ws, sid, "failed" if errors else "done", errors[0] if errors else None)
+        # pictures: one source each, detection spread over the pool
+        pending: list[tuple[_Job, Path]] = []
+        for path, _ in pictures:
+            summary.sources += 1
+            sid, done = _register_source(ws, path, "image")
+            if done:
+                summary.skipped_sources += 1
+                continue
+            pending.append((_Job(sid, "page=0", None, 0, path=str(path)), path))
+        by_job = {id(j): p for j, p in pending}
+        for job, res in progress(runner.map(j for j, _ in pending), total=len(pending), desc="pictures",
+                                 unit="pic", disable=disable):
+            path = by_job[id(job)]
+            if res.error:
+                summary.failed.append((str(path), res.error.split(": ", 1)[-1]))
+                log.warning("%s", res.error)
+                _set_source_status(ws, job.source_id, "failed", res.error)
+                continue
+            store.add(job, res, path)
+            _set_source_status(ws, job.source_id, "done")
+    finally:
+        runner.close()
+        summary.seconds = time.perf_counter() - t0
+        ws.close()
+    return summary
+
+
+# --------------------------------------------------------------------------- import & sync
+
+def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, character: str,
+                         cfg: CollectConfig | None = None, *, whole_if_none: bool = True,
+                         show_progress: bool | None = None) -> CollectSummary:
+    """Pictures of one character: the largest face of each is cropped into ``WS/<character>/``.
+
+    Other faces in the same picture go to ``unlabeled/``. A picture where no face is found but which
+    looks like a face crop already (``whole_if_none``: square-ish and small) is taken whole.
+    """
+    character = _check_character(character)
+    cfg = cfg or CollectConfig()
+    t0 = time.perf_counter()
+    summary = CollectSummary()
+    sources, failed = _expand_inputs(inputs)
+    summary.failed.extend(failed)
+    videos = [p for p, k in sources if k == "video"]
+    for v in videos:
+        summary.failed.append((str(v), "import takes pictures; use `animeid collect` for videos"))
+    ws = Workspace(workspace, create=True)
+    runner = _Runner(_resolve_workers(cfg.workers), cfg)
+    store = _Store(ws, cfg, summary)
+    disable = None if show_progress is None else not show_progress
+    try:
+        pending = []
+        for path, kind in sources:
+            if kind != "image":
+                continue
+            summary.sources += 1
+            sid, done = _register_source(ws, path, "image")
+            if done:
+                summary.skipped_sources += 1
+                continue
+            pending.append((_Job(sid, "page=0", None, 0, path=str(path)), path))
+        by_job = {id(j): p for j, p in pending}
+        for job, res in progress(runner.map(j for j, _ in pending), total=len(pending), desc=character,
+                                 unit="pic", disable=disable):
+            path = by_job[id(job)]
+            if res.error:
+                summary.failed.append((str(path), res.error.split(": ", 1)[-1]))
+                _set_source_status(ws, job.source_id, "failed", res.error)
+                continue
+            if not res.faces and whole_if_none:
+                res = _whole_picture(path, cfg)
+            if not res.faces:
+                summary.failed.append((str(path), "no face found"))
+                log.warning("%s: no face found", path)
+                _set_source_status(ws, job.source_id, "done", "no face found")
+                summary.items += 1
+                continue
+            areas = [(b[2] - b[0]) * (b[3] - b[1]) for b, *_ in res.faces]
+            store.add(job, res, path, label=character, label_index=int(np.argmax(areas)),
+                      folder=character)
+            _set_source_status(ws, job.source_id, "done")
+    finally:
+        runner.close()
+        summary.seconds = time.perf_counter() - t0
+        ws.close()
+    return summary
+
+
+def _whole_picture(path: Path, cfg: CollectConfig) -> _Result:
+    """A picture that is a face crop already (small and nearly square) as one face."""
+    img = load_image(path, "RGB")
+    w, h = img.size
+    if max(w, h) > 512 or not (0.75 <= w / h <= 1.33):
+        return _Result([])
+    crop = img.resize((cfg.crop_size, cfg.crop_size), Image.LANCZOS)
+    buf = io.BytesIO()
+    crop.save(buf, format="PNG")
+    return _Result([((0, 0, w, h), 0.0, buf.getvalue(), _phash(crop))])
+
+
+@dataclass
+class SyncSummary:
+    labeled: int = 0
+    unlabeled: int = 0
+    moved: int = 0
+    deleted: int = 0
+    added: int = 0
+    characters: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def sync(workspace: str | os.PathLike) -> SyncSummary:
+    """Record the user's sorting: a crop in ``WS/<name>/`` is labelled ``name``; one in ``unlabeled/``
+    is unlabelled; a crop removed from disk is marked deleted (and stays out of later collects).
+    Pictures the user put into a character folder by hand are added as labelled faces."""
+    out = SyncSummary()
+    with Workspace(workspace) as ws:
+        on_disk: dict[str, str] = {}   # file name -> relative path
+        for d in sorted(ws.root.iterdir()):
+            if not d.is_dir() or d.name.startswith("."):
+                continue
+            for f in sorted(d.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not f.name.startswith("."):
+                    on_disk.setdefault(f.name, f"{d.name}/{f.name}")
+        known = {}
+        updates, deletions = [], []
+        for row in ws.faces(include_deleted=True):
+            name = Path(row["file"]).name
+            known[name] = row
+            rel = on_disk.get(name)
+            if rel is None:
+                if row["status"] != "deleted":
+                    deletions.append(row["id"])
+                continue
+            folder = rel.split("/", 1)[0]
+            label = None if folder in _RESERVED else unicodedata.normalize("NFC", folder)
+            if rel != row["file"] or label != row["label"] or row["status"] != "ok":
+                if rel != row["file"]:
+                    out.moved += 1
+                updates.append((rel, label, row["id"]))
+        new_rows = []
+        manual_src = None
+        for name, rel in on_disk.items():
+            if name in known:
+                continue
+            folder = rel.split("/", 1)[0]
+            if folder in _RESERVED:
+                continue
+            try:
+                img = load_image(ws.root / rel, "RGB")
+            except InputError as e:
+                log.warning("%s", e)
+                continue
+            if manual_src is None:
+                with ws.conn:
+                    ws.conn.execute("INSERT OR IGNORE INTO sources(path, kind, status) VALUES (?,?,?)",
+                                    ("<added by hand>", "manual", "done"))
+                manual_src = ws.conn.execute("SELECT id FROM sources WHERE path='<added by hand>'").fetchone()[0]
+            w, h = img.size
+            new_rows.append((rel, manual_src, None, None, 0, 0, w, h, None, f"{_phash(img):016x}",
+                             unicodedata.normalize("NFC", folder)))
+        with ws.conn:
+            ws.conn.executemany("UPDATE faces SET file=?, label=?, status='ok' WHERE id=?", updates)
+            ws.conn.executemany("UPDATE faces SET status='deleted' WHERE id=?", [(i,) for i in deletions])
+            ws.conn.executemany(
+                "INSERT INTO faces(file, source_id, time, page, x0, y0, x1, y1, score, phash, label)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)", new_rows)
+        out.deleted = len(deletions)
+        out.added = len(new_rows)
+        for row in ws.faces():
+            if row["label"] is None:
+                out.unlabeled += 1
+            else:
+                out.labeled += 1
+                out.characters[row["label"]] = out.characters.get(row["label"], 0) + 1
+    return out
+
+
+def label_faces(workspace: str | os.PathLike, face_ids: Sequence[int], name: str | None) -> int:
+    """Give ``name`` (None: unlabel) to faces by id, moving their crops to the matching folder."""
+    if name is not None:
+        name = _check_character(name)
+    n = 0
+    with Workspace(workspace) as ws:
+        for fid in face_ids:
+            row = ws.conn.execute("SELECT * FROM faces WHERE id=? AND status='ok'", (int(fid),)).fetchone()
+            if row is None:
+                raise DatasetError(f"no face with id {fid}", ws.root)
+            src = ws.root / row["file"]
+            rel = f"{name if name is not None else UNLABELED}/{Path(row['file']).name}"
+            dst = ws.root / rel
+            if src != dst:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if src.exists():
+                    os.replace(src, dst)
+            with ws.conn:
+                ws.conn.execute("UPDATE faces SET file=?, label=? WHERE id=?", (rel, name, row["id"]))
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- export
+
+def _split_groups(labels: list[str], groups: list[int], seed: int, fractions: tuple[float, float, float]
+                  ) -> list[str]:
+    """Stratified split by character where every near-duplicate group lands on one side only."""
+    rng = np.random.default_rng(seed)
+    names = ("train", "val", "test")
+    out = [""] * len(labels)
+    by_label: dict[str, dict[int, list[int]]] = {}
+    for i, (lab, g) in enumerate(zip(labels, groups)):
+        by_label.setdefault(lab, {}).setdefault(g, []).append(i)
+    for lab in sorted(by_label):
+        gs = list(by_label[lab].values())
+        order = rng.permutation(len(gs))
+        total = sum(len(g) for g in gs)
+        want = np.array(fractions) * total
+        have = np.zeros(3)
+        # test and val first get at least one group when the character has three or more groups
+        for rank, gi in enumerate(order):
+            members = gs[gi]
+            if len(gs) >= 3 and rank < 2:
+                k = 2 - rank            # first group -> test, second -> val
+            else:
+                k = int(np.argmax(want - have))
+            have[k] += len(members)
+            for i in members:
+                out[i] = names[k]
+    return out
+
+
+def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 96, seed: int = 0,
+           val: float = 0.1, test: float = 0.1, group_distance: int = 10, min_per_character: int = 1,
+           fmt: str = "png") -> dict:
+    """Write the labelled faces as ``out/<character>/<character>_0001.png`` plus ``out/split.csv``.
+
+    Faces are resized to ``size`` x ``size``. The split is seeded and stratified by character;
+    crops whose perceptual hashes lie within ``group_distance`` bits are grouped and each group goes
+    to one split only, so near-duplicates never straddle train and test. The folder is written
+    beside ``out`` and renamed into place, so a failed export leaves the previous one whole.
+    """
+    out = Path(out)
+    with Workspace(workspace) as ws:
+        rows = ws.faces(labeled=True)
+        if not rows:
+            raise DatasetError("no labelled faces to export: sort crops into character folders, then "
+                               "`animeid dataset sync`", ws.root)
+        counts = collections.Counter(r["label"] for r in rows)
+        keep = [r for r in rows if counts[r["label"]] >= min_per_character]
+        labels = [r["label"] for r in keep]
+        groups = group_near_duplicates([int(r["phash"], 16) for r in keep], group_distance)
+        train = 1.0 - val - test
+        if not (0 < train <= 1 and val >= 0 and test >= 0):
+            raise DatasetError(f"bad split fractions val={val} test={test}")
+        splits = _split_groups(labels, groups, seed, (train, val, test))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            index: dict[str, int] = collections.Counter()
+            lines = []
+            missing = 0
+            for r, split in zip(keep, splits):
+                src = ws.root / r["file"]
+                try:
+                    img = load_image(src, "RGB")
+                except InputError as e:
+                    log.warning("%s", e)
+                    missing += 1
+                    continue
+                lab = r["label"]
+                index[lab] += 1
+                safe = _safe_name(lab)
+                rel = f"{lab}/{safe}_{index[lab]:04d}.{fmt}"
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                img.resize((size, size), Image.LANCZOS).save(dest)
+                lines.append((rel, lab, split))
+            with open(tmp / SPLIT_FILE, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["path", "label", "split"])
+                w.writerows(lines)
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # record the split in the manifest
+        with ws.conn:
+            ws.conn.executemany("UPDATE faces SET split=? WHERE id=?", [(s, r["id"]) for r, s in zip(keep, splits)])
+    per = collections.Counter((lab, s) for _, lab, s in lines)
+    return {"out": str(out), "faces": len(lines), "missing": missing, "size": size,
+            "characters": {lab: {s: per[(lab, s)] for s in ("train", "val", "test")} for lab in sorted(counts)}}
+
+
+# --------------------------------------------------------------------------- stats
+
+def _folder_counts(root: Path) -> dict[str, dict[str, int]]:
+    split_file = root / SPLIT_FILE
+    counts: dict[str, dict[str, int]] = {}
+    if split_file.exists():
+        with open(split_file, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                counts.setdefault(row["label"], collections.Counter())[row["split"]] += 1
+        return {k: dict(v) for k, v in counts.items()}
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and not d.name.startswith("."):
+            n = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+            if n:
+                counts[d.name] = {"all": n}
+    return counts
+
+
+def stats(path: str | os.PathLike, *, sheet: str | os.PathLike | None = None, per_character: int = 12) -> dict:
+    """Counts per character of a workspace or an exported folder; draws a contact sheet PNG."""
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError("no such workspace or dataset folder", root)
+    files: dict[str, list[Path]] = {}
+    if (root / MANIFEST).exists():
+        with Workspace(root) as ws:
+            rows = ws.faces()
+            counts: dict[str, dict[str, int]] = {}
+            for r in rows:
+                lab = r["label"] or "(unlabeled)"
+                c = counts.setdefault(lab, collections.Counter())
+                c["all"] += 1
+                if r["split"]:
+                    c[r["split"]] += 1
+                files.setdefault(lab, []).append(ws.root / r["file"])
+            counts = {k: dict(v) for k, v in sorted(counts.items())}
+            kind = "workspace"
+    else:
+        counts = _folder_counts(root)
+        for lab in counts:
+            d = root / lab
+            files[lab] = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTS) if d.is_dir() else []
+        kind = "folder"
+    if not counts:
+        raise DatasetError("holds no faces", root)
+    sheet_path = Path(sheet) if sheet else root / "contact_sheet.png"
+    if kind == "folder" and sheet is None:
+        sheet_path = root.parent / f"{root.name}_contact_sheet.png"
+    contact_sheet(files, sheet_path, per_character=per_character)
+    total = sum(v.get("all", sum(v.values())) for v in counts.values())
+    return {"path": str(root), "kind": kind, "total": total, "characters": counts, "contact_sheet": str(sheet_path)}
+
+
+def contact_sheet(files: dict[str, list[Path]], path: str | os.PathLike, *, per_character: int = 12,
+                  thumb: int = 64) -> Path:
+    """A PNG with one row per character: its name, its count, and up to ``per_character`` faces."""
+    from PIL import ImageDraw
+
+    names = sorted(files)
+    label_w = 180
+    W = label_w + per_character * (thumb + 4) + 4
+    H = max(1, len(names)) * (thumb + 4) + 4
+    sheet = Image.new("RGB", (W, H), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    font = _font(14)
+    for row, name in enumerate(names):
+        y = 4 + row * (thumb + 4)
+        draw.text((6, y + thumb // 2 - 16), name[:22], fill=(20, 20, 20), font=font)
+        draw.text((6, y + thumb // 2 + 2), f"{len(files[name])} faces", fill=(110, 110, 110), font=font)
+        picks = files[name]
+        if len(picks) > per_character:
+            idx = np.linspace(0, len(picks) - 1, per_character).round().astype(int)
+            picks = [picks[i] for i in idx]
+        for col, f in enumerate(picks):
+            try:
+                im = load_image(f, "RGB").resize((thumb, thumb), Image.BILINEAR)
+            except InputError:
+                continue
+            sheet.paste(im, (label_w + 4 + col * (thumb + 4), y))
+    save_image_atomic(sheet, path)
+    return Path(path)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    for name in ("DejaVuSans.ttf", "NotoSansCJK-Regular.ttc", "Arial.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:
+        return ImageFont.load_default()

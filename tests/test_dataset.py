@@ -1,0 +1,297 @@
+"""Workspaces: collect (timestamps, resume, kill), sync, import, export, stats, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from animeid.dataset import (CollectConfig, Workspace, collect, export, group_near_duplicates, hamming,
+                             import_illustrations, label_faces, stats, sync)
+from animeid.errors import DatasetError
+
+ROOT = Path(__file__).resolve().parent.parent
+TILES = ["tadne_r0c1.jpg", "tadne_r0c2.jpg", "tadne_r1c0.jpg", "tadne_r1c3.jpg", "tadne_r2c2.jpg", "tadne_r3c1.jpg"]
+
+
+def _tiles(detect_tadne: Path, names=TILES) -> list[np.ndarray]:
+    return [np.asarray(Image.open(detect_tadne / n).convert("RGB")) for n in names]
+
+
+def _video_from(images: list[np.ndarray], path: Path, seconds_each: int = 5) -> Path:
+    """A 1 fps video showing each picture for ``seconds_each`` seconds."""
+    from animeid.video import write_video
+
+    frames = [im for im in images for _ in range(seconds_each)]
+    write_video(frames, path, fps=1.0)
+    return path
+
+
+def _manifest(ws: Path) -> list[tuple]:
+    con = sqlite3.connect(ws / "manifest.sqlite")
+    try:
+        return con.execute("SELECT f.file, s.path, f.time, f.page, f.x0, f.y0, f.x1, f.y1, round(f.score, 4), f.phash,"
+                           " f.label FROM faces f JOIN sources s ON s.id = f.source_id ORDER BY f.file").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def tile_video(detect_tadne, tmp_path_factory) -> Path:
+    return _video_from(_tiles(detect_tadne), tmp_path_factory.mktemp("vid") / "episode01.mp4")
+
+
+def test_collect_video_timestamps_and_rerun_adds_nothing(tile_video, detect_tadne, tmp_path):
+    from animeid.detect import detect_faces
+
+    ws = tmp_path / "ws"
+    cfg = CollectConfig(every=5, workers=1, skip_similar_frames=None)
+    s = collect([tile_video], ws, cfg)
+    assert s.ok, s.failed
+    assert s.items == len(TILES)                 # one sampled frame per tile: t = 0, 5, 10, ...
+    rows = _manifest(ws)
+    assert rows, "no face collected from a video of real anime pictures"
+    times = sorted({r[2] for r in rows})
+    assert set(times) <= {5.0 * i for i in range(len(TILES))}
+    # every tile the detector finds a face in, seen directly, gives a face at its own timestamp
+    for i, tile in enumerate(_tiles(detect_tadne)):
+        if detect_faces(tile, threshold=0.8):
+            assert any(abs(r[2] - 5.0 * i) < 1e-6 for r in rows), f"no face at t={5 * i}s for {TILES[i]}"
+    for r in rows:
+        assert (ws / r[0]).is_file() and r[0].startswith("unlabeled/")
+        assert r[3] is None and r[10] is None
+    # a second run adds nothing
+    s2 = collect([tile_video], ws, cfg)
+    assert s2.skipped_sources == 1 and s2.faces == 0 and s2.items == 0
+    assert _manifest(ws) == rows
+
+
+def test_collect_two_workers_gives_the_same_manifest(tile_video, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    collect([tile_video], a, CollectConfig(workers=1, skip_similar_frames=None))
+    collect([tile_video], b, CollectConfig(workers=2, skip_similar_frames=None))
+    assert _manifest(a) == _manifest(b)
+
+
+def test_collect_killed_midway_resumes_to_the_same_manifest(detect_tadne, tmp_path):
+    names = sorted(p.name for p in detect_tadne.glob("*.jpg"))[:14]
+    video = _video_from(_tiles(detect_tadne, names), tmp_path / "long.mp4")
+    ref = tmp_path / "ref"
+    collect([video], ref, CollectConfig(workers=1, skip_similar_frames=None))
+    ws = tmp_path / "ws"
+    code = ("import sys; from animeid.dataset import collect, CollectConfig; "
+            f"collect([{str(video)!r}], {str(ws)!r}, CollectConfig(workers=1, skip_similar_frames=None), "
+            "show_progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        db = ws / "manifest.sqlite"
+        if db.exists():
+            try:
+                con = sqlite3.connect(db, timeout=1)
+                n = con.execute("SELECT count(*) FROM items").fetchone()[0]
+                con.close()
+            except sqlite3.Error:
+                n = 0
+            if n >= 4:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = n
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None, "collect finished before it could be killed"
+    con = sqlite3.connect(ws / "manifest.sqlite")
+    done_before = con.execute("SELECT count(*) FROM items").fetchone()[0]
+    status = con.execute("SELECT status FROM sources").fetchone()[0]
+    con.close()
+    assert done_before < len(names) and status == "partial"
+    s = collect([video], ws, CollectConfig(workers=1, skip_similar_frames=None))
+    assert s.ok and s.items == len(names) - done_before     # only the rest was processed
+    assert _manifest(ws) == [tuple(r) for r in _manifest(ref)]
+    # no stray temporary files from the killed run's atomic writes, apart from a possible single one
+    leftovers = [p for p in (ws / "unlabeled").iterdir() if p.name.startswith(".")]
+    assert len(leftovers) <= 1
+
+
+def test_collect_pictures_dedupes_near_duplicates(detect_tadne, tmp_path):
+    src = tmp_path / "pics"
+    src.mkdir()
+    im = Image.open(detect_tadne / "tadne_r0c1.jpg").convert("RGB")
+    im.save(src / "a.png")
+    im.save(src / "b.jpg", quality=90)                 # same picture, recompressed: a near-duplicate
+    s = collect([src], tmp_path / "ws", CollectConfig(workers=1))
+    assert s.ok and s.sources == 2
+    assert s.faces >= 1 and s.duplicates >= 1
+    assert s.faces == len(_manifest(tmp_path / "ws"))
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_bad_inputs_are_named_and_the_rest_goes_on(detect_tadne, tmp_path):
+    src = tmp_path / "big"
+    src.mkdir()
+    for n in TILES[:3]:
+        Image.open(detect_tadne / n).save(src / n)
+    (src / "broken.jpg").write_bytes((detect_tadne / TILES[3]).read_bytes()[:2000])   # truncated
+    (src / "notes.png").write_text("this is not a picture")                          # lies about its kind
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(src / "tiny.png")                     # 1x1
+    bomb = src / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)                                        # 400 Mpx, tiny file
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_video = tmp_path / "bad.mp4"
+    bad_video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    ws = tmp_path / "ws"
+    # something written before must survive the failures
+    s0 = collect([src / TILES[0]], ws, CollectConfig(workers=1))
+    before = _manifest(ws)
+    assert before
+    s = collect([src, empty, bad_video, tmp_path / "missing.mp4", tmp_path / "readme.txt"], ws,
+                CollectConfig(workers=2))
+    failed = {Path(p).name: why for p, why in s.failed}
+    assert not s.ok
+    assert "broken.jpg" in failed and "notes.png" in failed and "bomb.png" in failed
+    assert "decompression bomb" in failed["bomb.png"] or "pixels" in failed["bomb.png"]
+    assert "empty" in failed and "no videos or pictures" in failed["empty"]
+    assert "bad.mp4" in failed and "missing.mp4" in failed and "readme.txt" in failed
+    assert "tiny.png" not in failed                    # a 1x1 picture is fine: it has no face
+    assert set(before) <= set(_manifest(ws))           # nothing lost
+    assert len(_manifest(ws)) > len(before)            # the good pictures went on
+
+
+def test_cli_exit_status_says_whether_anything_failed(detect_tadne, tmp_path):
+    from animeid.cli import main
+
+    ok = main(["collect", str(detect_tadne / TILES[0]), "--workspace", str(tmp_path / "ws"), "--workers", "1"])
+    assert ok == 0
+    bad = main(["collect", str(tmp_path / "nope.mp4"), "--workspace", str(tmp_path / "ws"), "--workers", "1"])
+    assert bad == 1
+
+
+def test_not_a_workspace_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="not an animeid workspace"):
+        sync(tmp_path)
+    (tmp_path / "manifest.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(DatasetError, match="corrupt"):
+        Workspace(tmp_path)
+
+
+# --------------------------------------------------------------------------- labelling, export, stats
+
+def _fake_workspace(tmp_path: Path, per_char: int = 12) -> Path:
+    """A workspace of generated crops (distinct colours per character) collected as 'pictures'."""
+    rng = np.random.default_rng(0)
+    ws = tmp_path / "ws"
+    w = Workspace(ws, create=True)
+    with w.conn:
+        w.conn.execute("INSERT INTO sources(path, kind, status) VALUES ('x', 'manual', 'done')")
+    rows = []
+    for c, name in enumerate(["初音ミク", "aoba", "kou"]):
+        for i in range(per_char):
+            img = np.zeros((64, 64, 3), np.uint8)
+            img[:] = rng.integers(0, 255, 3)
+            img[rng.integers(0, 40):, rng.integers(0, 40):] = rng.integers(0, 255, 3)
+            rel = f"unlabeled/{c}_{i}.png"
+            Image.fromarray(img).save(ws / rel)
+            from animeid.dataset import _phash
+            rows.append((rel, 1, float(i), None, 0, 0, 64, 64, 0.9, f"{_phash(Image.fromarray(img)):016x}", None))
+    with w.conn:
+        w.conn.executemany("INSERT INTO faces(file, source_id, time, page, x0, y0, x1, y1, score, phash, label)"
+                           " VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+    w.close()
+    return ws
+
+
+def test_sync_records_folder_moves_unicode_and_deletions(tmp_path):
+    ws = _fake_workspace(tmp_path)
+    (ws / "初音ミク").mkdir()
+    for i in range(12):
+        os.replace(ws / f"unlabeled/0_{i}.png", ws / f"初音ミク/0_{i}.png")
+    (ws / "aoba").mkdir()
+    for i in range(10):
+        os.replace(ws / f"unlabeled/1_{i}.png", ws / f"aoba/1_{i}.png")
+    os.remove(ws / "unlabeled/2_0.png")             # the user rejected a crop
+    s = sync(ws)
+    assert s.characters == {"初音ミク": 12, "aoba": 10}
+    assert s.deleted == 1 and s.unlabeled == 2 + 11
+    # moving back un-labels; a picture dropped in by hand is added
+    os.replace(ws / "aoba/1_0.png", ws / "unlabeled/1_0.png")
+    Image.new("RGB", (50, 50), (1, 2, 3)).save(ws / "aoba/extra.png")
+    s = sync(ws)
+    assert s.characters["aoba"] == 10 and s.added == 1
+    with Workspace(ws) as w:
+        assert w.characters() == ["aoba", "初音ミク"]
+
+
+def test_label_faces_moves_crops(tmp_path):
+    ws = _fake_workspace(tmp_path)
+    with Workspace(ws) as w:
+        ids = [r["id"] for r in w.faces()][:3]
+    assert label_faces(ws, ids, "kou") == 3
+    assert len(list((ws / "kou").iterdir())) == 3
+    with pytest.raises(DatasetError, match="reserved"):
+        label_faces(ws, ids, "unlabeled")
+
+
+def test_export_split_is_stratified_seeded_and_leak_free(tmp_path):
+    ws = _fake_workspace(tmp_path, per_char=20)
+    for c, name in enumerate(["初音ミク", "aoba", "kou"]):
+        (ws / name).mkdir()
+        for i in range(20):
+            os.replace(ws / f"unlabeled/{c}_{i}.png", ws / f"{name}/{c}_{i}.png")
+    # a near-duplicate pair inside one character must land in one split
+    dup = Image.open(ws / "kou/2_0.png")
+    dup.save(ws / "kou/2_0_copy.png")
+    sync(ws)
+    out = tmp_path / "export"
+    r = export(ws, out, size=48, seed=3)
+    assert r["faces"] == 61
+    rows = list(csv.DictReader(open(out / "split.csv", encoding="utf-8")))
+    assert {row["split"] for row in rows} == {"train", "val", "test"}
+    for name in ["初音ミク", "aoba", "kou"]:
+        splits = [row["split"] for row in rows if row["label"] == name]
+        assert splits.count("test") >= 1 and splits.count("val") >= 1 and splits.count("train") >= 10
+    img = Image.open(out / rows[0]["path"])
+    assert img.size == (48, 48)
+    assert rows[0]["path"].startswith(rows[0]["label"] + "/")
+    # same seed, same split; the near-duplicates are together
+    r2 = export(ws, tmp_path / "export2", size=48, seed=3)
+    rows2 = list(csv.DictReader(open(tmp_path / "export2" / "split.csv", encoding="utf-8")))
+    assert [(a["label"], a["split"]) for a in rows] == [(b["label"], b["split"]) for b in rows2]
+    with Workspace(ws) as w:
+        sp = {Path(x["file"]).name: x["split"] for x in w.faces(labeled=True)}
+    assert sp["2_0.png"] == sp["2_0_copy.png"]
+
+
+def test_export_with_no_labels_is_a_clear_error_and_keeps_the_old_export(tmp_path):
+    ws = _fake_workspace(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(DatasetError, match="no labelled faces"):
+        export(ws, out)
+    assert (out / "keep.txt").read_text() == "old"
+
+
+def test_stats_counts_and_contact_sheet(tmp_path):
+    ws = _fake_workspace(tmp_path)
+    r = stats(ws)
+    assert r["characters"]["(unlabeled)"]["all"] == 36
+    sheet = Image.open(r["contact_sheet"])
+    assert sheet.width > 200 and sheet.height >= 60
+
+
+def test_hamming_and_grouping():
+    a = np.array([0, 1, 3, 0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
+    assert list(hamming(0, a)) == [0, 1, 2, 64]
+    assert group_near_duplicates([0, 1, 0xFF00, 0xFF01], 2) == [0, 0, 2, 2]
