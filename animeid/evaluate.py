@@ -37,6 +37,7 @@ __all__ = [
     "evaluate_estimator",
     "plot_confusion",
     "plot_curves",
+    "evaluate_model",
 ]
 
 log = logging.getLogger("animeid")
@@ -133,7 +134,8 @@ def _readable(path: Path) -> str | None:
 
 
 def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, check_images: bool = True,
-                        test_size: float = 0.2, val_size: float = 0.1, seed: int = 0) -> FolderDataset:
+                        test_size: float = 0.2, val_size: float = 0.1, seed: int = 0,
+                        require_training: bool = True) -> FolderDataset:
     """Pictures and character names of a folder-per-character dataset.
 
     ``root/<character>/<picture>`` (any depth below the character folder; hidden files,
@@ -149,7 +151,8 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
     ``split.csv`` that are missing) are skipped with a logged warning naming them, and listed in
     ``.skipped``. Raises :class:`~animeid.errors.DatasetError` for a missing folder, no pictures,
     only one character, a bad ``split.csv``, or (without ``split.csv``, where the split is made
-    here) a character with a single picture.
+    here) a character with a single picture; ``require_training=False`` (evaluation) allows one
+    character and single pictures.
     """
     root = Path(root)
     if split is not None and split not in SPLITS:
@@ -196,7 +199,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
     counts: dict[str, int] = {}
     for _, lab, _ in items:
         counts[lab] = counts.get(lab, 0) + 1
-    if len(counts) < 2:
+    if len(counts) < 2 and require_training:
         raise DatasetError(f"only one character ({next(iter(counts))!r}); a recogniser needs at least two", root)
 
     items.sort(key=lambda t: (t[1], str(t[0])))
@@ -206,7 +209,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
         splits = [s for _, _, s in items]  # type: ignore[misc]
     else:
         single = sorted(lab for lab, n in counts.items() if n < 2)
-        if single:
+        if single and require_training:
             names = ", ".join(repr(s) for s in single[:10]) + (" ..." if len(single) > 10 else "")
             raise DatasetError(
                 f"{len(single)} character(s) have a single picture: {names}; each needs at least 2 "
@@ -494,3 +497,19 @@ def _rc():
     import matplotlib
 
     return matplotlib.rc_context({"font.family": _font_family()})
+
+
+def evaluate_model(model: Any, dataset: str | os.PathLike, *, split: str | None = None, batch_size: int = 32,
+                   progress: bool = False) -> tuple[Report, FolderDataset]:
+    """Evaluate a saved model (a path or a :class:`animeid.predict.Recognizer`) on the face crops of a
+    folder-per-character dataset: every picture, or one ``split`` of its ``split.csv``.
+
+    Pictures in folders whose name the model does not know count as errors (never skipped).
+    """
+    from .predict import Recognizer
+
+    rec = model if isinstance(model, Recognizer) else Recognizer.load(model)
+    ds = read_folder_dataset(dataset, split, require_training=False)
+    paths, labels = ds
+    proba = rec.predict_proba_faces(paths, batch_size=batch_size)
+    return evaluate_predictions(labels, proba, rec.labels), ds

@@ -1,0 +1,182 @@
+"""Recogniser commands of the ``animeid`` CLI: train, evaluate, compare, predict (flags -> API calls)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def _method_options(a) -> dict:
+    opts = {}
+    for key in ("backbone", "steps", "learning_rate", "batch_size", "label_smoothing", "augment", "n_iter",
+                "epochs", "input_size", "time_budget"):
+        v = getattr(a, key, None)
+        if v is not None:
+            opts[key] = v
+    if a.tune:
+        opts["tune"] = True
+    return opts
+
+
+def cmd_train(a) -> int:
+    from .train import train
+
+    r = train(a.dataset, a.out, method=a.method, progress=None if not a.quiet else False, seed=a.seed,
+              **_method_options(a))
+    print(f"trained {r.method} on {r.n_train} faces of {len(r.labels)} characters in {r.seconds:.1f} s "
+          f"({r.n_val} validation, {r.n_test} test)")
+    if r.test:
+        print(f"held-out test: top-1 {r.test['top1']:.1%}, top-5 {r.test['top5']:.1%} on {r.test['n']} faces")
+    if r.info.get("oob_score") is not None:
+        print(f"out-of-bag score {r.info['oob_score']:.1%}")
+    if r.info.get("search"):
+        print(f"tuned parameters: {r.info['search']['best_params']} "
+              f"(cross-validated {r.info['search']['best_cv_accuracy']:.1%})")
+    print(f"model: {r.model_path}")
+    for p in (r.curves_png, r.confusion_png):
+        if p:
+            print(f"plot: {p}")
+    if a.json:
+        _print_json(r.to_dict())
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import evaluate_model, plot_confusion
+
+    rep, ds = evaluate_model(a.model, a.dataset, split=a.split)
+    out = Path(a.confusion) if a.confusion else Path(a.model).with_name(
+        f"{Path(a.model).name}.{Path(a.dataset).resolve().name}.confusion.png")
+    plot_confusion(rep, out, title=f"{Path(a.dataset).name}: top-1 {rep.top1:.1%} (n={rep.n})")
+    d = rep.to_dict()
+    if a.json:
+        d["confusion_png"] = str(out)
+        d["skipped"] = [[str(p), why] for p, why in ds.skipped]
+        print(rep.to_markdown(), file=sys.stderr)
+        _print_json(d)
+    else:
+        print(rep.to_markdown())
+        print(f"confusion matrix: {out}")
+    for p, why in ds.skipped:
+        print(f"animeid: {p}: skipped, {why}", file=sys.stderr)
+    return 1 if ds.skipped else 0
+
+
+def cmd_compare(a) -> int:
+    from .train import compare, compare_markdown
+
+    out = Path(a.out)
+
+    def show(row):
+        t1 = f"{row['top1']:.1%}" if row["top1"] is not None else "-"
+        print(f"  {row['method']}: top-1 {t1}, {row['train_seconds']:.0f} s", file=sys.stderr, flush=True)
+
+    rows = compare(a.dataset, out, augment=a.augment, include_best=not a.no_best, seed=a.seed, on_row=show)
+    md = compare_markdown(rows)
+    (out / "compare.md").write_text(md + "\n", encoding="utf-8")
+    (out / "compare.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(md)
+    print(f"\nmodels and table in {out}/")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from .detect import draw_faces
+    from .errors import InputError
+    from .images import iter_image_files, load_image
+    from .predict import PredictConfig, Recognizer
+
+    rec = Recognizer.load(a.model)
+    cfg = PredictConfig(top=a.top, threshold=a.threshold, detect=a.detect)
+    failed = 0
+    try:
+        files = list(iter_image_files(a.images))
+    except InputError as e:
+        print(f"animeid: {e}", file=sys.stderr)
+        return 1
+    if not files:
+        print("animeid: no pictures given", file=sys.stderr)
+        return 1
+    for f in files:
+        try:
+            res = rec.predict(f, cfg)
+        except InputError as e:
+            failed += 1
+            print(f"animeid: {e}", file=sys.stderr)
+            continue
+        if a.json:
+            _print_json({"path": res["path"], "faces": res["faces"]})
+        else:
+            print(f"{res['path']}: {len(res['faces'])} face(s)")
+            for face in res["faces"]:
+                cands = ", ".join(f"{c['name']} {c['p']:.1%}" for c in face["candidates"])
+                print(f"  {face['box']}: {cands}")
+        if a.preview:
+            from .detect import Face
+            from ._util import save_image_atomic
+
+            img = load_image(f)
+            faces = [Face(tuple(x["box"]), x["candidates"][0]["p"]) for x in res["faces"]]
+            names = [f"{x['candidates'][0]['name']} {x['candidates'][0]['p']:.0%}" for x in res["faces"]]
+            save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / (Path(f).stem + ".png"))
+    return 1 if failed else 0
+
+
+def add_commands(sub) -> None:
+    from .train import METHODS
+
+    p = sub.add_parser("train", help="train a recogniser on a folder-per-character dataset")
+    p.add_argument("dataset", help="folder with one subfolder of face pictures per character (split.csv honoured)")
+    p.add_argument("--out", "-o", required=True, help="model file to write (.animeid)")
+    p.add_argument("--method", default="auto", choices=["auto", *METHODS],
+                   help="auto (default): the best method for a plain CPU; " +
+                   "; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
+    p.add_argument("--tune", action="store_true", help="forest: search its parameters (successive-halving random search)")
+    p.add_argument("--n-iter", type=int, help="forest --tune: parameter settings tried (default 12)")
+    p.add_argument("--backbone", help="feature extractor (inception_v3, efficientnet_lite0, ...; name@size allowed)")
+    p.add_argument("--steps", type=int, help="softmax: SGD steps (default 10000, as retrain.py)")
+    p.add_argument("--learning-rate", type=float, help="softmax: learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=int, help="softmax: batch size (default 10)")
+    p.add_argument("--label-smoothing", type=float, help="softmax: label smoothing (the study: 0.1)")
+    p.add_argument("--augment", type=int, help="colour-keeping variants per training face (the study: 64)")
+    p.add_argument("--epochs", type=int, help="finetune: epochs")
+    p.add_argument("--input-size", type=int, help="finetune: input size in pixels")
+    p.add_argument("--time-budget", type=float, help="finetune: stop after this many seconds, keeping the best")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split when the dataset has no split.csv")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5, per-character accuracy and a confusion matrix")
+    p.add_argument("model")
+    p.add_argument("dataset", help="folder with one subfolder of face pictures per character")
+    p.add_argument("--split", choices=["train", "val", "test"], help="only this split of the dataset's split.csv")
+    p.add_argument("--confusion", help="where to write the confusion matrix PNG")
+    p.add_argument("--json", action="store_true", help="the last line printed is one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="the study's Table 7 (forest, tuned forest, softmax, +augmentation) "
+                                       "next to animeid's default, on any dataset")
+    p.add_argument("dataset")
+    p.add_argument("--out", default="compare-output", help="folder for the models and the table")
+    p.add_argument("--augment", type=int, default=64, help="variants per face in the augmented row (default 64)")
+    p.add_argument("--no-best", action="store_true", help="leave out animeid's default method")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("predict", help="name the characters in pictures (faces found first)")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", help="pictures or folders")
+    p.add_argument("--top", type=int, default=3, help="candidates per face (default 3)")
+    p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
+    p.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
+                   help="auto: find faces, a picture that is a face crop is taken whole; never: every picture is a face")
+    p.add_argument("--preview", help="folder for pictures with boxes and names drawn")
+    p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
+    p.set_defaults(func=cmd_predict)

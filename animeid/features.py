@@ -1,0 +1,148 @@
+"""How a recogniser turns face crops into the numbers its head reads: one definition for training and prediction.
+
+A :class:`FeatureSpec` is data (it is stored in the model file):
+
+* ``kind="pixels"``: flattened ``size`` x ``size`` RGB pixels (the study's random forest);
+* ``kind="backbone"``: an ImageNet backbone's pooled features (:mod:`animeid.backbones`), optionally
+  averaged with those of the mirrored face (``tta_flip``) and joined with an HSV colour histogram
+  (``color_hist``; hair and eye colour identify characters);
+* ``kind="embedding"``: the output of a fine-tuned network bundled in the model file.
+
+:class:`FeaturePipeline` computes them. At training time the backbone runs through the cached
+ONNX export (:func:`animeid.backbones.extract_features`, features cached on disk); in a saved model
+the same ONNX graph travels inside the file, so prediction needs only ONNX Runtime.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .images import ImageTyping, to_array
+
+__all__ = ["FeatureSpec", "FeaturePipeline"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    kind: str = "backbone"                # pixels | backbone | embedding
+    size: int = 96                        # pixels: side of the resized face
+    backbone: str | None = None           # backbone: registry name, "name@size" allowed
+    tta_flip: bool = False                # average with the mirrored face's features
+    color_hist: bool = False              # join an HSV colour histogram
+    color_weight: float = 1.0             # its weight after both blocks are L2-normalised
+    output: str | None = None             # embedding: name of the ONNX output to read
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def describe(self) -> str:
+        if self.kind == "pixels":
+            return f"{self.size}x{self.size} pixels"
+        s = self.backbone or "fine-tuned network"
+        if self.tta_flip:
+            s += " + flip"
+        if self.color_hist:
+            s += " + colour histogram"
+        return s
+
+
+def _flip(images: Sequence[ImageTyping]) -> list[np.ndarray]:
+    return [np.ascontiguousarray(to_array(im)[:, ::-1]) for im in images]
+
+
+class FeaturePipeline:
+    """Computes a :class:`FeatureSpec`'s features; thread-safe, ONNX session opened lazily.
+
+    ``backbone_cfg``: the :class:`~animeid.backbones.BackboneConfig` (or its dict) whose
+    preprocessing applies; ``onnx_bytes``: the graph to run (a saved model's); without it the
+    backbone's cached export and the on-disk feature cache are used (training).
+    """
+
+    def __init__(self, spec: FeatureSpec, backbone_cfg: Any = None, onnx_bytes: bytes | None = None):
+        self.spec = spec
+        self.onnx_bytes = onnx_bytes
+        self._cfg = backbone_cfg
+        self._session = None
+        self._lock = threading.Lock()
+
+    # -- backbone config and session
+    @property
+    def backbone_config(self):
+        from .backbones import BackboneConfig, get_config
+
+        if self._cfg is None:
+            self._cfg = get_config(self.spec.backbone)
+        elif isinstance(self._cfg, dict):
+            names = {f.name for f in dataclasses.fields(BackboneConfig)}
+            d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self._cfg.items() if k in names}
+            self._cfg = BackboneConfig(**d)
+        return self._cfg
+
+    def _sess(self):
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+
+                from .backbones import _default_providers
+
+                opts = ort.SessionOptions()
+                opts.log_severity_level = 3
+                self._session = ort.InferenceSession(self.onnx_bytes, opts, providers=_default_providers())
+            return self._session
+
+    def _run_onnx(self, images: Sequence[ImageTyping], batch_size: int) -> np.ndarray:
+        from .backbones import preprocess
+
+        sess = self._sess()
+        inp = sess.get_inputs()[0].name
+        outs = [o.name for o in sess.get_outputs()]
+        want = self.spec.output if self.spec.output in outs else outs[0]
+        chunks = []
+        for i in range(0, len(images), batch_size):
+            x = preprocess(images[i:i + batch_size], self.backbone_config)
+            chunks.append(sess.run([want], {inp: x})[0].reshape(len(x), -1).astype(np.float32))
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+    def _deep(self, images: Sequence[ImageTyping], batch_size: int, cache: bool, progress: bool) -> np.ndarray:
+        if self.onnx_bytes is not None:
+            return self._run_onnx(images, batch_size)
+        from .backbones import extract_features
+
+        return extract_features(self.backbone_config, images, batch_size=batch_size, cache=cache, progress=progress)
+
+    # -- public
+    def transform(self, images: Sequence[ImageTyping], *, batch_size: int = 32, cache: bool = True,
+                  progress: bool = False) -> np.ndarray:
+        """Features ``(n, d)`` float32 for face crops ``images`` (pixels: ``(n, size, size, 3)`` uint8)."""
+        from .models import _resized_rgb, color_histograms, combine_features
+
+        images = list(images)
+        if self.spec.kind == "pixels":       # the resized faces themselves; PixelForest flattens them
+            return np.stack([_resized_rgb(im, self.spec.size) for im in images])
+        if not images:
+            raise ValueError("no pictures")
+        feats = self._deep(images, batch_size, cache, progress)
+        if self.spec.tta_flip:
+            feats = 0.5 * (feats + self._deep(_flip(images), batch_size, cache, progress))
+        if self.spec.color_hist:
+            feats = combine_features(feats, color_histograms(images), weights=[1.0, self.spec.color_weight])
+        return feats.astype(np.float32)
+
+    def onnx_for_saving(self) -> bytes | None:
+        """The graph a saved model must carry (the backbone's export, made once with torch)."""
+        if self.spec.kind == "pixels":
+            return None
+        if self.onnx_bytes is not None:
+            return self.onnx_bytes
+        from .backbones import onnx_path
+
+        return onnx_path(self.backbone_config).read_bytes()

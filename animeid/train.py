@@ -1,0 +1,354 @@
+"""Training recognisers on a folder-per-character dataset: the study's methods and animeid's best.
+
+:func:`train` reads the dataset (its ``split.csv`` when present, else a seeded stratified split),
+fits one of the :data:`METHODS` on the train part (the validation part drives curves and early
+stopping), measures the held-out test part, and writes one model file plus, beside it, the
+accuracy curves (``MODEL.curves.png``) and the test confusion matrix (``MODEL.confusion.png``).
+
+Methods (``animeid train --method NAME``):
+
+``forest``         the study's baseline: random forest on flattened 96x96 pixels (random_state 24, OOB score);
+                   ``tune=True`` searches n_estimators, max_depth, min_samples_split, min_samples_leaf and
+                   max_features with scikit-learn's HalvingRandomSearchCV (successive halving)
+``softmax``        the study's main method (TensorFlow retrain.py): frozen ImageNet Inception V3, a softmax
+                   layer trained by SGD (10,000 steps, learning rate 0.01, batch 10); ``label_smoothing``
+                   (the study: 0.1) and ``augment=N`` colour-keeping variants per image (the study: 64)
+``logistic``       a stronger head on frozen features: L2-normalised backbone features averaged with the
+                   mirrored face's, joined with an HSV colour histogram, multinomial logistic regression
+``finetune``       the backbone's top blocks trained too (:mod:`animeid.finetune`), resumable checkpoints
+``auto``           the default: the best method that fits the time budget on a plain CPU
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import DatasetError
+from .features import FeaturePipeline, FeatureSpec
+
+__all__ = ["METHODS", "TrainResult", "train", "list_methods", "Method", "compare", "compare_markdown", "STUDY_TABLE"]
+
+log = logging.getLogger("animeid")
+
+
+@dataclass
+class Fitted:
+    """What a method returns: the fitted head, how features are made, and its curves."""
+
+    head: Any
+    pipeline: FeaturePipeline
+    history: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Method:
+    name: str
+    description: str
+    fit: Callable[..., Fitted]
+    defaults: dict[str, Any]
+
+
+METHODS: dict[str, Method] = {}
+
+
+def _method(name: str, description: str, **defaults: Any):
+    def deco(fn):
+        METHODS[name] = Method(name, description, fn, defaults)
+        return fn
+    return deco
+
+
+def list_methods() -> list[str]:
+    return list(METHODS)
+
+
+def _load_all(paths: Sequence[Path]) -> list[np.ndarray]:
+    from .images import to_array
+
+    return [to_array(p) for p in paths]
+
+
+# --------------------------------------------------------------------------- methods
+
+@_method("forest", "random forest on flattened 96x96 pixels (the study's baseline)",
+         size=96, tune=False, n_iter=12, cv=3, n_estimators=100, max_depth=None, min_samples_split=2,
+         min_samples_leaf=1, max_features="sqrt", seed=24)
+def _fit_forest(train_x, train_y, val_x, val_y, *, size, tune, n_iter, cv, n_estimators, max_depth,
+                min_samples_split, min_samples_leaf, max_features, seed, progress) -> Fitted:
+    from .models import PixelForest, _resized_rgb
+
+    pipe = FeaturePipeline(FeatureSpec(kind="pixels", size=size))
+    X = np.stack([_resized_rgb(im, size) for im in train_x])       # (N, size, size, 3) uint8
+    forest = PixelForest(size=size, n_estimators=n_estimators, max_depth=max_depth,
+                         min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
+                         max_features=max_features, random_state=seed, oob_score=True, n_jobs=-1)
+    info: dict[str, Any] = {}
+    if tune:
+        from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+        from sklearn.model_selection import HalvingRandomSearchCV, StratifiedKFold
+
+        # the study's search space, around its tuned values (189 trees, depth 13, split 5, leaf 1);
+        # successive halving: many settings on few faces, the best ones on more, so it stays affordable
+        space = {"n_estimators": [100, 150, 189, 250, 300], "max_depth": [8, 13, 20, None],
+                 "min_samples_split": [2, 5, 10], "min_samples_leaf": [1, 2, 4],
+                 "max_features": ["sqrt", "log2", 0.02]}
+        search = HalvingRandomSearchCV(forest.set_params(oob_score=False, n_jobs=1), space, n_candidates=n_iter,
+                                       factor=3, cv=StratifiedKFold(cv, shuffle=True, random_state=seed),
+                                       random_state=seed, n_jobs=-1, refit=False, verbose=0)
+        search.fit(X, np.asarray(train_y))
+        best = search.best_params_
+        info["search"] = {"best_params": best, "best_cv_accuracy": float(search.best_score_), "n_iter": n_iter,
+                          "cv": cv, "space": {k: [str(v) for v in vs] for k, vs in space.items()}}
+        forest = forest.set_params(**best, oob_score=True, n_jobs=-1)
+    forest.fit(X, np.asarray(train_y))
+    info["oob_score"] = float(forest.oob_score_)
+    return Fitted(forest, pipe, {}, info)
+
+
+def _features_with_augmentation(pipe: FeaturePipeline, images, labels, augment: int, seed: int, progress: bool):
+    X = pipe.transform(images, progress=progress)
+    y = list(labels)
+    if augment:
+        from .augment import augment_batch
+
+        variants = augment_batch(images, augment, seed=seed)
+        Xa = pipe.transform(variants, progress=progress, cache=False)
+        X = np.concatenate([X, Xa])
+        y = y + [lab for lab in labels for _ in range(augment)]
+    return X, y
+
+
+@_method("softmax", "frozen Inception V3 + softmax layer trained like TensorFlow's retrain.py (the study)",
+         backbone="inception_v3", steps=10000, learning_rate=0.01, batch_size=10, label_smoothing=0.0,
+         augment=0, seed=0)
+def _fit_softmax(train_x, train_y, val_x, val_y, *, backbone, steps, learning_rate, batch_size,
+                 label_smoothing, augment, seed, progress) -> Fitted:
+    from .models import SoftmaxHead
+
+    pipe = FeaturePipeline(FeatureSpec(kind="backbone", backbone=backbone))
+    X, y = _features_with_augmentation(pipe, train_x, train_y, augment, seed, progress)
+    Xv = pipe.transform(val_x, progress=progress) if len(val_x) else None
+    head = SoftmaxHead(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
+                       label_smoothing=label_smoothing, validation_fraction=0.1, random_state=seed)
+    head.fit(X, y, Xv, list(val_y) if Xv is not None else None)
+    return Fitted(head, pipe, _curves(head.history_), {"augment": augment, "label_smoothing": label_smoothing})
+
+
+def _curves(history: Any) -> dict[str, list[float]]:
+    if isinstance(history, dict):
+        return {k: [float(v) for v in vs] for k, vs in history.items()}
+    out: dict[str, list[float]] = {}
+    for row in history or []:
+        for k, v in row.items():
+            if v is not None:
+                out.setdefault(k, []).append(float(v))
+    return out
+
+
+@_method("logistic", "frozen backbone features (+ mirrored face) + colour histogram, logistic regression",
+         backbone="efficientnet_lite0", tta_flip=True, color_hist=True, color_weight=1.0, C=1.0, augment=0, seed=0)
+def _fit_logistic(train_x, train_y, val_x, val_y, *, backbone, tta_flip, color_hist, color_weight, C, augment,
+                  seed, progress) -> Fitted:
+    from .models import LogisticHead
+
+    pipe = FeaturePipeline(FeatureSpec(kind="backbone", backbone=backbone, tta_flip=tta_flip,
+                                       color_hist=color_hist, color_weight=color_weight))
+    X, y = _features_with_augmentation(pipe, train_x, train_y, augment, seed, progress)
+    head = LogisticHead(C=C).fit(X, y)
+    hist: dict[str, list[float]] = {}
+    if len(val_x):
+        # a learning curve: accuracy against the number of training faces (one fit per point)
+        Xv, yv = pipe.transform(val_x), np.asarray(val_y)
+        y_arr = np.asarray(y)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(y_arr))
+        for frac in (0.1, 0.25, 0.5):
+            idx = order[: max(int(frac * len(order)), 2 * len(set(y)))]
+            if len(set(y_arr[idx])) < len(set(y)):
+                continue
+            h = LogisticHead(C=C).fit(X[idx], y_arr[idx])
+            hist.setdefault("step", []).append(float(len(idx)))
+            hist.setdefault("train_accuracy", []).append(float(np.mean(h.predict(X[idx]) == y_arr[idx])))
+            hist.setdefault("val_accuracy", []).append(float(np.mean(h.predict(Xv) == yv)))
+        hist.setdefault("step", []).append(float(len(y_arr)))
+        hist.setdefault("train_accuracy", []).append(float(np.mean(head.predict(X) == y_arr)))
+        hist.setdefault("val_accuracy", []).append(float(np.mean(head.predict(Xv) == yv)))
+    return Fitted(head, pipe, hist, {"augment": augment})
+
+
+# --------------------------------------------------------------------------- train
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    method: str
+    labels: list[str]
+    n_train: int
+    n_val: int
+    n_test: int
+    seconds: float
+    test: dict[str, Any] | None            # evaluation report dict on the held-out test part
+    curves_png: Path | None
+    confusion_png: Path | None
+    info: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("model_path", "curves_png", "confusion_png"):
+            d[k] = str(d[k]) if d[k] is not None else None
+        return d
+
+
+def _resolve_method(method: str) -> Method:
+    if method == "auto":
+        method = AUTO_METHOD
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; methods: {', '.join(['auto', *METHODS])}")
+    return METHODS[method]
+
+
+#: What ``--method auto`` trains (the best method measured to fit the time budget; see BENCHMARKS.md).
+AUTO_METHOD = "logistic"
+
+
+def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "auto", progress: bool | None = None,
+          seed: int = 0, test_size: float = 0.2, val_size: float = 0.1, **options: Any) -> TrainResult:
+    """Train ``method`` on the folder-per-character ``dataset`` and save the model to ``out``.
+
+    ``options`` override the method's defaults (see :data:`METHODS`); unknown options are an error.
+    """
+    from .evaluate import evaluate_predictions, plot_confusion, plot_curves, read_folder_dataset
+    from .modelfile import save_model
+
+    m = _resolve_method(method)
+    unknown = set(options) - set(m.defaults)
+    if unknown:
+        raise ValueError(f"method {m.name!r} has no option(s) {', '.join(sorted(unknown))}; "
+                         f"options: {', '.join(m.defaults)}")
+    opts = {**m.defaults, **{k: v for k, v in options.items() if v is not None}}
+    show = bool(progress) if progress is not None else False
+    t0 = time.perf_counter()
+    ds = read_folder_dataset(dataset, test_size=test_size, val_size=val_size, seed=seed)
+    tr_p, tr_y = ds.subset("train")
+    va_p, va_y = ds.subset("val")
+    te_p, te_y = ds.subset("test")
+    if len(set(tr_y)) < 2:
+        raise DatasetError("the training part holds fewer than two characters", dataset)
+    log.info("training %s on %d faces (%d val, %d test) of %d characters", m.name, len(tr_p), len(va_p), len(te_p),
+             len(set(tr_y)))
+    tr_x, va_x = _load_all(tr_p), _load_all(va_p)
+    fitted = m.fit(tr_x, tr_y, va_x, va_y, progress=show, **opts)
+    seconds = time.perf_counter() - t0
+
+    out = Path(out)
+    test_report = None
+    confusion_png = None
+    if te_p:
+        te_x = _load_all(te_p)
+        proba = fitted.head.predict_proba(fitted.pipeline.transform(te_x))
+        rep = evaluate_predictions(te_y, proba, list(fitted.head.classes_))
+        test_report = rep.to_dict()
+        confusion_png = plot_confusion(rep, out.with_name(out.name + ".confusion.png"),
+                                       title=f"{m.name}: test top-1 {rep.top1:.1%} (n={rep.n})")
+    curves_png = None
+    if fitted.history.get("step") and any(k.endswith("accuracy") for k in fitted.history):
+        curves_png = plot_curves(fitted.history, out.with_name(out.name + ".curves.png"), title=f"{m.name} training")
+    spec = fitted.pipeline.spec
+    backbone = None
+    if spec.kind != "pixels":
+        cfg = fitted.pipeline.backbone_config
+        backbone = dataclasses.asdict(cfg)
+    training = {
+        "method": m.name, "options": {k: v for k, v in opts.items()}, "dataset": str(Path(dataset).resolve()),
+        "split": ds.split_source, "seed": seed, "n_train": len(tr_p), "n_val": len(va_p), "n_test": len(te_p),
+        "seconds": round(seconds, 2), "info": fitted.info,
+        "test": {k: test_report[k] for k in ("top1", "top5", "n")} if test_report else None,
+        "history": fitted.history,
+    }
+    save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
+               features={**spec.to_dict(), "crop_margin": 0.2}, training=training)
+    return TrainResult(out, m.name, [str(c) for c in fitted.head.classes_], len(tr_p), len(va_p), len(te_p), seconds,
+                       test_report, curves_png, confusion_png, fitted.info)
+
+
+# --------------------------------------------------------------------------- compare
+
+#: The study's Table 7 rows, then animeid's default: (row name, method, options)
+STUDY_TABLE: list[tuple[str, str, dict[str, Any]]] = [
+    ("Random forest (pixels)", "forest", {}),
+    ("Random forest, tuned", "forest", {"tune": True}),
+    ("Inception V3 + softmax (retrain.py)", "softmax", {}),
+    ("Inception V3 + softmax, label smoothing 0.1 + augmentation", "softmax", {"label_smoothing": 0.1, "augment": 64}),
+]
+
+
+def _speed(model_path: Path, faces: list, batch_size: int) -> float:
+    """Faces per second of a saved model on face crops (model loaded from its file, warm-up excluded)."""
+    from .predict import Recognizer
+
+    rec = Recognizer.load(model_path)
+    faces = (faces * (1 + 64 // max(1, len(faces))))[:64]
+    rec.predict_proba_faces(faces[:batch_size], batch_size=batch_size)
+    t0 = time.perf_counter()
+    rec.predict_proba_faces(faces, batch_size=batch_size)
+    return len(faces) / (time.perf_counter() - t0)
+
+
+def compare(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, augment: int = 64,
+            rows: Sequence[tuple[str, str, dict[str, Any]]] | None = None, include_best: bool = True,
+            progress: bool | None = None, seed: int = 0, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train every method of the study's Table 7 (and animeid's default) on ``dataset``; one row each.
+
+    ``augment``: variants per training face for the augmented softmax row (the study: 64; fewer
+    keep it affordable on a CPU, and the row's name says how many were used). Models go to ``out_dir``.
+    """
+    from .evaluate import read_folder_dataset
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = [(n, m, dict(o)) for n, m, o in (rows or STUDY_TABLE)]
+    for n, m, o in table:
+        if o.get("augment"):
+            o["augment"] = augment
+    if include_best:
+        table.append((f"animeid default ({AUTO_METHOD})", "auto", {}))
+    ds = read_folder_dataset(dataset, seed=seed)
+    te_p, _ = ds.subset("test")
+    from .images import to_array
+
+    speed_faces = [to_array(p) for p in te_p[:64]]
+    results = []
+    for i, (name, method, opts) in enumerate(table):
+        if opts.get("augment"):
+            name = name.replace("augmentation", f"augmentation x{opts['augment']}")
+        path = out_dir / f"{i + 1}-{method}.animeid"
+        r = train(dataset, path, method=method, progress=progress, seed=seed, **opts)
+        row = {"method": name, "name": r.method, "options": opts, "top1": r.test["top1"] if r.test else None,
+               "top5": r.test["top5"] if r.test else None, "n_test": r.n_test, "train_seconds": round(r.seconds, 1),
+               "faces_per_s": round(_speed(path, speed_faces, 32), 1) if speed_faces else None,
+               "model": str(path)}
+        results.append(row)
+        if on_row:
+            on_row(row)
+    return results
+
+
+def compare_markdown(rows: Sequence[dict]) -> str:
+    lines = ["| method | top-1 | top-5 | training time | prediction (faces/s, batch 32) |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        t1 = f"{r['top1']:.1%}" if r["top1"] is not None else "-"
+        t5 = f"{r['top5']:.1%}" if r["top5"] is not None else "-"
+        sec = r["train_seconds"]
+        tt = f"{sec:.0f} s" if sec < 120 else f"{sec / 60:.1f} min"
+        fps = f"{r['faces_per_s']:.0f}" if r["faces_per_s"] else "-"
+        lines.append(f"| {r['method']} | {t1} | {t5} | {tt} | {fps} |")
+    return "\n".join(lines)
