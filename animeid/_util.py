@@ -25,6 +25,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterat
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; keep the usual permissions
         with os.fdopen(fd, mode, **kw) as f:
             yield f
             f.flush()
@@ -34,6 +35,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterat
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -8,6 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("ANIMEID_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# exported ONNX backbones and cached features: one folder for the whole test run (ignored by git)
+os.environ.setdefault("ANIMEID_CACHE", str(ROOT / ".cache" / "animeid-tests"))
 
 
 def _shared(name: str) -> Path:
