@@ -25,7 +25,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterat
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; keep the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; keep the usual permissions
         with os.fdopen(fd, mode, **kw) as f:
             yield f
             f.flush()
@@ -37,10 +37,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterat
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()   # read once at import: os.umask is process-wide, not thread-safe to probe later
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
