@@ -1,0 +1,633 @@
+"""Anime face detection, face crops and previews.
+
+Structure
+---------
+* :class:`Face` - one detected face: a box ``(x0, y0, x1, y1)`` in the *original* picture's pixels
+  (``x1``/``y1`` exclusive, clipped to the picture) and the detector's score.
+* :class:`Detector` - the small interface every detector implements (``name``, ``min_face``,
+  ``detect_array``); :data:`DETECTORS` maps a name to a factory and :func:`get_detector` builds
+  each detector once, lazily and thread-safely. A second detector is added by writing one class
+  and one line in :data:`DETECTORS`.
+* :class:`AnimeFaceDetector` - the AnimeFace 2009 detector (nvxs 1.0.2, as bundled by the PyPI
+  package ``animeface==2.0.3``). Its Python extension ``animeface._nvxs`` reads Pillow's private
+  ``Imaging`` struct and silently finds *no faces* with Pillow >= 12, so the bundled C library
+  ``libnvxs`` is called directly with :mod:`ctypes`, doing exactly what the extension's C code did
+  (same pre-processing, same detector parameters: step 4, scale factor 1.095, smallest window
+  42.592 px). The ``animeface`` package itself is never imported; only its library file is used.
+* :func:`detect_faces_batch` / :func:`detect_faces` - the public detection: load the picture,
+  scan it in one or two passes (see *Small pictures* below), map the boxes back to the original
+  pixels, clip, threshold, merge the passes and sort by score (highest first).
+* :func:`detect_faces_or_whole_batch` / :func:`detect_faces_or_whole` - the same, but a picture
+  in which nothing is found is taken to be a face crop itself and gives one :class:`Face`
+  covering the whole picture (score ``0.0``). :func:`detect_faces` never does this.
+* :func:`crop_faces` / :func:`crop_face` - a square crop around a face box with a margin, padded
+  where it leaves the picture, resized to ``size``.
+* :func:`draw_faces` - a preview with the boxes and their scores (or labels).
+
+Small pictures
+--------------
+AnimeFace finds no face smaller than about 43 px, nor a face that fills the picture (its search
+windows lie inside the picture and need some context around the face). Measured on the real data
+(``bench/detect_bench.py`` and the face-crop folders), upscaling helps small *illustrations* a lot
+(a 128 px thumbnail of the benchmark: 15 -> 33 of 39 faces) but *hurts* face crops (a blurred,
+upscaled 96 px crop is rarely recognised: 96 % found at its own size, about 20 % at 300 px). So:
+
+1. every picture is scanned at its own size; one whose shorter side is under :data:`PAD_BELOW`
+   is first padded on each side by :data:`PAD_FRACTION` of its shorter side (edge pixels
+   replicated), so that a face crop (96x96, 128x128) shows its whole face with some context;
+2. a picture whose shorter side is under ``upscale_to`` (default :data:`AUTO_UPSCALE_TO`) is
+   also scanned upscaled (bicubic, by at most :data:`MAX_UPSCALE`), without padding;
+
+faces of the two passes overlapping by IoU >= 0.4 are one face (the higher score is kept).
+Pictures over :data:`MAX_DETECT_PIXELS` are scanned downscaled. Boxes are always given in the
+original picture's pixels, clipped to it.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import importlib.util
+import math
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence, Union, runtime_checkable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .images import ImageTyping, load_image, to_array
+
+__all__ = [
+    "Face",
+    "Detector",
+    "AnimeFaceDetector",
+    "DETECTORS",
+    "AUTO_UPSCALE_TO",
+    "PAD_BELOW",
+    "PAD_FRACTION",
+    "MAX_UPSCALE",
+    "MAX_DETECT_PIXELS",
+    "get_detector",
+    "detect_faces_batch",
+    "detect_faces",
+    "detect_faces_or_whole_batch",
+    "detect_faces_or_whole",
+    "crop_face",
+    "crop_faces",
+    "draw_faces",
+]
+
+#: A picture whose shorter side is under this many pixels is upscaled to it before detection
+#: (``upscale_to=None``). AnimeFace's smallest face is ~43 px: a face taking a seventh of the
+#: shorter side of a 300 px picture is still found.
+AUTO_UPSCALE_TO = 300
+#: Pictures whose shorter side (before upscaling) is under this many pixels are padded before
+#: detection, so that a face filling the picture (a face crop) does not touch its border.
+PAD_BELOW = 256
+#: Padding added on each side of a small picture, as a fraction of its shorter side.
+PAD_FRACTION = 0.33
+#: The upscaling factor is at most this (a 1x1 or 2x5000 picture is not blown up for nothing).
+MAX_UPSCALE = 4.0
+#: Larger pictures are downscaled to about this many pixels for detection (memory: the detector
+#: holds ~32 bytes per pixel; time grows with the pixel count). 3840x2160 (4K UHD) fits.
+MAX_DETECT_PIXELS = 3840 * 2160
+
+BoxLike = Union["Face", Sequence[float]]
+Fill = Union[str, int, Sequence[int]]
+
+
+# --------------------------------------------------------------------------------------------
+# Face
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face.
+
+    ``box``: ``(x0, y0, x1, y1)`` in the original picture's pixels, ``x1``/``y1`` exclusive,
+    clipped to the picture; this is the detector's own box, before any crop margin.
+    ``score``: the detector's likelihood (AnimeFace: 0..1, most true faces are above 0.99).
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+    def to_dict(self) -> dict:
+        return {"box": [int(v) for v in self.box], "score": round(float(self.score), 4)}
+
+
+# --------------------------------------------------------------------------------------------
+# Detector interface and registry
+# --------------------------------------------------------------------------------------------
+
+@runtime_checkable
+class Detector(Protocol):
+    """What a face detector provides. ``detect_array`` gives every candidate the detector
+    reports, in the given array's pixels: no threshold, no upscaling, no padding."""
+
+    name: str
+    min_face: int
+
+    def detect_array(self, rgb: np.ndarray) -> list[Face]:
+        ...
+
+
+# ---- AnimeFace 2009 through ctypes ----------------------------------------------------------
+
+class _NvMatrix(ctypes.Structure):
+    # nv_matrix_t of nvxs 1.0.2 (nv_core.h)
+    _fields_ = [
+        ("list", ctypes.c_int),
+        ("list_step", ctypes.c_uint),
+        ("n", ctypes.c_int),
+        ("m", ctypes.c_int),
+        ("rows", ctypes.c_int),
+        ("cols", ctypes.c_int),
+        ("step", ctypes.c_int),
+        ("alias", ctypes.c_int),
+        ("v", ctypes.POINTER(ctypes.c_float)),
+    ]
+
+
+class _NvRect(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("width", ctypes.c_int), ("height", ctypes.c_int)]
+
+
+class _NvFacePosition(ctypes.Structure):
+    _fields_ = [
+        ("likelihood", ctypes.c_float),
+        ("face", _NvRect),
+        ("left_eye", _NvRect),
+        ("right_eye", _NvRect),
+        ("nose", _NvRect),
+        ("mouth", _NvRect),
+        ("chin", _NvRect),
+    ]
+
+
+_MatPtr = ctypes.POINTER(_NvMatrix)
+_NV_MAX_FACE = 4096  # as the original extension
+_NV_CH_B, _NV_CH_G, _NV_CH_R = 0, 1, 2
+
+
+def _find_libnvxs() -> str:
+    """Path of the C library bundled by the ``animeface`` wheel (without importing the package)."""
+    try:
+        spec = importlib.util.find_spec("animeface")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        raise RuntimeError("the AnimeFace detector needs the package animeface==2.0.3 (pip install animeface==2.0.3)")
+    site = os.path.dirname(os.path.dirname(spec.origin))
+    found = sorted(glob.glob(os.path.join(site, "animeface.libs", "libnvxs*.so*")))
+    if not found:
+        raise RuntimeError(f"libnvxs not found in {os.path.join(site, 'animeface.libs')} "
+                           "(the animeface wheel for Linux x86-64 bundles it)")
+    return found[0]
+
+
+class AnimeFaceDetector:
+    """AnimeFace 2009 (nvxs 1.0.2) through ``libnvxs``, with the original wrapper's parameters.
+
+    The C library is loaded when the detector is built. Calls are serialised with a lock: the
+    library contains f2c-translated LAPACK code with static state and is not known to be
+    re-entrant (the GIL is released during a call, so other Python threads still run).
+    """
+
+    name = "animeface"
+    min_face = 43  # smallest search window: 42.592 px
+    step = 4.0
+    scale_factor = 1.095
+    min_window = 42.592
+
+    def __init__(self, library: str | None = None):
+        self.library = library or _find_libnvxs()
+        lib = ctypes.CDLL(self.library)
+        lib.nv_matrix3d_alloc.restype = _MatPtr
+        lib.nv_matrix3d_alloc.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.nv_matrix_zero.restype = None
+        lib.nv_matrix_zero.argtypes = [_MatPtr]
+        lib.nv_matrix_free.restype = None
+        lib.nv_matrix_free.argtypes = [ctypes.POINTER(_MatPtr)]
+        lib.nv_gray.restype = None
+        lib.nv_gray.argtypes = [_MatPtr, _MatPtr]
+        lib.nv_gaussian5x5.restype = None
+        lib.nv_gaussian5x5.argtypes = [_MatPtr, ctypes.c_int, _MatPtr, ctypes.c_int]
+        lib.nv_laplacian1.restype = None
+        lib.nv_laplacian1.argtypes = [_MatPtr, _MatPtr, ctypes.c_float]
+        lib.nv_integral.restype = None
+        lib.nv_integral.argtypes = [_MatPtr, _MatPtr, ctypes.c_int]
+        lib.nv_face_detect.restype = ctypes.c_int
+        lib.nv_face_detect.argtypes = [
+            ctypes.POINTER(_NvFacePosition), ctypes.c_int,          # faces, maxface
+            _MatPtr, _MatPtr,                                       # gray_integral, edge_integral
+            ctypes.POINTER(_NvRect),                                # image_size
+            ctypes.c_void_p, ctypes.c_void_p,                       # dir_mlp, detector_mlp
+            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,          # bagging_mlp (NULL-ended), count
+            ctypes.c_void_p,                                        # parts_mlp
+            ctypes.c_float, ctypes.c_float, ctypes.c_float,         # step, scale_factor, min_window
+        ]
+        self._lib = lib
+
+        def addr(sym: str) -> int:
+            return ctypes.addressof(ctypes.c_char.in_dll(lib, sym))
+
+        self._mlp_dir = addr("nv_face_mlp_dir")
+        self._mlp_face = addr("nv_face_mlp_face_00")
+        self._mlp_parts = addr("nv_face_mlp_parts")
+        self._mlp_bagging = (ctypes.c_void_p * 3)(addr("nv_face_mlp_face_01"), addr("nv_face_mlp_face_02"), None)
+        self._faces = (_NvFacePosition * _NV_MAX_FACE)()  # the results, reused under the lock
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"AnimeFaceDetector(library={self.library!r})"
+
+    def _alloc(self, n: int, rows: int, cols: int, live: list) -> _MatPtr:
+        m = self._lib.nv_matrix3d_alloc(n, rows, cols)
+        if not m or not m.contents.v:
+            raise MemoryError(f"nvxs could not allocate a {n}x{rows}x{cols} matrix")
+        live.append(m)
+        self._lib.nv_matrix_zero(m)
+        return m
+
+    @staticmethod
+    def _view(m: _MatPtr) -> np.ndarray:
+        c = m.contents
+        return np.ctypeslib.as_array(c.v, shape=(c.rows * c.cols, c.step))
+
+    def detect_array(self, rgb: np.ndarray) -> list[Face]:
+        """Every face the library reports in ``rgb`` (``(H, W, 3)`` uint8), unsorted, no threshold."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"detect_array wants an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        if min(h, w) < self.min_face:  # no search window fits; also keeps tiny arrays out of C
+            return []
+        with self._lock:
+            return self._run(np.ascontiguousarray(rgb), h, w)
+
+    def _run(self, rgb: np.ndarray, h: int, w: int) -> list[Face]:
+        lib = self._lib
+        live: list = []
+        try:
+            bgr = self._alloc(3, h, w, live)
+            gray = self._alloc(1, h, w, live)
+            v = self._view(bgr)
+            pix = rgb.reshape(h * w, 3)
+            v[:, _NV_CH_R] = pix[:, 0]
+            v[:, _NV_CH_G] = pix[:, 1]
+            v[:, _NV_CH_B] = pix[:, 2]
+            lib.nv_gray(gray, bgr)
+            smooth = self._alloc(1, h, w, live)
+            edge = self._alloc(1, h, w, live)
+            gray_integral = self._alloc(1, h + 1, w + 1, live)
+            edge_integral = self._alloc(1, h + 1, w + 1, live)
+            lib.nv_gaussian5x5(smooth, 0, gray, 0)
+            lib.nv_laplacian1(edge, smooth, 4.0)
+            lib.nv_integral(gray_integral, gray, 0)
+            lib.nv_integral(edge_integral, edge, 0)
+            image_size = _NvRect(0, 0, w, h)
+            n = lib.nv_face_detect(
+                self._faces, _NV_MAX_FACE, gray_integral, edge_integral, ctypes.byref(image_size),
+                self._mlp_dir, self._mlp_face, self._mlp_bagging, 2, self._mlp_parts,
+                self.step, self.scale_factor, self.min_window)
+            faces = []
+            for p in self._faces[:max(0, min(int(n), _NV_MAX_FACE))]:
+                r = p.face
+                faces.append(Face((r.x, r.y, r.x + r.width, r.y + r.height), float(p.likelihood)))
+            return faces
+        finally:
+            for m in live:
+                lib.nv_matrix_free(ctypes.byref(m))
+
+
+#: Detector factories by name. Add a detector here (a class following :class:`Detector`).
+DETECTORS: dict[str, Callable[[], Detector]] = {
+    "animeface": AnimeFaceDetector,
+}
+
+_detectors: dict[str, Detector] = {}
+_detectors_lock = threading.Lock()
+
+
+def get_detector(name: str = "animeface") -> Detector:
+    """The detector called ``name``, built on first use and shared afterwards (thread-safe).
+
+    Raises :class:`ValueError` listing the known names for an unknown one.
+    """
+    det = _detectors.get(name)
+    if det is not None:
+        return det
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(sorted(DETECTORS))}")
+    with _detectors_lock:
+        det = _detectors.get(name)
+        if det is None:
+            det = DETECTORS[name]()
+            _detectors[name] = det
+    return det
+
+
+# --------------------------------------------------------------------------------------------
+# Detection on any picture
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a picture is changed for one detection pass: ``t = (orig + pad) * scale`` per axis."""
+
+    width: int
+    height: int
+    pad_x: int
+    pad_y: int
+    scale_x: float
+    scale_y: float
+
+
+def _make_plan(w: int, h: int, pad: float, scale: float) -> _Plan:
+    pad_x = pad_y = round(min(w, h) * pad)
+    pw, ph = w + 2 * pad_x, h + 2 * pad_y
+    # never scan more than MAX_DETECT_PIXELS (this also bounds extreme aspect ratios)
+    if pw * ph * scale * scale > MAX_DETECT_PIXELS:
+        scale = math.sqrt(MAX_DETECT_PIXELS / (pw * ph))
+    tw, th = max(1, round(pw * scale)), max(1, round(ph * scale))
+    return _Plan(tw, th, pad_x, pad_y, tw / pw, th / ph)
+
+
+def _plans(w: int, h: int, upscale_to: int) -> list[_Plan]:
+    """The detection passes for a ``w`` x ``h`` picture.
+
+    1. the picture at its own size (downscaled when huge), padded when small: this finds the
+       faces of face crops, which upscaling blurs beyond AnimeFace's liking;
+    2. when the shorter side is under ``upscale_to``: the picture upscaled to it, unpadded:
+       this finds the small faces of small pictures.
+    """
+    short = min(w, h)
+    plans = [_make_plan(w, h, PAD_FRACTION if short < PAD_BELOW else 0.0, 1.0)]
+    if upscale_to and short < upscale_to:
+        plans.append(_make_plan(w, h, 0.0, min(upscale_to / short, MAX_UPSCALE)))
+    return plans
+
+
+def _prepare(rgb: np.ndarray, plan: _Plan) -> np.ndarray:
+    if plan.pad_x or plan.pad_y:
+        rgb = np.pad(rgb, ((plan.pad_y, plan.pad_y), (plan.pad_x, plan.pad_x), (0, 0)), mode="edge")
+    ph, pw = rgb.shape[:2]
+    if (plan.width, plan.height) != (pw, ph):
+        resample = Image.Resampling.BICUBIC if plan.width > pw else Image.Resampling.LANCZOS
+        rgb = np.asarray(Image.fromarray(rgb).resize((plan.width, plan.height), resample))
+    return rgb
+
+
+def _map_back(face: Face, plan: _Plan, w: int, h: int) -> Face | None:
+    x0, y0, x1, y1 = face.box
+    bx0 = min(max(round(x0 / plan.scale_x) - plan.pad_x, 0), w)
+    by0 = min(max(round(y0 / plan.scale_y) - plan.pad_y, 0), h)
+    bx1 = min(max(round(x1 / plan.scale_x) - plan.pad_x, 0), w)
+    by1 = min(max(round(y1 / plan.scale_y) - plan.pad_y, 0), h)
+    if bx1 <= bx0 or by1 <= by0:  # entirely in the padding
+        return None
+    return Face((bx0, by0, bx1, by1), face.score)
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = min(a[2], b[2]) - max(a[0], b[0])
+    iy = min(a[3], b[3]) - max(a[1], b[1])
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+#: Two faces from different detection passes overlapping at least this much are one face.
+_MERGE_IOU = 0.4
+
+
+def _merge(passes: list[list[Face]]) -> list[Face]:
+    """All faces of all passes, highest score first; a face overlapping a better one *found by
+    another pass* is dropped (faces of one pass were already merged by the detector)."""
+    tagged = sorted(((f, i) for i, faces in enumerate(passes) for f in faces),
+                    key=lambda t: (-t[0].score, t[1], t[0].box[1], t[0].box[0], t[0].box[3], t[0].box[2]))
+    kept: list[tuple[Face, int]] = []
+    for f, i in tagged:
+        if not any(j != i and _iou(f.box, k.box) >= _MERGE_IOU for k, j in kept):
+            kept.append((f, i))
+    return [f for f, _ in kept]
+
+
+def _detect_array(det: Detector, rgb: np.ndarray, threshold: float, upscale_to: int) -> list[Face]:
+    h, w = rgb.shape[:2]
+    passes = []
+    for plan in _plans(w, h, upscale_to):
+        if min(plan.width, plan.height) < det.min_face:  # no face fits
+            continue
+        faces = []
+        for f in det.detect_array(_prepare(rgb, plan)):
+            if f.score >= threshold:
+                m = _map_back(f, plan, w, h)
+                if m is not None:
+                    faces.append(m)
+        passes.append(faces)
+    return _merge(passes)
+
+
+def _detect_batch(images: Sequence[ImageTyping], threshold: float, detector: str, upscale_to: int | None,
+                  whole_if_none: bool) -> list[list[Face]]:
+    if isinstance(images, (str, bytes, bytearray, os.PathLike, Image.Image, np.ndarray)):
+        raise TypeError("the batch functions take a sequence of pictures; use detect_faces for one")
+    up = AUTO_UPSCALE_TO if upscale_to is None else int(upscale_to)
+    if up < 0:
+        raise ValueError(f"upscale_to must be >= 0 (0: never upscale), got {upscale_to}")
+    det = get_detector(detector)
+    out = []
+    for image in images:
+        rgb = to_array(image)
+        faces = _detect_array(det, rgb, threshold, up)
+        if not faces and whole_if_none:
+            faces = [Face((0, 0, rgb.shape[1], rgb.shape[0]), 0.0)]
+        out.append(faces)
+    return out
+
+
+def detect_faces_batch(images: Sequence[ImageTyping], *, threshold: float = 0.7, detector: str = "animeface",
+                       upscale_to: int | None = None) -> list[list[Face]]:
+    """Faces in each picture, highest score first.
+
+    ``threshold``: keep faces whose score is at least this. ``detector``: a name in
+    :data:`DETECTORS`. ``upscale_to``: a picture whose shorter side is under this many pixels is
+    also scanned upscaled to it (``None``: :data:`AUTO_UPSCALE_TO`; ``0``: never upscale). Small
+    pictures are also padded (see the module's notes). Boxes are in each picture's own pixels,
+    clipped to it. A picture too small for any face (1x1) gives ``[]``. Unreadable pictures raise
+    :class:`~animeid.errors.InputError`.
+    """
+    return _detect_batch(images, threshold, detector, upscale_to, whole_if_none=False)
+
+
+def detect_faces(image: ImageTyping, **kw) -> list[Face]:
+    """Faces in one picture; see :func:`detect_faces_batch` for the options."""
+    return detect_faces_batch([image], **kw)[0]
+
+
+def detect_faces_or_whole_batch(images: Sequence[ImageTyping], *, threshold: float = 0.7,
+                                detector: str = "animeface", upscale_to: int | None = None) -> list[list[Face]]:
+    """Like :func:`detect_faces_batch`, but a picture where nothing is found is taken to be a face
+    crop: it gives one :class:`Face` covering the whole picture, with score ``0.0``.
+
+    Meant for pictures that are already face crops, of which AnimeFace misses some (tight crops,
+    turned faces); never for whole illustrations.
+    """
+    return _detect_batch(images, threshold, detector, upscale_to, whole_if_none=True)
+
+
+def detect_faces_or_whole(image: ImageTyping, **kw) -> list[Face]:
+    """One picture through :func:`detect_faces_or_whole_batch`."""
+    return detect_faces_or_whole_batch([image], **kw)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Face crops
+# --------------------------------------------------------------------------------------------
+
+def _box_of(box: BoxLike) -> tuple[float, float, float, float]:
+    b = box.box if isinstance(box, Face) else box
+    try:
+        x0, y0, x1, y1 = (float(v) for v in b)
+    except (TypeError, ValueError):
+        raise ValueError(f"a box is (x0, y0, x1, y1), got {box!r}") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+        raise ValueError(f"a box needs x0 < x1 and y0 < y1, got {box!r}")
+    return x0, y0, x1, y1
+
+
+def _square(box: tuple[float, float, float, float], margin: float) -> tuple[int, int, int]:
+    """``(left, top, side)`` of the square crop around ``box`` (see :func:`crop_face`)."""
+    x0, y0, x1, y1 = box
+    side = max(1, round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    left = math.floor((x0 + x1) / 2 - side / 2 + 0.5)
+    top = math.floor((y0 + y1) / 2 - side / 2 + 0.5)
+    return left, top, side
+
+
+def _check_fill(fill: Fill) -> np.ndarray | None:
+    """``fill`` checked: ``None`` for a mode name, the ``(3,)`` uint8 colour otherwise."""
+    if isinstance(fill, str):
+        if fill not in ("edge", "reflect", "symmetric"):
+            raise ValueError(f"fill is 'edge', 'reflect', 'symmetric', a grey level or an (r, g, b) colour, got {fill!r}")
+        return None
+    try:
+        colour = np.broadcast_to(np.asarray(fill, dtype=np.int64), (3,))
+    except (TypeError, ValueError):
+        raise ValueError(f"fill colour is a grey level or (r, g, b), got {fill!r}") from None
+    if colour.min() < 0 or colour.max() > 255:
+        raise ValueError(f"fill colour must be 0..255, got {fill!r}")
+    return colour.astype(np.uint8)
+
+
+def _crop_padded(rgb: np.ndarray, left: int, top: int, side: int, fill: Fill) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    right, bottom = left + side, top + side
+    if right <= 0 or bottom <= 0 or left >= w or top >= h:
+        raise ValueError(f"the crop ({left}, {top}, {right}, {bottom}) lies outside the {w}x{h} picture")
+    part = rgb[max(top, 0):min(bottom, h), max(left, 0):min(right, w)]
+    pads = ((max(-top, 0), max(bottom - h, 0)), (max(-left, 0), max(right - w, 0)), (0, 0))
+    if not any(p for ax in pads for p in ax):
+        return part
+    if isinstance(fill, str):
+        if fill == "edge" or min(part.shape[:2]) < 2:
+            return np.pad(part, pads, mode="edge")
+        # numpy's reflect needs the pad to be shorter than the part: repeat it as needed
+        out = part
+        while any(p for ax in pads for p in ax):
+            step = tuple((min(a, out.shape[i] - 1), min(b, out.shape[i] - 1)) if i < 2 else (0, 0)
+                         for i, (a, b) in enumerate(pads))
+            out = np.pad(out, step, mode=fill)
+            pads = tuple((a - s[0], b - s[1]) for (a, b), s in zip(pads, step))
+        return out
+    out = np.empty((side, side, 3), np.uint8)
+    out[...] = _check_fill(fill)
+    out[pads[0][0]:pads[0][0] + part.shape[0], pads[1][0]:pads[1][0] + part.shape[1]] = part
+    return out
+
+
+def crop_faces(image: ImageTyping, boxes: Sequence[BoxLike], *, margin: float = 0.2, size: int | None = 96,
+               fill: Fill = "edge") -> list[Image.Image]:
+    """Square crops of several faces of one picture (the picture is loaded once); see :func:`crop_face`."""
+    if not margin > -0.5:
+        raise ValueError(f"margin must be > -0.5, got {margin}")
+    _check_fill(fill)
+    if size is not None and (int(size) != size or size < 1):
+        raise ValueError(f"size must be a positive whole number or None, got {size!r}")
+    squares = [_square(_box_of(b), margin) for b in boxes]
+    rgb = to_array(image) if squares else None
+    out = []
+    for left, top, side in squares:
+        img = Image.fromarray(np.ascontiguousarray(_crop_padded(rgb, left, top, side, fill)), "RGB")
+        if size is not None and img.size != (size, size):
+            img = img.resize((int(size), int(size)), Image.Resampling.LANCZOS)
+        out.append(img)
+    return out
+
+
+def crop_face(image: ImageTyping, box: BoxLike, *, margin: float = 0.2, size: int | None = 96,
+              fill: Fill = "edge") -> Image.Image:
+    """A square crop around a face, as the recognisers want it.
+
+    ``box``: ``(x0, y0, x1, y1)`` or a :class:`Face`. The crop is the square centred on the box's
+    centre whose side is ``round(max(w, h) * (1 + 2 * margin))``: ``margin`` is added on *each*
+    side, as a fraction of the box's longer side (0.2: a 100 px face gives a 140 px crop). Its
+    top-left corner is the centre minus half the side, rounded to the nearest pixel. Parts outside
+    the picture are filled per ``fill``: ``"edge"`` (default: the border pixels are replicated, so
+    no artificial frame appears), ``"reflect"`` / ``"symmetric"`` (mirrored), or a constant grey
+    level / ``(r, g, b)`` colour. The crop is then resized to ``size`` x ``size`` (Lanczos);
+    ``size=None`` keeps its own size. A box lying wholly outside the picture raises
+    :class:`ValueError`.
+    """
+    return crop_faces(image, [box], margin=margin, size=size, fill=fill)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Preview
+# --------------------------------------------------------------------------------------------
+
+_COLOURS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 180, 0), (200, 64, 255), (0, 200, 200)]
+
+
+def _font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=px)
+    except Exception:  # Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] | None = None) -> Image.Image:
+    """A copy of the picture (RGB, same size) with each face's box and its score or label."""
+    if labels is not None and len(labels) != len(faces):
+        raise ValueError(f"{len(labels)} labels for {len(faces)} faces")
+    img = load_image(image, "RGB").copy()
+    w, h = img.size
+    draw = ImageDraw.Draw(img)
+    line = max(2, round(min(w, h) / 200))
+    font = _font(max(10, round(min(w, h) / 32)))
+    for i, face in enumerate(faces):
+        x0, y0, x1, y1 = (int(round(v)) for v in _box_of(face))
+        colour = _COLOURS[i % len(_COLOURS)]
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
+        text = str(labels[i]) if labels is not None else f"{face.score:.2f}"
+        if not text:
+            continue
+        tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
+        tw, th = tx1 - tx0 + 2 * line, ty1 - ty0 + 2 * line
+        top = y0 - th if y0 - th >= 0 else y0  # above the box when there is room, else inside
+        left = min(max(x0, 0), max(w - tw, 0))
+        draw.rectangle((left, top, left + tw, top + th), fill=colour)
+        draw.text((left + line - tx0, top + line - ty0), text, fill=(255, 255, 255), font=font)
+    return img
