@@ -21,20 +21,13 @@ import time
 from pathlib import Path
 
 from .dataset import CollectConfig, Workspace, collect, export, import_illustrations, stats, sync
+from .detect import iou
 
 __all__ = ["run_demo"]
 
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 def _sort_like_a_user(ws_path: Path, truth: dict) -> tuple[int, int]:
@@ -48,8 +41,8 @@ def _sort_like_a_user(ws_path: Path, truth: dict) -> tuple[int, int]:
                 left += 1
                 continue
             box = (row["x0"], row["y0"], row["x1"], row["y1"])
-            best = max(faces_at(truth, row["time"]), key=lambda nb: _iou(nb[1], box), default=None)
-            if best is None or _iou(best[1], box) < 0.3:
+            best = max(faces_at(truth, row["time"]), key=lambda nb: iou(nb[1], box), default=None)
+            if best is None or iou(best[1], box) < 0.3:
                 left += 1          # a false detection: the user leaves it (or deletes it)
                 continue
             src = ws_path / row["file"]

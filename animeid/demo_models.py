@@ -11,7 +11,7 @@ __all__ = ["run_model_steps"]
 
 def run_model_steps(out: Path, data: Path, truth: dict, *, quick: bool = False) -> int:
     from ._util import save_image_atomic
-    from .detect import Face, draw_faces
+    from .detect import Face, draw_faces, iou
     from .predict import Recognizer
     from .sample import CHARACTERS, make_characters, render_scene
     from .train import AUTO_METHOD, train
@@ -35,17 +35,9 @@ def run_model_steps(out: Path, data: Path, truth: dict, *, quick: bool = False) 
         save_image_atomic(draw_faces(img, drawn, labels), previews / f"scene_{i + 1}.png")
         for name, box in faces:
             total += 1
-            hit = [f for f in res["faces"] if _iou(f["box"], box) >= 0.3]
+            hit = [f for f in res["faces"] if iou(f["box"], box) >= 0.3]
             right += bool(hit) and hit[0]["candidates"][0]["name"] == name
     print(f"      predict: {right} of {total} faces in {i + 1} new scenes found and named right; "
           f"pictures with boxes and names in {previews}/", flush=True)
     print(f"      try: animeid predict {model} {previews / 'scene_1.png'}", flush=True)
     return 0
-
-
-def _iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0

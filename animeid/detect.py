@@ -51,11 +51,13 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, Union, runtime_checkable
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import InputError
 from .images import ImageTyping, load_image, to_array
 
 __all__ = [
@@ -76,6 +78,8 @@ __all__ = [
     "crop_face",
     "crop_faces",
     "draw_faces",
+    "iou",
+    "detect_files",
 ]
 
 #: A picture whose shorter side is under this many pixels is upscaled to it before detection
@@ -399,7 +403,8 @@ def _map_back(face: Face, plan: _Plan, w: int, h: int) -> Face | None:
     return Face((bx0, by0, bx1, by1), face.score)
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes."""
     ix = min(a[2], b[2]) - max(a[0], b[0])
     iy = min(a[3], b[3]) - max(a[1], b[1])
     if ix <= 0 or iy <= 0:
@@ -419,7 +424,7 @@ def _merge(passes: list[list[Face]]) -> list[Face]:
                     key=lambda t: (-t[0].score, t[1], t[0].box[1], t[0].box[0], t[0].box[3], t[0].box[2]))
     kept: list[tuple[Face, int]] = []
     for f, i in tagged:
-        if not any(j != i and _iou(f.box, k.box) >= _MERGE_IOU for k, j in kept):
+        if not any(j != i and iou(f.box, k.box) >= _MERGE_IOU for k, j in kept):
             kept.append((f, i))
     return [f for f, _ in kept]
 
@@ -631,3 +636,59 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
         draw.rectangle((left, top, left + tw, top + th), fill=colour)
         draw.text((left + line - tx0, top + line - ty0), text, fill=(255, 255, 255), font=font)
     return img
+
+
+def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike | None = None,
+                 preview: str | os.PathLike | None = None, threshold: float = 0.7, margin: float = 0.2,
+                 size: int = 96, detector: str = "animeface") -> Iterator[dict]:
+    """``animeid detect``: every picture named (folders searched) -> one record each.
+
+    Records: ``{"path", "width", "height", "faces": [{"box", "score"}], "crops": [...]}``, or
+    ``{"path", "error"}`` for a missing path, an empty folder, or a picture that cannot be read;
+    the other pictures go on. Crops (``out/<stem>_<k>.png``) and previews (``preview/<stem>.png``,
+    boxes and scores drawn) are written atomically.
+    """
+    from ._util import save_image_atomic
+    from .images import IMAGE_EXTS, load_image
+
+    used: set[str] = set()
+
+    def unique(stem: str) -> str:
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}~{n}"
+        used.add(name)
+        return name
+
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            yield {"path": str(p), "error": "no such file or folder"}
+            continue
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS
+                           and not any(s.startswith(".") for s in f.relative_to(p).parts))
+            if not files:
+                yield {"path": str(p), "error": "folder holds no pictures"}
+                continue
+        else:
+            files = [p]
+        for f in files:
+            try:
+                img = load_image(f, "RGB")
+            except InputError as e:
+                yield {"path": str(f), "error": e.message}
+                continue
+            faces = detect_faces(img, threshold=threshold, detector=detector)
+            stem = unique(f.stem)
+            crops = []
+            if out is not None:
+                for k, c in enumerate(crop_faces(img, [x.box for x in faces], margin=margin, size=size)):
+                    dest = Path(out) / f"{stem}_{k}.png"
+                    save_image_atomic(c, dest)
+                    crops.append(str(dest))
+            if preview is not None:
+                save_image_atomic(draw_faces(img, faces), Path(preview) / f"{stem}.png")
+            yield {"path": str(f), "width": img.size[0], "height": img.size[1],
+                   "faces": [x.to_dict() for x in faces], "crops": crops}
