@@ -295,3 +295,19 @@ def test_hamming_and_grouping():
     a = np.array([0, 1, 3, 0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
     assert list(hamming(0, a)) == [0, 1, 2, 64]
     assert group_near_duplicates([0, 1, 0xFF00, 0xFF01], 2) == [0, 0, 2, 2]
+
+
+def test_truncated_video_keeps_its_readable_part_and_is_reported(detect_tadne, tmp_path):
+    from animeid.video import write_video
+
+    frames = [im for im in _tiles(detect_tadne) for _ in range(5)]
+    full = tmp_path / "full.mkv"                 # mkv: its index is not needed to read the first part
+    write_video(frames, full, fps=1.0)
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    s = collect([cut], tmp_path / "ws", CollectConfig(workers=1, skip_similar_frames=None))
+    assert not s.ok and Path(s.failed[0][0]).name == "cut.mkv"
+    assert 0 < s.items < len(TILES)              # the first part was sampled and kept
+    rows = _manifest(tmp_path / "ws")
+    assert rows and max(r[2] for r in rows) < 5.0 * len(TILES)
