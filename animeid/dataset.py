@@ -456,6 +456,29 @@ def _resolve_workers(workers: int | None) -> int:
     return max(1, int(n))
 
 
+def _picture_results(ws: Workspace, runner: _Runner, summary: CollectSummary, pictures: Sequence[Path], desc: str,
+                     disable: bool | None) -> Iterator[tuple[_Job, _Result, Path]]:
+    """Register each picture as a source and detect in the pool; yields the readable ones' results.
+
+    Pictures done in an earlier run are skipped; unreadable ones are recorded as failed (by name).
+    """
+    pending = []
+    for path in pictures:
+        summary.sources += 1
+        sid, done = _register_source(ws, path, "image")
+        if done:
+            summary.skipped_sources += 1
+            continue
+        pending.append(_Job(sid, "page=0", None, 0, path=str(path)))
+    for job, res in progress(runner.map(pending), total=len(pending), desc=desc, unit="pic", disable=disable):
+        if res.error:
+            summary.failed.append((job.path, res.error.split(": ", 1)[-1]))
+            log.warning("%s", res.error)
+            _set_source_status(ws, job.source_id, "failed", res.error)
+            continue
+        yield job, res, Path(job.path)
+
+
 def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig | None = None,
             *, show_progress: bool | None = None) -> CollectSummary:
     """Frames, detection, crops and near-duplicate removal into ``workspace`` (created if needed).
@@ -494,23 +517,7 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
                 log.warning("%s: %s", path, errors[0])
             _set_source_status(ws, sid, "failed" if errors else "done", errors[0] if errors else None)
         # pictures: one source each, detection spread over the pool
-        pending: list[tuple[_Job, Path]] = []
-        for path, _ in pictures:
-            summary.sources += 1
-            sid, done = _register_source(ws, path, "image")
-            if done:
-                summary.skipped_sources += 1
-                continue
-            pending.append((_Job(sid, "page=0", None, 0, path=str(path)), path))
-        by_job = {id(j): p for j, p in pending}
-        for job, res in progress(runner.map(j for j, _ in pending), total=len(pending), desc="pictures",
-                                 unit="pic", disable=disable):
-            path = by_job[id(job)]
-            if res.error:
-                summary.failed.append((str(path), res.error.split(": ", 1)[-1]))
-                log.warning("%s", res.error)
-                _set_source_status(ws, job.source_id, "failed", res.error)
-                continue
+        for job, res, path in _picture_results(ws, runner, summary, [p for p, _ in pictures], "pictures", disable):
             store.add(job, res, path)
             _set_source_status(ws, job.source_id, "done")
     finally:
@@ -544,24 +551,8 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
     store = _Store(ws, cfg, summary)
     disable = None if show_progress is None else not show_progress
     try:
-        pending = []
-        for path, kind in sources:
-            if kind != "image":
-                continue
-            summary.sources += 1
-            sid, done = _register_source(ws, path, "image")
-            if done:
-                summary.skipped_sources += 1
-                continue
-            pending.append((_Job(sid, "page=0", None, 0, path=str(path)), path))
-        by_job = {id(j): p for j, p in pending}
-        for job, res in progress(runner.map(j for j, _ in pending), total=len(pending), desc=character,
-                                 unit="pic", disable=disable):
-            path = by_job[id(job)]
-            if res.error:
-                summary.failed.append((str(path), res.error.split(": ", 1)[-1]))
-                _set_source_status(ws, job.source_id, "failed", res.error)
-                continue
+        pictures = [p for p, kind in sources if kind == "image"]
+        for job, res, path in _picture_results(ws, runner, summary, pictures, character, disable):
             if not res.faces and whole_if_none:
                 res = _whole_picture(path, cfg)
             if not res.faces:

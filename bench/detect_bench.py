@@ -29,19 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from animeid.detect import AUTO_UPSCALE_TO, Face, detect_faces, get_detector  # noqa: E402
+from animeid.detect import AUTO_UPSCALE_TO, Face, detect_faces, get_detector, iou  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("ANIMEID_SHARED_DATA", ROOT.parent / "shared" / "data")) / "detect-tadne"
 SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-
-
-def iou(a, b) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def overlaps(a, b) -> bool:

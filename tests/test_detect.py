@@ -9,17 +9,9 @@ import pytest
 from PIL import Image
 
 import animeid.detect as D
-from animeid.detect import Face, crop_face, crop_faces, detect_faces, detect_faces_batch, draw_faces, get_detector
+from animeid.detect import (Face, crop_face, crop_faces, detect_faces, detect_faces_batch, draw_faces, get_detector,
+                            iou)
 from animeid.errors import InputError
-
-
-def _iou(a, b):
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _overlaps(a, b):
@@ -70,7 +62,7 @@ def test_recall_on_detect_tadne(detect_tadne):
         hit = set()
         for f in faces:
             assert f.score >= 0.7
-            m = [i for i, g in enumerate(gt) if _iou(f.box, g) >= 0.3 and i not in hit]
+            m = [i for i, g in enumerate(gt) if iou(f.box, g) >= 0.3 and i not in hit]
             if m:
                 hit.add(m[0])
             elif not any(_overlaps(f.box, r) for r in ref[name].get("ignore", [])):
@@ -97,7 +89,7 @@ def test_boxes_in_original_pixels_after_upscaling(detect_tadne):
     assert D._detect_array(get_detector(), small, 0.7, 0) == []
     faces = detect_faces(small)
     assert len(faces) == 1, "upscaling should find the face"
-    assert _iou(faces[0].box, [v * 128 / 512 for v in ref]) >= 0.7
+    assert iou(faces[0].box, [v * 128 / 512 for v in ref]) >= 0.7
     assert all(0 <= v <= 128 for v in faces[0].box)
 
 
@@ -122,7 +114,7 @@ def test_tiny_grey_and_blank_pictures():
 def test_grey_picture_still_finds_the_face(detect_tadne):
     grey = Image.open(detect_tadne / "tadne_r0c2.jpg").convert("L")
     faces = detect_faces(grey)
-    assert faces and _iou(faces[0].box, (228, 108, 324, 204)) >= 0.7
+    assert faces and iou(faces[0].box, (228, 108, 324, 204)) >= 0.7
 
 
 def test_unreadable_picture_names_the_file(tmp_path):
