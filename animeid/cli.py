@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dataset_label)
 
     _add_model_commands(sub)
+    from .cli_serve import add_commands as _add_serve_commands  # serve, timeline
+    _add_serve_commands(sub)
     return ap
 
 

@@ -1,0 +1,104 @@
+"""``animeid serve`` (the web app) and ``animeid timeline`` (who appears when in a video): flags -> API calls."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(a) -> int:
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as e:
+        print(f"animeid: serve needs the web extras: pip install 'animeid[serve]' ({e})", file=sys.stderr)
+        return 1
+    app = create_app(a.model, a.workspace, max_upload_mb=a.max_upload_mb, max_video_mb=a.max_video_mb, preload=True)
+    rec = app.state.animeid.recognizer
+    if not _loopback(a.host):
+        print(f"animeid: warning: listening on {a.host}: the server has no authentication; anyone who can reach "
+              "this address can use it" + (" and rename the workspace's faces" if a.workspace else ""), file=sys.stderr)
+    shown = f"[{a.host}]" if ":" in a.host else a.host
+    print(f"animeid: {rec.method} model with {len(rec.labels)} characters; "
+          f"open http://{shown}:{a.port}/" + (" (label faces at /label)" if a.workspace else "")
+          + ", API docs at /docs", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="info" if a.verbose else "warning", access_log=a.verbose)
+    return 0
+
+
+def cmd_timeline(a) -> int:
+    from .predict import PredictConfig
+    from .timeline import build_timeline, plot_timeline, summary_lines
+
+    if not 0 < a.every < float("inf"):
+        print(f"animeid: error: --every must be a positive number of seconds, got {a.every:g}", file=sys.stderr)
+        return 2
+    bar = None
+    if sys.stderr.isatty() and not a.json:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=None, unit="s", desc=Path(a.video).name, leave=False, dynamic_ncols=True,
+                   bar_format="{desc}: {n:.0f}/{total_fmt} s of video {bar} {elapsed}")
+
+    def progress(done: float, duration: float | None, frames: int) -> None:
+        if bar is not None:
+            if duration and bar.total is None:
+                bar.total = round(duration)
+            bar.n = done
+            bar.refresh()
+
+    try:
+        tl = build_timeline(a.model, a.video, every=a.every, progress=progress,
+                            cfg=PredictConfig(threshold=a.threshold, detect="always"))
+    finally:
+        if bar is not None:
+            bar.close()
+    png = None
+    if not a.no_png:
+        png = plot_timeline(tl, a.png or f"{Path(a.video).stem}.timeline.png")
+    if tl["partial"]:
+        print(f"animeid: {a.video}: {tl['error']}; the timeline covers the frames before it", file=sys.stderr)
+    if a.json:
+        print(json.dumps({**tl, "png": str(png) if png else None}, ensure_ascii=False), flush=True)
+    else:
+        print(f"{a.video}: {len(tl['frames'])} frames (one every {a.every:g} s), "
+              f"{len(tl['characters'])} character(s)")
+        for line in summary_lines(tl):
+            print("  " + line)
+        if png:
+            print(f"timeline: {png}")
+    return 1 if tl["partial"] else 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("serve", help="the web app: recognise pictures, video timelines, label a workspace, JSON API")
+    p.add_argument("model", help="model file (.animeid)")
+    p.add_argument("--workspace", "-w", help="workspace whose unlabeled faces the label page shows")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=20, help="largest picture upload in MB (default 20)")
+    p.add_argument("--max-video-mb", type=float, default=500, help="largest video upload in MB (default 500)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("timeline", help="who appears when in a video: time ranges per character and a PNG")
+    p.add_argument("model", help="model file (.animeid)")
+    p.add_argument("video", help="video file")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between sampled frames (default 2)")
+    p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
+    p.add_argument("--png", help="where to draw the timeline (default VIDEO-NAME.timeline.png here)")
+    p.add_argument("--no-png", action="store_true", help="draw no picture")
+    p.add_argument("--json", action="store_true", help="print one JSON object (ranges per character and frames)")
+    p.set_defaults(func=cmd_timeline)

@@ -1,0 +1,243 @@
+"""Who appears when in a video: sampled frames, named faces, time ranges per character.
+
+    >>> tl = build_timeline("characters.animeid", "episode01.mkv", every=2)      # doctest: +SKIP
+    >>> tl["characters"]["aoba"]                                                   # doctest: +SKIP
+    [{'start': 12.0, 'end': 30.0, 'n': 10, 'mean_p': 0.91}, ...]
+
+Structure
+---------
+* :func:`build_timeline` - the library call the CLI (``animeid timeline``) and the web app
+  (``POST /api/v1/timeline``) both make: frames every ``every`` seconds
+  (:func:`animeid.video.sample_frames`), faces found and named in batches of frames
+  (:meth:`animeid.predict.Recognizer.predict_batch`), then :func:`merge_sightings`.
+* :func:`merge_sightings` - pure: per-frame faces -> ``{name: [range, ...]}``.
+* :func:`face_identity` - the name a face counts as (``"unknown"`` for open-set answers).
+* :func:`plot_timeline` - a PNG, one row per character (matplotlib, written atomically).
+
+The result
+----------
+``{"video", "duration", "every", "characters": {name: [{"start", "end", "n", "mean_p"}]},
+"frames": [{"time", "faces": [{"box", "name", "p"}]}], "partial", "error", "truncated"}``
+
+* a *sighting* is a sampled frame in which at least one face is named ``name`` (two faces of one
+  character in one frame count once, with the higher ``p``);
+* sightings of one name are merged into one range while consecutive sightings are at most
+  ``gap`` seconds apart (default ``1.5 * every``: consecutive samples merge, one missed sample
+  splits); ``start`` / ``end`` are the times of the first / last sighting of the range (a single
+  sighting has ``start == end``), ``n`` the number of sightings, ``mean_p`` their mean top
+  probability;
+* characters are ordered by first appearance; faces answered ``unknown`` by an open-set model
+  are grouped under ``"unknown"``;
+* frames are searched with ``detect="always"``: a frame without a face names nobody (a still
+  picture, by contrast, is taken as a face crop when no face is found in it);
+* a video that breaks off part way gives the ranges of the frames that decoded, with
+  ``partial: true`` and ``error``; ``max_frames`` stops early with ``truncated: true``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .errors import InputError
+
+__all__ = ["UNKNOWN", "build_timeline", "merge_sightings", "face_identity", "plot_timeline", "format_time",
+           "summary_lines"]
+
+#: The name under which faces an open-set model does not know are grouped.
+UNKNOWN = "unknown"
+
+#: ``progress(done_seconds, duration_or_None, frames_done)``; may raise to stop the work.
+ProgressCallback = Callable[[float, "float | None", int], None]
+
+
+def face_identity(face: Mapping[str, Any]) -> tuple[str, float]:
+    """``(name, p)`` a predicted face counts as: its top candidate, or :data:`UNKNOWN`.
+
+    An open-set answer may mark a face ``"unknown": true``, give the top candidate the name
+    ``"unknown"`` (or ``None``), or mark the candidate ``"unknown": true``; each counts as unknown.
+    """
+    cands = face.get("candidates") or []
+    top = cands[0] if cands else {}
+    p = float(top.get("p", 0.0) or 0.0)
+    name = top.get("name")
+    if face.get("unknown") or top.get("unknown") or name is None or name == UNKNOWN:
+        return UNKNOWN, p
+    return str(name), p
+
+
+def merge_sightings(frames: Sequence[Mapping[str, Any]], every: float, gap: float | None = None
+                    ) -> dict[str, list[dict[str, Any]]]:
+    """Time ranges per name from ``frames`` (``[{"time", "faces": [{"name", "p"}]}]``, any order).
+
+    See the module docstring for the rule. Names are ordered by first sighting.
+    """
+    if not every > 0:
+        raise ValueError(f"every must be > 0, got {every!r}")
+    gap = 1.5 * every if gap is None else float(gap)
+    seen: dict[str, dict[float, float]] = {}       # name -> {time: best p}
+    for fr in sorted(frames, key=lambda f: float(f["time"])):
+        t = float(fr["time"])
+        for face in fr.get("faces", []):
+            name, p = face["name"], float(face["p"])
+            times = seen.setdefault(name, {})
+            times[t] = max(p, times.get(t, 0.0))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, times in seen.items():
+        ranges: list[dict[str, Any]] = []
+        cur: list[tuple[float, float]] = []
+        for t in sorted(times):
+            if cur and t - cur[-1][0] > gap + 1e-9:
+                ranges.append(_range(cur))
+                cur = []
+            cur.append((t, times[t]))
+        if cur:
+            ranges.append(_range(cur))
+        out[name] = ranges
+    return out
+
+
+def _range(points: list[tuple[float, float]]) -> dict[str, Any]:
+    return {"start": round(points[0][0], 3), "end": round(points[-1][0], 3), "n": len(points),
+            "mean_p": round(sum(p for _, p in points) / len(points), 4)}
+
+
+def build_timeline(model: Any, video: str | os.PathLike, *, every: float = 2.0, cfg: Any = None,
+                   gap: float | None = None, batch_frames: int = 8, max_frames: int | None = None,
+                   progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """The timeline of ``video`` (see the module docstring) with ``model`` (a model file, or a
+    :class:`~animeid.predict.Recognizer` or any object with its ``predict_batch``).
+
+    ``cfg``: a :class:`~animeid.predict.PredictConfig` (default: ``detect="always"``, top 3).
+    ``batch_frames`` frames are named per :meth:`~animeid.predict.Recognizer.predict_batch` call.
+    ``progress(done_seconds, duration, frames_done)`` is called after each batch (and once at the
+    start); an exception it raises stops the work and propagates. Raises
+    :class:`~animeid.errors.InputError` for a file that is not a readable video.
+    """
+    from .predict import PredictConfig, Recognizer
+    from .video import PartialVideoError, probe, sample_frames
+
+    if not (isinstance(every, (int, float)) and math.isfinite(every) and every > 0):
+        raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+    rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
+    cfg = cfg or PredictConfig(detect="always")
+    info = probe(video)                                # InputError for a non-video, before any work
+    duration = info.duration
+    result: dict[str, Any] = {"video": os.fspath(video), "duration": duration, "every": float(every),
+                              "characters": {}, "frames": [], "partial": False, "error": None,
+                              "truncated": False}
+    frames: list[dict[str, Any]] = result["frames"]
+    batch: list[Any] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        named = rec.predict_batch([fr.image for fr in batch], cfg)
+        for fr, res in zip(batch, named):
+            faces = []
+            for face in res["faces"]:
+                name, p = face_identity(face)
+                faces.append({"box": face["box"], "name": name, "p": round(p, 4)})
+            frames.append({"time": round(fr.time, 3), "faces": faces})
+        batch.clear()
+        if progress is not None:
+            progress(frames[-1]["time"], duration, len(frames))
+
+    if progress is not None:
+        progress(0.0, duration, 0)
+    it = sample_frames(video, every)
+    try:
+        for fr in it:
+            if max_frames is not None and len(frames) + len(batch) >= max_frames:
+                result["truncated"] = True
+                break
+            batch.append(fr)
+            if len(batch) >= max(1, batch_frames):
+                flush()
+        flush()
+    except PartialVideoError as e:
+        flush()
+        result["partial"], result["error"] = True, e.message
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    if not frames and not result["truncated"]:
+        raise InputError(result["error"] or "no frame could be sampled from the video", video)
+    if result["duration"] is None and frames:
+        result["duration"] = frames[-1]["time"]
+    result["characters"] = merge_sightings(frames, every, gap)
+    return result
+
+
+def format_time(t: float) -> str:
+    """``75.5`` -> ``"1:15.5"``; ``3725`` -> ``"1:02:05"``."""
+    t = max(0.0, float(t))
+    h, rest = divmod(t, 3600)
+    m, s = divmod(rest, 60)
+    sec = f"{s:04.1f}" if abs(s - round(s)) > 0.05 else f"{int(round(s)):02d}"
+    return f"{int(h)}:{int(m):02d}:{sec}" if h else f"{int(m)}:{sec}"
+
+
+def _order(characters: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """By first appearance, ``unknown`` last."""
+    names = sorted(characters, key=lambda n: (n == UNKNOWN, min((r["start"] for r in characters[n]), default=0), n))
+    return names
+
+
+def plot_timeline(timeline: Mapping[str, Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Write ``timeline`` as a PNG: one row per character, a bar per range. Returns ``path``.
+
+    A range is drawn from half a sample interval before its first sighting to half one after its
+    last (clipped to the video), so that a single sighting shows as a bar one interval wide.
+    """
+    from matplotlib.figure import Figure
+
+    from .evaluate import _rc, _save_png
+
+    chars = timeline.get("characters") or {}
+    every = float(timeline.get("every") or 1.0)
+    frames = timeline.get("frames") or []
+    end = float(timeline.get("duration") or 0.0)
+    end = max([end] + [r["end"] + every / 2 for rs in chars.values() for r in rs] + [1.0])
+    names = _order(chars)
+    with _rc():
+        fig = Figure(figsize=(11, 1.4 + 0.42 * max(1, len(names))))
+        ax = fig.add_subplot(1, 1, 1)
+        colours = [f"C{i % 10}" for i in range(len(names))]
+        for row, name in enumerate(names):
+            spans = [(max(0.0, r["start"] - every / 2), min(end, r["end"] + every / 2)) for r in chars[name]]
+            ax.broken_barh([(a, max(b - a, every / 4)) for a, b in spans], (row - 0.35, 0.7),
+                           facecolors="0.6" if name == UNKNOWN else colours[row], alpha=0.9)
+        ax.set_yticks(range(len(names)), labels=[
+            f"{n} ({sum(r['n'] for r in chars[n])})" for n in names])
+        ax.set_ylim(len(names) - 0.5 if names else 0.5, -0.5)
+        ax.set_xlim(0, end)
+        ticks = _nice_ticks(end)
+        ax.set_xticks(ticks, labels=[format_time(t) for t in ticks])
+        ax.set_xlabel(f"time (a frame every {every:g} s; {len(frames)} frames)")
+        ax.grid(axis="x", alpha=0.3)
+        if not names:
+            ax.text(0.5, 0.5, "no character seen", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.set_title(title or Path(str(timeline.get("video", "video"))).name
+                     + (" (partly read)" if timeline.get("partial") else ""))
+        return _save_png(fig, path)
+
+
+def _nice_ticks(end: float, n: int = 10) -> list[float]:
+    steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600]
+    step = next((s for s in steps if end / s <= n), 3600 * math.ceil(end / 3600 / n))
+    return [i * step for i in range(int(end // step) + 1)]
+
+
+def summary_lines(timeline: Mapping[str, Any]) -> Iterable[str]:
+    """Text lines for a terminal: one per character with its ranges."""
+    chars = timeline.get("characters") or {}
+    for name in _order(chars):
+        rs = chars[name]
+        spans = ", ".join(format_time(r["start"]) if r["start"] == r["end"]
+                          else f"{format_time(r['start'])}-{format_time(r['end'])}" for r in rs)
+        n = sum(r["n"] for r in rs)
+        p = sum(r["mean_p"] * r["n"] for r in rs) / max(n, 1)
+        yield f"{name}: {n} frame(s), mean p {p:.0%}: {spans}"

@@ -1,0 +1,565 @@
+"""The web app: API answers equal the library's, concurrency on a real server, bad and hostile
+input (each a 4xx JSON error, the server stays up, nothing written outside the workspace and the
+upload folder), video timelines as jobs, the label flow updating the workspace manifest.
+
+Two clients: FastAPI's TestClient (in-process) and a real uvicorn server on 127.0.0.1 (a free
+port, in a thread) spoken to with urllib / http.client.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import http.client
+import io
+import json
+import os
+import struct
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from animeid.dataset import CollectConfig, Workspace, collect  # noqa: E402
+from animeid.predict import Recognizer  # noqa: E402
+from animeid.serve import create_app, encode_multipart, serve_in_thread  # noqa: E402
+from test_timeline import CHARS, face_frame, face_video, pick_faces, small_model  # noqa: E402
+
+MB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def model(newgame8, tmp_path_factory) -> Path:
+    return small_model(newgame8, tmp_path_factory.mktemp("serve-model"))
+
+
+@pytest.fixture(scope="module")
+def rec(model) -> Recognizer:
+    return Recognizer.load(model)
+
+
+@pytest.fixture(scope="module")
+def faces(rec, newgame8) -> dict[str, Path]:
+    """A real face crop per character that the library names right (as a crop)."""
+    return pick_faces(rec, newgame8, CHARS, composite=False)
+
+
+@pytest.fixture(scope="module")
+def screenshot_faces(rec, newgame8) -> dict[str, Path]:
+    return pick_faces(rec, newgame8, CHARS[:2], composite=True)
+
+
+@pytest.fixture()
+def workspace(newgame8, tmp_path) -> Path:
+    """A workspace with 12 unlabeled faces of two characters, collected from real crops."""
+    files = [f for ch in CHARS[:2] for f in sorted((newgame8 / ch).iterdir())[-6:]]
+    ws = tmp_path / "ws"
+    s = collect(files, ws, CollectConfig(workers=1))
+    assert s.faces >= 10, s
+    return ws
+
+
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
+    """A real server (no workspace) on 127.0.0.1 with a 2 MB upload limit and a private upload folder."""
+    tmp = tmp_path_factory.mktemp("srv-tmp")
+    app = create_app(model, max_upload_mb=2, max_video_mb=4, tmp_dir=tmp)
+    with serve_in_thread(app) as url:
+        yield url, tmp, app
+    assert not list(tmp.iterdir()), "the upload folder is removed at shutdown"
+
+
+def _test_client():
+    """FastAPI's TestClient; it needs httpx2 (pinned in requirements.lock), else the test skips."""
+    try:
+        import httpx2  # noqa: F401
+    except ImportError:
+        pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx2 (requirements.lock); "
+                                            "the real-server tests run without it")
+    from fastapi.testclient import TestClient
+
+    return TestClient
+
+
+def _request(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None,
+             timeout: float = 60) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _post_files(url: str, parts, **query) -> tuple[int, dict]:
+    body, ctype = encode_multipart(parts)
+    q = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
+    return _request(url + q, "POST", body, {"Content-Type": ctype})
+
+
+def _image_part(path: Path, name: str | None = None, field: str = "image"):
+    return (field, name or path.name, path.read_bytes(), "image/jpeg")
+
+
+def _healthy(url: str) -> None:
+    status, body = _request(url + "/health")
+    assert status == 200 and body["status"] == "ok"
+
+
+def _png(w: int, h: int, rows: int = 1, mode_byte: int = 0) -> bytes:
+    """A PNG whose header says w x h (grey, 8 bit) with only ``rows`` rows of zero data: tiny on disk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = zlib.compress(b"\x00" * (rows * (w + 1)), 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, mode_byte, 0, 0, 0))
+            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def _bomb_png() -> bytes:
+    """A real decompression bomb: 8000 x 8000 black pixels (64 Mpx) in ~60 KB."""
+    buf = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(buf, format="PNG", optimize=False, compress_level=9)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- recognition (TestClient)
+
+def test_recognize_a_real_face_equals_the_library(model, rec, faces):
+    TestClient = _test_client()
+
+    with TestClient(create_app(model)) as c:
+        for ch, f in faces.items():
+            r = c.post("/api/v1/recognize", files={"image": (f.name, f.read_bytes(), "image/jpeg")})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            lib = rec.predict(f)
+            assert body["faces"] == lib["faces"]
+            assert body["faces"][0]["candidates"][0]["name"] == ch
+            assert len(body["faces"][0]["candidates"]) == 3
+            assert (body["filename"], body["width"], body["height"]) == (f.name, 96, 96)
+        # options: top, detect
+        f = faces[CHARS[0]]
+        r = c.post("/api/v1/recognize?top=5&detect=never", files={"image": (f.name, f.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200 and len(r.json()["faces"][0]["candidates"]) == 5
+        assert r.json()["faces"][0]["box"] == [0, 0, 96, 96]
+
+
+def test_several_images_give_results_in_order(model, faces):
+    TestClient = _test_client()
+
+    names = list(faces)
+    with TestClient(create_app(model)) as c:
+        r = c.post("/api/v1/recognize",
+                   files=[("image", (faces[n].name, faces[n].read_bytes(), "image/jpeg")) for n in names])
+        assert r.status_code == 200
+        results = r.json()["results"]
+        assert [x["faces"][0]["candidates"][0]["name"] for x in results] == names
+
+
+def test_screenshot_gets_a_box_around_the_face(model, rec, screenshot_faces):
+    TestClient = _test_client()
+
+    ch, f = next(iter(screenshot_faces.items()))
+    buf = io.BytesIO()
+    Image.fromarray(face_frame(f)).save(buf, format="PNG")
+    with TestClient(create_app(model)) as c:
+        r = c.post("/api/v1/recognize", files={"image": ("shot.png", buf.getvalue(), "image/png")})
+    body = r.json()
+    assert (body["width"], body["height"]) == (640, 360) and len(body["faces"]) == 1
+    x0, y0, x1, y1 = body["faces"][0]["box"]
+    assert 200 <= x0 < x1 <= 440 and 60 <= y0 < y1 <= 300          # inside the pasted 180 px face
+    assert body["faces"][0]["candidates"][0]["name"] == ch
+
+
+def test_pages_docs_characters_health(model, rec):
+    TestClient = _test_client()
+
+    with TestClient(create_app(model)) as c:
+        h = c.get("/health").json()
+        assert h["status"] == "ok" and h["model"] == model.name and h["model_loaded"] is False  # lazy
+        chars = c.get("/api/v1/characters").json()
+        assert chars["characters"] == rec.labels and chars["count"] == 8
+        assert c.get("/health").json()["model_loaded"] is True
+        spec = c.get("/openapi.json").json()
+        for route in ("/api/v1/recognize", "/api/v1/enroll", "/api/v1/characters", "/health", "/api/v1/timeline",
+                      "/api/v1/jobs/{job_id}", "/api/v1/workspace/label"):
+            assert route in spec["paths"], route
+        for page, marker in (("/", "app.js"), ("/label", "label.js"), ("/docs", "docs.js")):
+            r = c.get(page)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and marker in r.text
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+        for name in ("app.js", "label.js", "docs.js", "common.js", "style.css", "icon.svg"):
+            assert c.get(f"/static/{name}").status_code == 200
+    # everything the pages load is local: no outside URL in the web files (the SVG namespace aside)
+    from animeid.serve import WEB_DIR
+
+    for f in WEB_DIR.iterdir():
+        text = f.read_text(encoding="utf-8").replace("http://www.w3.org/2000/svg", "")
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, f
+
+
+def test_enroll_answers_501_without_enroll_and_calls_it_when_present(model, faces, monkeypatch):
+    TestClient = _test_client()
+
+    monkeypatch.delattr(Recognizer, "enroll", raising=False)
+    f = faces[CHARS[0]]
+    files = [("image", (f.name, f.read_bytes(), "image/jpeg"))] * 2
+    app = create_app(model)
+    with TestClient(app) as c:
+        r = c.post("/api/v1/enroll", data={"name": "newcomer"}, files=files)
+        assert r.status_code == 501 and "cannot enrol" in r.json()["detail"]
+        assert c.get("/api/v1/characters").json()["can_enroll"] is False
+
+        calls = []
+        rec = app.state.animeid.recognizer
+
+        def enroll(name, images):
+            calls.append((name, [im.size for im in images]))
+            rec.labels.append(name)
+            return {"name": name, "n": len(images)}
+
+        monkeypatch.setattr(rec, "enroll", enroll, raising=False)
+        r = c.post("/api/v1/enroll", data={"name": "newcomer"}, files=files)
+        assert r.status_code == 200, r.text
+        assert calls == [("newcomer", [(96, 96), (96, 96)])]
+        assert r.json()["result"] == {"name": "newcomer", "n": 2} and "newcomer" in r.json()["characters"]
+        assert c.get("/api/v1/characters").json()["can_enroll"] is True
+        for bad in ("../x", "/abs", "a\x00b", ".."):
+            r = c.post("/api/v1/enroll", data={"name": bad}, files=files)
+            assert r.status_code == 400, bad
+        assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- a real server
+
+def test_real_server_recognizes_50_concurrent_requests(server, faces, monkeypatch):
+    import threading
+
+    url, _, app = server
+    rec = app.state.animeid.recognizer
+    inner = rec.predict_batch
+    active, most = 0, 0
+    lock = threading.Lock()
+
+    def counting(*a, **kw):                  # how many requests are inside inference at once
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        try:
+            return inner(*a, **kw)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(rec, "predict_batch", counting)
+    names = list(faces)
+    payloads = {n: encode_multipart([_image_part(faces[n])]) for n in names}
+
+    def one(i: int) -> tuple[str, str, float]:
+        n = names[i % len(names)]
+        body, ctype = payloads[n]
+        t0 = time.perf_counter()
+        status, res = _request(url + "/api/v1/recognize", "POST", body, {"Content-Type": ctype}, timeout=120)
+        assert status == 200, res
+        return n, res["faces"][0]["candidates"][0]["name"], time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(max_workers=50) as pool:
+        got = list(pool.map(one, range(50)))
+    wall = time.perf_counter() - t0
+    assert len(got) == 50 and [g[0] for g in got] == [g[1] for g in got]
+    assert wall < 120
+    assert most > 1, "requests are served one at a time: something holds a lock around inference"
+    _healthy(url)
+
+
+def _bad_inputs(faces) -> list[tuple[str, list, dict, int, str]]:
+    face = faces[CHARS[0]]
+    jpeg = face.read_bytes()
+    png = io.BytesIO()
+    Image.open(face).save(png, format="PNG")
+    png = png.getvalue()
+    return [
+        # (case, parts, query, status, words in the message)
+        ("text file", [("image", "notes.txt", b"just some text\n" * 10, "text/plain")], {}, 400,
+         "notes.txt: not a readable picture"),
+        ("empty file", [("image", "empty.png", b"", "image/png")], {}, 400, "empty file"),
+        ("truncated JPEG", [("image", "cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg")], {}, 400, "truncated"),
+        ("truncated PNG", [("image", "cut.png", png[: len(png) // 2], "image/png")], {}, 400, "cut.png"),
+        ("huge dimensions", [("image", "wide.png", _png(100_000, 100_000), "image/png")], {}, 400,
+         "decompression bomb"),
+        ("over the pixel limit", [("image", "big.png", _png(9000, 9000), "image/png")], {}, 400,
+         "over the limit"),
+        ("decompression bomb", [("image", "bomb.png", _bomb_png(), "image/png")], {}, 400, "over the limit"),
+        ("video as picture", [("image", "clip.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100, "video/mp4")], {},
+         400, "not a readable picture"),
+        ("no image field", [("picture", "a.jpg", jpeg, "image/jpeg")], {}, 422, "missing multipart/form-data field"),
+        ("text field instead of file", [("image", None, "hello", None)], {}, 422, "image"),
+        ("bad option", [_image_part(face)], {"top": "0"}, 422, "top"),
+        ("bad detect", [_image_part(face)], {"detect": "sometimes"}, 422, "detect"),
+        ("too many pictures", [_image_part(face)] * 17, {}, 413, "limit is 16"),
+        ("oversized upload", [("image", "huge.jpg", b"\xff\xd8" + b"\x00" * (3 * MB), "image/jpeg")], {}, 413,
+         "larger than the upload limit of 2 MB"),
+    ]
+
+
+def test_bad_and_hostile_pictures_get_clear_4xx_and_the_server_stays_up(server, faces):
+    url, tmp, _ = server
+    for case, parts, query, status, words in _bad_inputs(faces):
+        got, body = _post_files(url + "/api/v1/recognize", parts, **query)
+        assert got == status, (case, got, body)
+        assert isinstance(body["detail"], str) and words in body["detail"], (case, body)
+        _healthy(url)
+    assert not list(tmp.iterdir()) or all(not list(d.iterdir()) for d in tmp.iterdir())
+
+
+def test_path_tricks_in_file_names_are_only_echoed(server, faces, tmp_path):
+    url, _, _ = server
+    face = faces[CHARS[0]]
+    before = set(os.listdir(tmp_path.parent))
+    for name in ("../../../../tmp/evil.jpg", "/etc/passwd", "..\\..\\win.ini", "a\x00b.jpg", "~/.bashrc",
+                 "名前 with spaces.jpg", "x" * 300):
+        status, body = _post_files(url + "/api/v1/recognize", [_image_part(face, name)])
+        assert status == 200, (name, body)
+        assert "\x00" not in body["filename"] and len(body["filename"]) <= 120
+        assert body["faces"][0]["candidates"][0]["name"] == CHARS[0]
+    status, body = _post_files(url + "/api/v1/recognize", [_image_part(face, "x" * 5000)])
+    assert status == 400 and body["detail"] == "Invalid multipart data."    # python-multipart's header limit
+    assert not Path("/tmp/evil.jpg").exists()
+    assert set(os.listdir(tmp_path.parent)) == before
+    _healthy(url)
+
+
+def test_oversized_chunked_upload_is_cut_off_while_reading(server):
+    url, _, _ = server
+    host, port = url.rsplit("//", 1)[1].split(":")
+    body, ctype = encode_multipart([("image", "endless.png", b"\x89PNG" + b"\x00" * (8 * MB), "image/png")])
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        for i in range(0, len(body), 64 * 1024):
+            sent += 64 * 1024
+            yield body[i:i + 64 * 1024]
+
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        try:
+            conn.request("POST", "/api/v1/recognize", body=chunks(), headers={"Content-Type": ctype},
+                         encode_chunked=True)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                                   # the server may stop listening before we stop sending
+        r = conn.getresponse()
+        detail = json.loads(r.read())["detail"]
+    finally:
+        conn.close()
+    assert r.status == 413 and "larger than the upload limit of 2 MB" in detail and "stopped reading" in detail
+    _healthy(url)
+
+
+def test_wrong_routes_methods_and_ids(server):
+    url, _, _ = server
+    assert _request(url + "/api/v1/recognize")[0] == 405
+    status, body = _request(url + "/api/v1/jobs/0123456789abcdef")
+    assert status == 404 and "no job" in body["detail"]
+    assert _request(url + "/api/v1/jobs/..%2F..%2Fetc%2Fpasswd")[0] == 404
+    assert _request(url + "/api/v1/nothing")[0] == 404
+    status, body = _request(url + "/api/v1/workspace")
+    assert status == 404 and "--workspace" in body["detail"]
+    for path in ("/static/../serve.py", "/static/..%2Fserve.py", "/static/%2e%2e/serve.py", "/static/serve.py",
+                 "/static/.hidden"):
+        assert _request(url + path)[0] == 404, path
+    _healthy(url)
+
+
+# --------------------------------------------------------------------------- video timelines
+
+def _wait(url: str, job: dict, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+        status, job = _request(url + "/api/v1/jobs/" + job["id"])
+        assert status == 200
+    return job
+
+
+def test_timeline_job_on_a_real_server(server, screenshot_faces, tmp_path):
+    url, tmp, _ = server
+    a, h = (screenshot_faces[c] for c in CHARS[:2])
+    video = face_video(tmp_path / "ep.mp4", [a] * 6 + [None] * 2 + [h] * 6, fps=2)
+    parts = [("video", "第1話 ../ep.mp4", video.read_bytes(), "video/mp4"), ("every", None, "1", None)]
+    status, job = _post_files(url + "/api/v1/timeline", parts)
+    assert status == 202, job
+    assert job["status"] in ("queued", "running") and job["filename"] == "第1話 ../ep.mp4"
+    job = _wait(url, job)
+    assert job["status"] == "done" and job["progress"] == 1.0, job
+    tl = job["result"]
+    assert tl["video"] == "第1話 ../ep.mp4" and tl["every"] == 1.0 and len(tl["frames"]) == 7
+    assert [(r["start"], r["end"]) for r in tl["characters"][CHARS[0]]] == [(0.0, 2.0)]
+    assert [(r["start"], r["end"]) for r in tl["characters"][CHARS[1]]] == [(4.0, 6.0)]
+    # the upload was deleted when the job ended
+    assert all(not list(d.iterdir()) for d in tmp.iterdir())
+
+
+def test_bad_videos_are_refused_at_upload(server, tmp_path):
+    url, tmp, _ = server
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(png, format="PNG")
+    cases = [
+        ([("video", "notes.mp4", b"not a video at all", "video/mp4")], 400, "notes.mp4: not a readable video"),
+        ([("video", "pic.mp4", png.getvalue(), "video/mp4")], 400, "picture"),
+        ([("video", "empty.mp4", b"", "video/mp4")], 400, "empty file"),
+        ([("video", "v.mp4", b"x", "video/mp4"), ("every", None, "0", None)], 422, "every"),
+        ([("video", "v.mp4", b"x", "video/mp4"), ("every", None, "soon", None)], 422, "every"),
+        ([("movie", "v.mp4", b"x", "video/mp4")], 422, "missing multipart/form-data field 'video'"),
+        ([("video", "big.mp4", b"\x00" * (5 * MB), "video/mp4")], 413, "limit of 4 MB"),
+    ]
+    for parts, status, words in cases:
+        got, body = _post_files(url + "/api/v1/timeline", parts)
+        assert got == status and words in body["detail"], (parts[0][1], got, body)
+    assert all(not list(d.iterdir()) for d in tmp.iterdir())        # nothing left behind
+    _healthy(url)
+
+
+# --------------------------------------------------------------------------- the label flow
+
+def test_label_flow_updates_the_manifest(model, workspace):
+    TestClient = _test_client()
+
+    with TestClient(create_app(model, workspace)) as c:
+        info = c.get("/api/v1/workspace").json()
+        n = info["unlabeled"]
+        assert info["labeled"] == 0 and n >= 10
+        groups = c.get("/api/v1/workspace/groups").json()
+        assert groups["unlabeled"] == n and groups["pages"] == 1
+        assert sum(len(g["faces"]) for g in groups["groups"]) == n
+        g = max(groups["groups"], key=lambda g: len(g["faces"]))
+        assert g["suggestion"]["name"] in CHARS[:2]
+        # crops are served by id
+        crop = c.get(g["faces"][0]["url"])
+        assert crop.status_code == 200 and crop.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(crop.content)).size == (128, 128)
+
+        # name a whole group with its suggestion
+        ids = [f["id"] for f in g["faces"]]
+        r = c.post("/api/v1/workspace/label", json={"ids": ids, "name": g["suggestion"]["name"]})
+        assert r.status_code == 200 and r.json() == {"labelled": len(ids), "name": g["suggestion"]["name"],
+                                                      "unlabeled": n - len(ids)}
+        with Workspace(workspace) as ws:
+            rows = {r["id"]: r for r in ws.faces()}
+        for i in ids:
+            assert rows[i]["label"] == g["suggestion"]["name"]
+            assert rows[i]["file"].startswith(g["suggestion"]["name"] + "/")
+            assert (workspace / rows[i]["file"]).is_file()
+
+        # a single face, a Unicode name; then back to unlabeled
+        rest = [i for i in rows if rows[i]["label"] is None]
+        r = c.post("/api/v1/workspace/label", json={"ids": rest[:1], "name": "涼風 青葉"})
+        assert r.status_code == 200
+        with Workspace(workspace) as ws:
+            assert ws.characters() == sorted([g["suggestion"]["name"], "涼風 青葉"])
+        assert (workspace / "涼風 青葉").is_dir()
+        r = c.post("/api/v1/workspace/label", json={"ids": rest[:1], "name": None})
+        assert r.status_code == 200 and r.json()["name"] is None
+        with Workspace(workspace) as ws:
+            assert ws.conn.execute("SELECT label, file FROM faces WHERE id=?", (rest[0],)).fetchone()[0] is None
+        after = c.get("/api/v1/workspace/groups").json()
+        assert after["unlabeled"] == n - len(ids)
+        assert not {f["id"] for gr in after["groups"] for f in gr["faces"]} & set(ids)
+        assert c.get("/api/v1/workspace").json()["characters"] == {g["suggestion"]["name"]: len(ids)}
+
+
+def test_label_refuses_bad_names_ids_and_paths_outside_the_workspace(model, workspace, tmp_path):
+    TestClient = _test_client()
+
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    with TestClient(create_app(model, workspace)) as c:
+        fid = c.get("/api/v1/workspace/groups").json()["groups"][0]["faces"][0]["id"]
+        for bad in ("../evil", "/etc/evil", "a/b", "a\\b", "a\x00b", "..", ".", "", "   ", "unlabeled", ".hidden",
+                    "x" * 300):
+            r = c.post("/api/v1/workspace/label", json={"ids": [fid], "name": bad})
+            assert r.status_code in (400, 422) and isinstance(r.json()["detail"], str), (bad, r.text)
+        r = c.post("/api/v1/workspace/label", json={"ids": [fid, 987654], "name": "ok"})
+        assert r.status_code == 404 and "987654" in r.json()["detail"]
+        assert c.post("/api/v1/workspace/label", json={"ids": [], "name": "ok"}).status_code == 422
+        r = c.post("/api/v1/workspace/label", content=b"{nope", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+        assert c.get("/api/v1/faces/987654/crop").status_code == 404
+        assert c.get("/api/v1/faces/abc/crop").status_code == 422
+
+        # a manifest that points outside the workspace: refused, the file is neither served nor moved
+        with Workspace(workspace) as ws, ws.conn:
+            ws.conn.execute("UPDATE faces SET file=? WHERE id=?", (os.path.relpath(outside, workspace), fid))
+        r = c.get(f"/api/v1/faces/{fid}/crop")
+        assert r.status_code == 403 and "outside the workspace" in r.json()["detail"]
+        r = c.post("/api/v1/workspace/label", json={"ids": [fid], "name": "ok"})
+        assert r.status_code == 403
+        assert outside.is_file() and not (workspace / "ok").exists()
+        with Workspace(workspace) as ws, ws.conn:
+            ws.conn.execute("UPDATE faces SET file=? WHERE id=?", (str(outside), fid))
+        assert c.get(f"/api/v1/faces/{fid}/crop").status_code == 403
+        assert c.get("/health").status_code == 200
+    with Workspace(workspace) as ws:
+        assert ws.characters() == []
+
+
+def test_create_app_checks_its_files(model, tmp_path):
+    from animeid.errors import DatasetError, ModelFileError
+
+    with pytest.raises(ModelFileError, match="no such model file"):
+        create_app(tmp_path / "missing.animeid")
+    with pytest.raises(DatasetError, match="not an animeid workspace"):
+        create_app(model, tmp_path)
+
+
+def test_label_page_uses_animeid_cluster_when_present(model, workspace, monkeypatch):
+    """Groups come from ``animeid.cluster.cluster_workspace`` (faked here) and are cached; a failing
+    clustering falls back to the model's guesses."""
+    import sys
+    import types
+
+    import animeid
+
+    TestClient = _test_client()
+    with Workspace(workspace) as ws:
+        ids = [r["id"] for r in ws.faces()]
+    calls = []
+
+    def cluster_workspace(ws, model=None):
+        calls.append((Path(ws), model))
+        return {"groups": [{"face_ids": ids[::2]}, {"face_ids": ids[1::2]}]}
+
+    fake = types.ModuleType("animeid.cluster")
+    fake.cluster_workspace = cluster_workspace
+    monkeypatch.setitem(sys.modules, "animeid.cluster", fake)
+    monkeypatch.setattr(animeid, "cluster", fake, raising=False)
+    with TestClient(create_app(model, workspace)) as c:
+        g = c.get("/api/v1/workspace/groups").json()
+        assert g["grouping"] == "cluster"
+        assert [[f["id"] for f in gr["faces"]] for gr in g["groups"]] == [ids[::2], ids[1::2]]
+        assert calls[0][0] == workspace.resolve() and isinstance(calls[0][1], Recognizer)
+        assert all(gr["suggestion"] for gr in g["groups"])
+        assert c.post("/api/v1/workspace/label", json={"ids": ids[:1], "name": "someone"}).status_code == 200
+        g = c.get("/api/v1/workspace/groups").json()
+        assert [[f["id"] for f in gr["faces"]] for gr in g["groups"]] == [ids[2::2], ids[1::2]]
+        assert len(calls) == 1                                          # cached: faces only went away
+
+        def broken(ws, model=None):
+            raise RuntimeError("no clusters today")
+
+        fake.cluster_workspace = broken
+        app = create_app(model, workspace)
+    with TestClient(app) as c:
+        g = c.get("/api/v1/workspace/groups").json()
+        assert g["grouping"] == "model guess" and g["unlabeled"] == len(ids) - 1

@@ -1,0 +1,238 @@
+"""The pages in a real headless browser (Debian's chromium driven by Playwright, no browser download):
+upload, drop and paste a real face picture and see a box and a name; a video's timeline; a bad file's
+message; name a group of faces on the label page and find the names in the workspace manifest.
+
+Screenshots go to ``.cache/e2e-screenshots/`` (or ``$ANIMEID_SCREENSHOTS``). Skipped when Playwright
+or chromium is missing (``./setup.sh`` installs both where it runs as root with apt-get).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                     reason="Playwright is not installed (pip install playwright)")
+
+from animeid.dataset import CollectConfig, Workspace, collect  # noqa: E402
+from animeid.predict import Recognizer  # noqa: E402
+from animeid.serve import create_app, serve_in_thread  # noqa: E402
+from test_timeline import CHARS, face_frame, face_video, pick_faces, small_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = Path(os.environ.get("ANIMEID_SCREENSHOTS", ROOT / ".cache" / "e2e-screenshots"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("ANIMEID_CHROMIUM"), "chromium", "chromium-browser", "/usr/bin/chromium"):
+        if name and (found := shutil.which(name)):
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def model(newgame8, tmp_path_factory) -> Path:
+    return small_model(newgame8, tmp_path_factory.mktemp("e2e-model"))
+
+
+@pytest.fixture(scope="module")
+def faces(model, newgame8) -> dict[str, Path]:
+    rec = Recognizer.load(model)
+    return {"crop": pick_faces(rec, newgame8, CHARS[:1], composite=False)[CHARS[0]],
+            **pick_faces(rec, newgame8, CHARS[:2], composite=True)}
+
+
+@pytest.fixture(scope="module")
+def workspace(newgame8, tmp_path_factory) -> Path:
+    files = [f for ch in CHARS[:2] for f in sorted((newgame8 / ch).iterdir())[-6:]]
+    ws = tmp_path_factory.mktemp("e2e-ws") / "ws"
+    collect(files, ws, CollectConfig(workers=1))
+    return ws
+
+
+@pytest.fixture(scope="module")
+def url(model, workspace):
+    with serve_in_thread(create_app(model, workspace)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium found (apt-get install chromium; ./setup.sh does it when run as root)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=exe, headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1200, "height": 820})
+        ctx.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+@pytest.fixture()
+def page(browser_context):
+    pg = browser_context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(str(e)))
+    yield pg, problems
+    pg.close()
+
+
+def _no_console_errors(problems: list[str], allowed: tuple[str, ...] = ()) -> None:
+    left = [p for p in problems if not any(a in p for a in allowed)]
+    assert not left, left                    # CSP violations and script errors show up here
+
+
+def _shot(pg, name: str) -> Path:
+    path = SHOTS / name
+    pg.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_upload_a_face_crop_shows_a_box_and_the_name(url, page, faces):
+    pg, problems = page
+    pg.goto(url + "/")
+    pg.set_input_files("#file", str(faces["crop"]))
+    tag = pg.wait_for_selector(".box .tag")
+    assert tag.inner_text().startswith(f"1. {CHARS[0]} ")
+    assert pg.inner_text(".face-card .cands li:first-child .name") == CHARS[0]
+    assert pg.locator(".face-card .cands li").count() == 3
+    assert "1 face in" in pg.inner_text("#status")
+    _shot(pg, "recognise-face-crop.png")
+    _no_console_errors(problems)
+
+
+def test_dropped_screenshot_gets_a_box_on_the_face_only(url, page, faces):
+    from io import BytesIO
+
+    from PIL import Image
+
+    pg, problems = page
+    buf = BytesIO()
+    Image.fromarray(face_frame(faces[CHARS[1]])).save(buf, format="PNG")
+    pg.goto(url + "/")
+    pg.evaluate("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "screenshot.png", { type: "image/png" }));
+        document.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }""", base64.b64encode(buf.getvalue()).decode())
+    pg.wait_for_selector(".box .tag")
+    assert CHARS[1] in pg.inner_text(".box .tag")
+    img = pg.locator(".stage .picture").bounding_box()
+    box = pg.locator(".box").bounding_box()
+    assert box["width"] < 0.5 * img["width"] and box["height"] < 0.7 * img["height"]
+    assert img["x"] < box["x"] and box["x"] + box["width"] < img["x"] + img["width"]
+    _shot(pg, "recognise-screenshot.png")
+    _no_console_errors(problems)
+
+
+def test_pasted_picture_is_recognised(url, page, faces):
+    pg, problems = page
+    pg.goto(url + "/")
+    pg.evaluate("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "", { type: "image/jpeg" }));
+        document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
+    }""", base64.b64encode(faces["crop"].read_bytes()).decode())
+    pg.wait_for_selector(".box .tag")
+    assert pg.inner_text(".face-card .cands li:first-child .name") == CHARS[0]
+    _no_console_errors(problems)
+
+
+def test_a_file_that_is_no_picture_shows_the_servers_message(url, page, tmp_path):
+    pg, problems = page
+    bad = tmp_path / "holiday.png"
+    bad.write_text("this is not a picture")
+    pg.goto(url + "/")
+    pg.set_input_files("#file", str(bad))
+    pg.wait_for_selector("#status.error")
+    assert "holiday.png: not a readable picture" in pg.inner_text("#status")
+    _shot(pg, "error-not-a-picture.png")
+    _no_console_errors(problems, allowed=("400",))      # the failed request itself is logged by the browser
+
+
+def test_video_gives_a_timeline_with_progress(url, page, faces, tmp_path):
+    pg, problems = page
+    a, h = faces[CHARS[0]], faces[CHARS[1]]
+    video = face_video(tmp_path / "episode.mp4", [a] * 8 + [None] * 4 + [h] * 8 + [None] * 2 + [a] * 4, fps=2)
+    pg.goto(url + "/")
+    pg.fill("#every", "1")
+    pg.set_input_files("#file", str(video))
+    pg.wait_for_selector("svg.timeline rect.range", timeout=120_000)
+    rows = pg.locator("svg.timeline .row-name").all_text_contents()
+    assert [r.split(" (")[0] for r in rows] == [CHARS[0], CHARS[1]]
+    assert pg.locator("svg.timeline rect.range").count() == 3        # a twice, h once
+    assert "13 frames of episode.mp4: 2 characters" in pg.inner_text("#status")
+    assert pg.locator("table.ranges tbody tr").count() == 2
+    _shot(pg, "video-timeline.png")
+    _no_console_errors(problems)
+
+
+def test_docs_page_renders_the_openapi_document_offline(url, page):
+    pg, problems = page
+    pg.goto(url + "/docs")
+    pg.wait_for_selector(".op")
+    paths = pg.locator(".op h3 code").all_text_contents()
+    for route in ("/api/v1/recognize", "/api/v1/enroll", "/api/v1/timeline", "/api/v1/jobs/{job_id}", "/health"):
+        assert route in paths
+    _shot(pg, "docs.png")
+    _no_console_errors(problems)
+
+
+def test_label_page_names_a_group_and_single_faces(url, page, workspace):
+    pg, problems = page
+    with Workspace(workspace) as ws:
+        n = len(ws.faces(labeled=False))
+    pg.goto(url + "/label")
+    pg.wait_for_selector(".group .thumb img")
+    pg.wait_for_function("() => Array.from(document.querySelectorAll('.thumb img'))"
+                         ".every((i) => i.complete && i.naturalWidth > 0)")          # every crop was served
+    assert f"{n} unlabeled faces" in pg.inner_text("#status")
+    _shot(pg, "label-before.png")
+
+    # the first group: keep the suggestion, press Enter
+    first = pg.locator(".group").first
+    size = first.locator(".thumb").count()
+    suggestion = first.locator("input.name").input_value()
+    assert suggestion in CHARS[:2]
+    first.locator("input.name").press("Enter")
+    pg.wait_for_selector(".group.done .named")
+    assert f"{size} face" in pg.inner_text("#status")
+
+    # the second group: leave one face out, type a new name
+    second = pg.locator(".group:not(.done)").first
+    size2 = second.locator(".thumb").count()
+    left_out = int(second.locator(".thumb").first.get_attribute("data-id"))
+    second.locator(".thumb").first.click()
+    assert "Name" in second.locator(".apply").inner_text() and "of" in second.locator(".apply").inner_text()
+    second.locator("input.name").fill("Hifumi (test)")
+    second.locator("input.name").press("Enter")
+    pg.wait_for_function("() => /named Hifumi/.test(document.getElementById('status').textContent)")
+    assert second.locator(".thumb").count() == 1                      # the face left out stays
+    _shot(pg, "label-after.png")
+
+    with Workspace(workspace) as ws:
+        rows = ws.faces()
+    by_label: dict = {}
+    for r in rows:
+        by_label.setdefault(r["label"], []).append(r)
+    assert len(by_label[suggestion]) == size
+    assert len(by_label["Hifumi (test)"]) == size2 - 1
+    assert all(r["file"].startswith("Hifumi (test)/") for r in by_label["Hifumi (test)"])
+    assert left_out in [r["id"] for r in by_label[None]] and len(by_label[None]) == n - size - (size2 - 1)
+    assert (workspace / "Hifumi (test)").is_dir()
+    _no_console_errors(problems)
