@@ -15,7 +15,7 @@ def _print_json(obj) -> None:
 def _method_options(a) -> dict:
     opts = {}
     for key in ("backbone", "steps", "learning_rate", "batch_size", "label_smoothing", "augment", "n_iter",
-                "epochs", "input_size", "time_budget"):
+                "epochs", "input_size", "time_budget", "trainable_blocks", "augmentation"):
         v = getattr(a, key, None)
         if v is not None:
             opts[key] = v
@@ -147,7 +147,11 @@ def add_commands(sub) -> None:
     p.add_argument("--augment", type=int, help="colour-keeping variants per training face (the study: 64)")
     p.add_argument("--epochs", type=int, help="finetune: epochs")
     p.add_argument("--input-size", type=int, help="finetune: input size in pixels")
-    p.add_argument("--time-budget", type=float, help="finetune: stop after this many seconds, keeping the best")
+    p.add_argument("--trainable-blocks", type=int, help="finetune: how many top blocks train (default 6; -1: all)")
+    p.add_argument("--augmentation", choices=["none", "flip", "light", "study", "strong"],
+                   help="finetune: augmentation strength (default light)")
+    p.add_argument("--time-budget", type=float,
+                   help="finetune: seconds training may take (default 1140); stops early keeping the best epoch")
     p.add_argument("--seed", type=int, default=0, help="seed of the split when the dataset has no split.csv")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")

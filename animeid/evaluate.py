@@ -461,7 +461,8 @@ def plot_confusion(report: Report, path: str | os.PathLike, *, normalize: bool =
         return _save_png(fig, path)
 
 
-def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike, *, title: str | None = None,
+                xlabel: str = "step") -> Path:
     """Write training curves as a PNG: accuracy (and loss, when recorded) against the step.
 
     ``history``: ``{"step": [...], "train_accuracy": [...], "val_accuracy": [...],
@@ -482,7 +483,7 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
             for name, vals in series.items():
                 if name.endswith(kind):
                     ax.plot(steps, vals, label=name[: -len(kind) - 1].replace("val", "validation"))
-            ax.set_xlabel("step")
+            ax.set_xlabel(xlabel)
             ax.set_ylabel(kind)
             if kind == "accuracy":
                 ax.set_ylim(0, 1.02)

@@ -6,7 +6,8 @@ A :class:`FeatureSpec` is data (it is stored in the model file):
 * ``kind="backbone"``: an ImageNet backbone's pooled features (:mod:`animeid.backbones`), optionally
   averaged with those of the mirrored face (``tta_flip``) and joined with an HSV colour histogram
   (``color_hist``; hair and eye colour identify characters);
-* ``kind="embedding"``: the output of a fine-tuned network bundled in the model file.
+* ``kind="network"``: an output (``output``, e.g. ``"probs"``) of a fine-tuned network bundled in the
+  model file; its ``"embedding"`` output (when it has one) serves open-set work (:meth:`FeaturePipeline.embed`).
 
 :class:`FeaturePipeline` computes them. At training time the backbone runs through the cached
 ONNX export (:func:`animeid.backbones.extract_features`, features cached on disk); in a saved model
@@ -28,13 +29,13 @@ __all__ = ["FeatureSpec", "FeaturePipeline"]
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    kind: str = "backbone"                # pixels | backbone | embedding
+    kind: str = "backbone"                # pixels | backbone | network
     size: int = 96                        # pixels: side of the resized face
     backbone: str | None = None           # backbone: registry name, "name@size" allowed
     tta_flip: bool = False                # average with the mirrored face's features
     color_hist: bool = False              # join an HSV colour histogram
     color_weight: float = 1.0             # its weight after both blocks are L2-normalised
-    output: str | None = None             # embedding: name of the ONNX output to read
+    output: str | None = None             # network: name of the ONNX output to read
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,6 +137,24 @@ class FeaturePipeline:
         if self.spec.color_hist:
             feats = combine_features(feats, color_histograms(images), weights=[1.0, self.spec.color_weight])
         return feats.astype(np.float32)
+
+    def embed(self, images: Sequence[ImageTyping], *, batch_size: int = 32) -> np.ndarray:
+        """L2-normalised identity embeddings: a network's ``"embedding"`` output when it has one,
+        otherwise the features themselves (pixels flattened)."""
+        images = list(images)
+        if self.spec.kind == "network" and self.onnx_bytes is not None:
+            names = [o.name for o in self._sess().get_outputs()]
+            if "embedding" in names:
+                feats = FeaturePipeline(dataclasses.replace(self.spec, output="embedding"), self.backbone_config,
+                                        self.onnx_bytes)
+                feats._session = self._sess()
+                X = feats._run_onnx(images, batch_size)
+            else:
+                X = self.transform(images, batch_size=batch_size, cache=False)
+        else:
+            X = self.transform(images, batch_size=batch_size, cache=False).reshape(len(images), -1)
+        X = np.asarray(X, dtype=np.float32)
+        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
     def onnx_for_saving(self) -> bytes | None:
         """The graph a saved model must carry (the backbone's export, made once with torch)."""

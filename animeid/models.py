@@ -54,6 +54,7 @@ __all__ = [
     "PixelForest",
     "SoftmaxHead",
     "LogisticHead",
+    "ProbabilityHead",
     "HEADS",
     "head_name",
     "head_from_arrays",
@@ -743,8 +744,49 @@ class LogisticHead(_ArraysMixin, _LinearHeadMixin, BaseEstimator):
         self.n_iter_ = 0
 
 
+class ProbabilityHead(_ArraysMixin, ClassifierMixin, BaseEstimator):
+    """The head of a network that outputs class probabilities itself (a fine-tuned model's graph).
+
+    ``fit(P, y)`` only records the classes (``P``'s columns must be in sorted class order, as
+    ``classes_``); ``predict_proba(P)`` returns ``P`` checked and renormalised.
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def fit(self, X: Any, y: Any) -> "ProbabilityHead":
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def set_classes(self, labels: Sequence[str]) -> "ProbabilityHead":
+        self.classes_ = np.asarray(list(labels))
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        P = np.asarray(X, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != len(self.classes_):
+            raise ValueError(f"expected probabilities of shape (n, {len(self.classes_)}), got {P.shape}")
+        P = np.clip(P, 0, None)
+        return P / np.maximum(P.sum(axis=1, keepdims=True), 1e-12)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_.take(np.argmax(self.predict_proba(X), axis=1))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        check_is_fitted(self)
+        return {"classes": _labels_array(self.classes_)}
+
+    def _required_arrays(self) -> tuple[str, ...]:
+        return ("classes",)
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.classes_ = np.asarray(arrays["classes"]).astype(str)
+
+
 #: Head names as stored in model files.
-HEADS: dict[str, type] = {"PixelForest": PixelForest, "SoftmaxHead": SoftmaxHead, "LogisticHead": LogisticHead}
+HEADS: dict[str, type] = {"PixelForest": PixelForest, "SoftmaxHead": SoftmaxHead, "LogisticHead": LogisticHead,
+                          "ProbabilityHead": ProbabilityHead}
 
 
 def head_name(estimator: Any) -> str:

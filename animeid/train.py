@@ -46,6 +46,7 @@ class Fitted:
     pipeline: FeaturePipeline
     history: dict[str, list[float]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    x_label: str = "step"            # what the curves' x axis counts
 
 
 @dataclass
@@ -181,7 +182,38 @@ def _fit_logistic(train_x, train_y, val_x, val_y, *, backbone, tta_flip, color_h
         hist.setdefault("step", []).append(float(len(y_arr)))
         hist.setdefault("train_accuracy", []).append(float(np.mean(head.predict(X) == y_arr)))
         hist.setdefault("val_accuracy", []).append(float(np.mean(head.predict(Xv) == yv)))
-    return Fitted(head, pipe, hist, {"augment": augment})
+    return Fitted(head, pipe, hist, {"augment": augment}, x_label="training faces")
+
+
+@_method("finetune", "EfficientNet-Lite0 with its top blocks fine-tuned, flip averaging; resumable checkpoints",
+         backbone="efficientnet_lite0", input_size=128, trainable_blocks=6, epochs=6, batch_size=32,
+         learning_rate=1e-3, weight_decay=0.02, label_smoothing=0.1, augmentation="light", tta_flip=True,
+         time_budget=1140.0, checkpoint_dir=None, seed=0)
+def _fit_finetune(train_x, train_y, val_x, val_y, *, backbone, input_size, trainable_blocks, epochs, batch_size,
+                  learning_rate, weight_decay, label_smoothing, augmentation, tta_flip, time_budget, checkpoint_dir,
+                  seed, progress) -> Fitted:
+    from .finetune import FinetuneConfig, finetune
+    from .models import ProbabilityHead
+
+    cfg = FinetuneConfig(backbone=backbone, input_size=input_size, trainable_blocks=trainable_blocks, epochs=epochs,
+                         batch_size=batch_size, lr=learning_rate, weight_decay=weight_decay,
+                         label_smoothing=label_smoothing, augment=augmentation, tta_flip=tta_flip, seed=seed,
+                         time_budget_s=time_budget)
+    res = finetune(train_x, train_y, val_x, val_y, cfg, checkpoint_dir=checkpoint_dir, resume=True, progress=progress)
+    pipe = FeaturePipeline(FeatureSpec(kind="network", backbone=f"{backbone}@{res.backbone.input_size}",
+                                       output="probs"), res.backbone, res.onnx_bytes)
+    head = ProbabilityHead().set_classes(res.labels)
+    hist: dict[str, list[float]] = {}
+    for h in res.history:
+        hist.setdefault("step", []).append(float(h["epoch"]))
+        for k_in, k_out in (("train_acc", "train_accuracy"), ("val_acc", "val_accuracy"),
+                            ("train_loss", "train_loss"), ("val_loss", "val_loss")):
+            if h.get(k_in) is not None:
+                hist.setdefault(k_out, []).append(float(h[k_in]))
+    n = len(hist.get("step", []))
+    hist = {k: v for k, v in hist.items() if len(v) == n}
+    return Fitted(head, pipe, hist, {"best_epoch": res.best_epoch, "stopped_early": res.stopped_early,
+                                     "val_acc": res.val_acc, "config": res.config}, x_label="epoch")
 
 
 # --------------------------------------------------------------------------- train
@@ -216,7 +248,7 @@ def _resolve_method(method: str) -> Method:
 
 
 #: What ``--method auto`` trains (the best method measured to fit the time budget; see BENCHMARKS.md).
-AUTO_METHOD = "logistic"
+AUTO_METHOD = "finetune"
 
 
 def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "auto", progress: bool | None = None,
@@ -234,6 +266,10 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
         raise ValueError(f"method {m.name!r} has no option(s) {', '.join(sorted(unknown))}; "
                          f"options: {', '.join(m.defaults)}")
     opts = {**m.defaults, **{k: v for k, v in options.items() if v is not None}}
+    out = Path(out)
+    own_checkpoints = "checkpoint_dir" in opts and opts["checkpoint_dir"] is None
+    if own_checkpoints:       # beside the model: an interrupted training resumes when run again
+        opts["checkpoint_dir"] = out.with_name(out.name + ".checkpoints")
     show = bool(progress) if progress is not None else False
     t0 = time.perf_counter()
     ds = read_folder_dataset(dataset, test_size=test_size, val_size=val_size, seed=seed)
@@ -248,7 +284,6 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     fitted = m.fit(tr_x, tr_y, va_x, va_y, progress=show, **opts)
     seconds = time.perf_counter() - t0
 
-    out = Path(out)
     test_report = None
     confusion_png = None
     if te_p:
@@ -260,14 +295,16 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
                                        title=f"{m.name}: test top-1 {rep.top1:.1%} (n={rep.n})")
     curves_png = None
     if fitted.history.get("step") and any(k.endswith("accuracy") for k in fitted.history):
-        curves_png = plot_curves(fitted.history, out.with_name(out.name + ".curves.png"), title=f"{m.name} training")
+        curves_png = plot_curves(fitted.history, out.with_name(out.name + ".curves.png"), title=f"{m.name} training",
+                                 xlabel=fitted.x_label)
     spec = fitted.pipeline.spec
     backbone = None
     if spec.kind != "pixels":
         cfg = fitted.pipeline.backbone_config
         backbone = dataclasses.asdict(cfg)
     training = {
-        "method": m.name, "options": {k: v for k, v in opts.items()}, "dataset": str(Path(dataset).resolve()),
+        "method": m.name, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()},
+        "dataset": str(Path(dataset).resolve()),
         "split": ds.split_source, "seed": seed, "n_train": len(tr_p), "n_val": len(va_p), "n_test": len(te_p),
         "seconds": round(seconds, 2), "info": fitted.info,
         "test": {k: test_report[k] for k in ("top1", "top5", "n")} if test_report else None,
@@ -275,6 +312,10 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     }
     save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
                features={**spec.to_dict(), "crop_margin": 0.2}, training=training)
+    if own_checkpoints:
+        import shutil
+
+        shutil.rmtree(opts["checkpoint_dir"], ignore_errors=True)
     return TrainResult(out, m.name, [str(c) for c in fitted.head.classes_], len(tr_p), len(va_p), len(te_p), seconds,
                        test_report, curves_png, confusion_png, fitted.info)
 

@@ -1,0 +1,114 @@
+"""Fine-tuning: a tiny real run on newgame8 (skipped without ../shared/data), resuming, ONNX export."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from animeid.finetune import FinetuneConfig, finetune, onnx_predict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("torch")
+pytest.importorskip("albumentations")
+
+# threads=1: tiny batches on a busy 2-core machine run ~5x slower with 2 torch threads
+TINY = dict(backbone="efficientnet_lite0", input_size=96, trainable_blocks=1, epochs=2, batch_size=8,
+            lr=1e-3, head_lr=1e-2, augment="light", tta_flip=True, seed=0, threads=1)
+
+
+def _pick(root: Path, per_class: int, offset: int) -> tuple[list[Path], list[str]]:
+    paths, labels = [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(d.glob("*.jpg"))[offset:offset + per_class]
+        paths += files
+        labels += [d.name] * len(files)
+    return paths, labels
+
+
+@pytest.fixture(scope="module")
+def tiny_data(newgame8):
+    train = _pick(newgame8, 7, 0)
+    val = _pick(newgame8, 3, 7)
+    return train, val
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    (xtr, ytr), (xv, yv) = tiny_data
+    ck = tmp_path_factory.mktemp("ft-full")
+    return finetune(xtr, ytr, xv, yv, FinetuneConfig(**TINY), checkpoint_dir=ck, progress=False)
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, animeid.finetune; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="augment"):
+        FinetuneConfig(augment="hue")
+    with pytest.raises(ValueError, match="input_size"):
+        FinetuneConfig(backbone="efficientnet_lite0@128")
+    with pytest.raises(ValueError):
+        FinetuneConfig(epochs=0)
+
+
+def test_tiny_finetune_learns(tiny_run, tiny_data):
+    r = tiny_run
+    assert r.labels == sorted(set(tiny_data[0][1])) and len(r.labels) == 8
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert {"epoch", "step", "train_acc", "val_acc", "train_loss", "val_loss"} <= set(r.history[0])
+    assert r.preprocessing["input_size"] == 96 and r.backbone.input_size == 96
+    (xv, yv) = tiny_data[1]
+    p = r.predict_proba(xv)
+    assert p.shape == (len(xv), 8)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    acc = float(np.mean(np.array(r.labels)[p.argmax(1)] == np.array(yv)))
+    # chance is 1/8; 56 training pictures and 2 epochs reach ~0.45
+    assert acc >= 0.3, (acc, r.history)
+    assert r.val_acc == pytest.approx(acc, abs=1e-6)
+
+
+def test_onnx_matches_torch(tiny_run, tiny_data):
+    import torch
+
+    from animeid.backbones import preprocess
+
+    r = tiny_run
+    x = preprocess(tiny_data[1][0][:5], r.backbone)
+    with torch.no_grad():
+        tp, te = (t.numpy() for t in r.model(torch.from_numpy(x)))
+    for bs in (1, 5):  # dynamic batch axis
+        op, oe = onnx_predict(r.onnx_bytes, x, r.backbone, batch_size=bs)
+        np.testing.assert_allclose(op, tp, atol=1e-4)
+        np.testing.assert_allclose(oe, te, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(oe, axis=1), 1.0, atol=1e-5)
+    assert oe.shape == (5, 1280)
+
+
+def test_resume_continues_and_matches(tiny_run, tiny_data, tmp_path):
+    (xtr, ytr), (xv, yv) = tiny_data
+    # a time budget of 1 s stops after the first epoch: an interrupted run
+    first = finetune(xtr, ytr, xv, yv, FinetuneConfig(**{**TINY, "time_budget_s": 1.0}),
+                     checkpoint_dir=tmp_path, progress=False)
+    assert first.stopped_early and [h["epoch"] for h in first.history] == [1]
+    assert (tmp_path / "finetune.pt").is_file()
+    second = finetune(xtr, ytr, xv, yv, FinetuneConfig(**TINY), checkpoint_dir=tmp_path, progress=False)
+    assert not second.stopped_early
+    assert [h["epoch"] for h in second.history] == [1, 2]  # epoch 1 not repeated
+    assert second.history[0] == first.history[0]
+    # same seeds per epoch, same thread count: the same numbers as the uninterrupted run
+    for key in ("train_loss", "train_acc", "val_acc", "val_loss", "step"):
+        assert [h[key] for h in second.history] == pytest.approx([h[key] for h in tiny_run.history], abs=1e-6), key
+    np.testing.assert_allclose(second.predict_proba(xv), tiny_run.predict_proba(xv), atol=1e-5)
+    assert second.seconds >= first.seconds
+    # a third call finds training finished and only exports
+    third = finetune(xtr, ytr, xv, yv, FinetuneConfig(**TINY), checkpoint_dir=tmp_path, progress=False)
+    assert third.history == second.history
+    # a checkpoint of another configuration is refused, not overwritten
+    with pytest.raises(ValueError, match="another configuration"):
+        finetune(xtr, ytr, xv, yv, FinetuneConfig(**{**TINY, "lr": 1e-4}), checkpoint_dir=tmp_path, progress=False)
