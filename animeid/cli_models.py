@@ -29,7 +29,8 @@ def cmd_train(a) -> int:
 
     r = train(a.dataset, a.out, method=a.method, progress=None if not a.quiet else False, seed=a.seed,
               **_method_options(a))
-    print(f"trained {r.method} on {r.n_train} faces of {len(r.labels)} characters in {r.seconds:.1f} s "
+    chosen = f" ({r.info['chosen']})" if r.info.get("chosen") else ""
+    print(f"trained {r.method}{chosen} on {r.n_train} faces of {len(r.labels)} characters in {r.seconds:.1f} s "
           f"({r.n_val} validation, {r.n_test} test)")
     if r.test:
         print(f"held-out test: top-1 {r.test['top1']:.1%}, top-5 {r.test['top5']:.1%} on {r.test['n']} faces")
@@ -134,8 +135,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train a recogniser on a folder-per-character dataset")
     p.add_argument("dataset", help="folder with one subfolder of face pictures per character (split.csv honoured)")
     p.add_argument("--out", "-o", required=True, help="model file to write (.animeid)")
-    p.add_argument("--method", default="auto", choices=["auto", *METHODS],
-                   help="auto (default): the best method for a plain CPU; " +
+    p.add_argument("--method", default="auto", choices=list(METHODS),
+                   help="default auto; " +
                    "; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
     p.add_argument("--tune", action="store_true", help="forest: search its parameters (successive-halving random search)")
     p.add_argument("--n-iter", type=int, help="forest --tune: parameter settings tried (default 12)")

@@ -14,12 +14,12 @@ def run_model_steps(out: Path, data: Path, truth: dict, *, quick: bool = False) 
     from .detect import Face, draw_faces, iou
     from .predict import Recognizer
     from .sample import CHARACTERS, make_characters, render_scene
-    from .train import AUTO_METHOD, train
+    from .train import train
 
     model = out / "characters.animeid"
     r = train(data, model, method="auto", progress=False)
     t = r.test or {}
-    print(f"[6/6] train ({AUTO_METHOD}): {r.n_train} faces, {r.seconds:.0f} s; held-out test top-1 "
+    print(f"[6/6] train (auto: {r.info.get('chosen', r.method)}): {r.n_train} faces, {r.seconds:.0f} s; held-out test top-1 "
           f"{t.get('top1', float('nan')):.1%} on {t.get('n', 0)} faces -> {model}", flush=True)
     rec = Recognizer.load(model)
     names = list(truth["characters"])

@@ -266,7 +266,20 @@ def test_from_arrays_errors():
         LogisticHead.from_arrays(broken, head.to_params())
     with pytest.raises(TypeError):
         head_name(object())
-    assert set(HEADS) == {"PixelForest", "SoftmaxHead", "LogisticHead"}
+    assert set(HEADS) == {"PixelForest", "SoftmaxHead", "LogisticHead", "ProbabilityHead"}
+
+
+def test_probability_head_passes_network_probabilities_through():
+    from animeid.models import ProbabilityHead
+
+    head = ProbabilityHead().set_classes(["a", "b", "c"])
+    P = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    np.testing.assert_allclose(head.predict_proba(P), P)
+    assert list(head.predict(P)) == ["b", "a"]
+    again = head_from_arrays("ProbabilityHead", head.to_arrays(), head.to_params())
+    assert list(again.classes_) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="shape"):
+        head.predict_proba(np.ones((2, 4)))
 
 
 def test_unicode_labels_survive():
