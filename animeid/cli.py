@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     from .cli_serve import add_commands as _add_serve_commands  # serve, timeline
     _add_serve_commands(sub)
+    from .cli_openset import add_commands as _add_openset_commands  # enroll, forget, cluster, suggest, dataset name
+    _add_openset_commands(sub)
     return ap
 
 

@@ -51,7 +51,12 @@ def cmd_train(a) -> int:
 def cmd_evaluate(a) -> int:
     from .evaluate import evaluate_model, plot_confusion
 
-    rep, ds = evaluate_model(a.model, a.dataset, split=a.split)
+    if a.unknown:            # open set: known faces of DATASET against faces of characters the model lacks
+        from .evaluate import evaluate_open_set
+
+        rep, ds = evaluate_open_set(a.model, a.dataset, a.unknown, split=a.split)
+    else:
+        rep, ds = evaluate_model(a.model, a.dataset, split=a.split)
     out = Path(a.confusion) if a.confusion else Path(a.model).with_name(
         f"{Path(a.model).name}.{Path(a.dataset).resolve().name}.confusion.png")
     plot_confusion(rep, out, title=f"{Path(a.dataset).name}: top-1 {rep.top1:.1%} (n={rep.n})")
@@ -64,6 +69,14 @@ def cmd_evaluate(a) -> int:
     else:
         print(rep.to_markdown())
         print(f"confusion matrix: {out}")
+    if a.unknown:
+        x = rep.extra
+        pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+        auroc = "-" if x["auroc"] is None else f"{x['auroc']:.3f}"
+        print(f"unknown faces ({x['n_unknown']} in {a.unknown}): AUROC {auroc}; at the threshold "
+              f"{x['unknown_threshold']}: {pct(x['unknown_rejected'])} of unknown faces rejected, "
+              f"{pct(x['known_correct'])} of known faces accepted and named correctly",
+              file=sys.stderr if a.json else sys.stdout)
     for p, why in ds.skipped:
         print(f"animeid: {p}: skipped, {why}", file=sys.stderr)
     return 1 if ds.skipped else 0
@@ -94,7 +107,9 @@ def cmd_predict(a) -> int:
     from .predict import PredictConfig, Recognizer
 
     rec = Recognizer.load(a.model)
-    cfg = PredictConfig(top=a.top, threshold=a.threshold, detect=a.detect)
+    ut = a.unknown_threshold
+    cfg = PredictConfig(top=a.top, threshold=a.threshold, detect=a.detect, unknown=ut != "off",
+                        unknown_threshold=None if ut in (None, "off") else float(ut))
     failed = 0
     try:
         files = list(iter_image_files(a.images))
@@ -127,6 +142,17 @@ def cmd_predict(a) -> int:
             names = [f"{x['candidates'][0]['name']} {x['candidates'][0]['p']:.0%}" for x in res["faces"]]
             save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / (Path(f).stem + ".png"))
     return 1 if failed else 0
+
+
+def _threshold_arg(v: str):
+    if v.strip().lower() == "off":
+        return "off"
+    try:
+        return float(v)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {v!r}") from None
 
 
 def add_commands(sub) -> None:
@@ -163,6 +189,11 @@ def add_commands(sub) -> None:
     p.add_argument("dataset", help="folder with one subfolder of face pictures per character")
     p.add_argument("--split", choices=["train", "val", "test"], help="only this split of the dataset's split.csv")
     p.add_argument("--confusion", help="where to write the confusion matrix PNG")
+    p.add_argument("--unknown", metavar="DIR",
+                   help="faces of characters the model does not know (a folder, subfolders allowed): adds the "
+                        "known-vs-unknown AUROC and, at the model's threshold, the share of unknown faces "
+                        "rejected and of known faces accepted and named correctly (auroc, unknown_rejected, "
+                        "known_correct in the JSON)")
     p.add_argument("--json", action="store_true", help="the last line printed is one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
@@ -183,5 +214,8 @@ def add_commands(sub) -> None:
     p.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
                    help="auto: find faces, a picture that is a face crop is taken whole; never: every picture is a face")
     p.add_argument("--preview", help="folder for pictures with boxes and names drawn")
+    p.add_argument("--unknown-threshold", type=_threshold_arg, metavar="T",
+                   help="open-set score under which a face is answered 'unknown' (default: the model's calibrated "
+                        "threshold; 'off': never)")
     p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
     p.set_defaults(func=cmd_predict)

@@ -38,6 +38,7 @@ __all__ = [
     "plot_confusion",
     "plot_curves",
     "evaluate_model",
+    "evaluate_open_set",
 ]
 
 log = logging.getLogger("animeid")
@@ -514,3 +515,31 @@ def evaluate_model(model: Any, dataset: str | os.PathLike, *, split: str | None 
     paths, labels = ds
     proba = rec.predict_proba_faces(paths, batch_size=batch_size)
     return evaluate_predictions(labels, proba, rec.labels), ds
+
+
+def evaluate_open_set(model: Any, dataset: str | os.PathLike, unknown: str | os.PathLike | Sequence, *,
+                      split: str | None = None, batch_size: int = 32) -> tuple[Report, FolderDataset]:
+    """:func:`evaluate_model` plus open-set figures: the known faces of ``dataset`` against faces of
+    characters the model does not know (``unknown``: a folder, searched recursively, or a list of
+    pictures). ``report.extra`` (and so ``to_dict()``) gains ``auroc`` (known-vs-unknown, from the
+    open-set score), ``unknown_rejected`` and ``known_correct`` (accepted and named correctly) at the
+    model's unknown threshold, ``known_accepted``, ``unknown_threshold``, ``n_known``, ``n_unknown``
+    (see :func:`animeid.openset.open_set_figures`).
+    """
+    from .images import iter_image_files
+    from .openset import open_set_figures
+    from .predict import Recognizer
+
+    rec = model if isinstance(model, Recognizer) else Recognizer.load(model)
+    ds = read_folder_dataset(dataset, split, require_training=False)
+    paths, labels = ds
+    folder = isinstance(unknown, (str, os.PathLike))
+    unk = list(iter_image_files([unknown])) if folder else list(unknown)
+    if not unk:
+        raise DatasetError("no pictures of unknown characters found", unknown if folder else None)
+    kp, ks = rec.predict_open_faces(paths, batch_size=batch_size)
+    us = rec.predict_open_faces(unk, batch_size=batch_size)[1]
+    rep = evaluate_predictions(labels, kp, rec.labels)
+    correct = np.asarray(rec.labels)[kp.argmax(axis=1)] == np.asarray(labels)
+    rep.extra.update(open_set_figures(ks, correct, us, rec.unknown_threshold, rec.unknown_score_kind))
+    return rep, ds

@@ -325,8 +325,12 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
         "test": {k: test_report[k] for k in ("top1", "top5", "n")} if test_report else None,
         "history": fitted.history,
     }
+    from .openset import calibrate_for_training  # open-set layer: unknown threshold, prototypes (issue 5)
+
+    os_thresholds, os_arrays = calibrate_for_training(fitted, tr_x, tr_y, va_x, va_y)
     save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
-               features={**spec.to_dict(), "crop_margin": 0.2}, training=training)
+               features={**spec.to_dict(), "crop_margin": 0.2}, training=training, thresholds=os_thresholds,
+               extra_arrays=os_arrays)
     if own_checkpoints:
         import shutil
 

@@ -1,0 +1,144 @@
+"""Open-set commands of the ``animeid`` CLI: enroll, forget, cluster, suggest, dataset name (flags -> API calls)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["add_commands"]
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
+
+
+def cmd_enroll(a) -> int:
+    from .errors import InputError
+    from .images import iter_image_files
+    from .predict import PredictConfig, Recognizer
+
+    rec = Recognizer.load(a.model)                  # a file that is not a model: ModelFileError, nothing written
+    files = list(iter_image_files(a.images))        # a missing path: InputError, nothing written
+    if not files:
+        raise InputError(f"no pictures to enrol {a.name!r} from (looked in: {', '.join(a.images)})")
+    r = rec.enroll(a.name, files, PredictConfig(threshold=a.threshold))
+    out = rec.save(a.out or a.model)
+    what = "new character" if r["new"] else "more pictures of"
+    print(f"enrolled {r['name']!r} ({what}) from {r['added']} picture(s); {r['faces']} enrolled picture(s) in all; "
+          f"{len(rec.labels)} characters; model: {out}")
+    if a.json:
+        _print_json({**r, "model": str(out), "characters": rec.labels})
+    return 0
+
+
+def cmd_forget(a) -> int:
+    from .predict import Recognizer
+
+    rec = Recognizer.load(a.model)
+    r = rec.forget(a.name)
+    out = rec.save(a.out or a.model)
+    print(f"forgot {a.name!r}{' (a trained character: masked out)' if r['trained'] else ''}; "
+          f"{r['characters']} characters left; model: {out}")
+    return 0
+
+
+def cmd_cluster(a) -> int:
+    from .cluster import cluster_workspace
+
+    groups = cluster_workspace(a.workspace, a.model, threshold=a.threshold, min_size=a.min_size,
+                               linkage=a.linkage, sheets=not a.no_sheets)
+    if a.json:
+        _print_json({"groups": [g.to_dict() for g in groups]})
+        return 0
+    if not groups:
+        print("no unlabeled faces to group")
+        return 0
+    named = [g for g in groups if g.id != -1]
+    apart = sum(g.size for g in groups if g.id == -1)
+    print(f"{sum(g.size for g in groups)} unlabeled face(s): {len(named)} group(s), {apart} left apart "
+          f"(run {groups[0].run})")
+    for g in groups:
+        head = f"group {g.id}" if g.id != -1 else "left apart"
+        guess = f", model's guess {g.guess} ({g.guess_share:.0%})" if g.guess else ""
+        sheet = f"  {g.sheet}" if g.sheet else ""
+        print(f"  {head}: {g.size} face(s){guess}{sheet}")
+    print("name a group: animeid dataset name WS GROUP NAME")
+    return 0
+
+
+def cmd_dataset_name(a) -> int:
+    from .cluster import name_group
+
+    n = name_group(a.workspace, a.group, a.name)
+    print(f"{n} face(s) of group {a.group} labelled {a.name!r}")
+    return 0
+
+
+def cmd_suggest(a) -> int:
+    from .cluster import suggest
+
+    r = suggest(a.workspace, a.model, min_p=a.min_p, accept=a.accept)
+    if a.json:
+        _print_json(r)
+        return 0
+    print(f"{r['faces']} unlabeled face(s): {r['confident']} confident (p >= {a.min_p:g}), "
+          f"{len(r['doubtful'])} doubtful" + (f"; {r['accepted']} labelled" if a.accept else
+                                               "; --accept labels the confident ones"))
+    for name, (conf, n) in sorted(r["by_name"].items(), key=lambda kv: -kv[1][1]):
+        print(f"  {name}: {n} guessed, {conf} confident")
+    return 0
+
+
+def _dataset_actions(sub) -> "argparse._SubParsersAction | None":
+    p = sub.choices.get("dataset") if hasattr(sub, "choices") else None
+    if p is None:
+        return None
+    for act in p._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            return act
+    return None
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("enroll", help="add a character to a model from a few pictures, no retraining")
+    p.add_argument("model")
+    p.add_argument("name", help="the character's name (any Unicode; 'unknown' is reserved)")
+    p.add_argument("images", nargs="+", help="1-10 face crops or illustrations (the largest face is used), or folders")
+    p.add_argument("--out", "-o", help="write the new model here (default: change MODEL in place)")
+    p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("forget", help="remove a character from a model (enrolled, or trained: masked out)")
+    p.add_argument("model")
+    p.add_argument("name")
+    p.add_argument("--out", "-o", help="write the new model here (default: change MODEL in place)")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("cluster", help="group a workspace's unlabeled faces by identity (labelling help)")
+    p.add_argument("workspace")
+    p.add_argument("--model", help="a model: its embedding groups better, and it guesses each group's name")
+    p.add_argument("--threshold", type=float,
+                   help="cosine distance at which groups stop merging (complete linkage; default: the model's "
+                        "calibrated one, 0.4 without a model)")
+    p.add_argument("--min-size", type=int, default=2, help="smaller groups are left apart (default 2)")
+    p.add_argument("--linkage", choices=["complete", "average", "single"], default="complete",
+                   help="how far two groups are: their farthest faces (complete, default), the mean, the nearest")
+    p.add_argument("--no-sheets", action="store_true", help="no contact sheets (WS/.groups/*.png)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("suggest", help="pre-label a workspace's unlabeled faces with a model's guesses")
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True)
+    p.add_argument("--min-p", type=float, default=0.9, help="a guess this probable is confident (default 0.9)")
+    p.add_argument("--accept", action="store_true", help="label the confident faces (crops moved to WS/<name>/)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_suggest)
+
+    d = _dataset_actions(sub)
+    if d is not None:
+        p = d.add_parser("name", help="name a whole group of the latest `animeid cluster` at once")
+        p.add_argument("workspace")
+        p.add_argument("group", type=int)
+        p.add_argument("name")
+        p.set_defaults(func=cmd_dataset_name)

@@ -1,0 +1,367 @@
+"""Labelling help: group a workspace's unlabeled faces by identity, name whole groups, pre-label with a model.
+
+* :func:`cluster_embeddings` -- the pure step: agglomerative clustering (complete linkage, cosine
+  distance, cut at ``threshold``) of unit-length embeddings; groups smaller than ``min_size`` are
+  left apart as noise (group ``-1``). :func:`purity` scores groups against true names.
+* :func:`cluster_workspace` -- embeds the unlabeled faces of a workspace (with a model: its open-set
+  embedding, :mod:`animeid.openset`, learned to separate identities; without one: ImageNet features +
+  colour histogram), clusters them, stores the groups in the manifest (table ``face_groups``, one
+  ``run`` per clustering) and optionally draws a contact sheet per group (``WS/.groups/``, a hidden
+  folder that ``dataset sync`` ignores). Returns :class:`Group` objects, largest first.
+* :func:`name_group` -- names every face of a group of the latest run at once (``dataset.label_faces``
+  moves the crops into ``WS/<name>/``, so ``dataset sync`` / ``export`` see them).
+* :func:`suggest` -- the model's guess and its probability for each unlabeled face (table
+  ``suggestions``); ``accept`` moves the faces whose guess reaches ``min_p`` into their folders.
+
+Manifest tables (created here with ``CREATE TABLE IF NOT EXISTS``; ``animeid.dataset`` needs no
+change)::
+
+    face_groups(face_id, group_id, run)         group_id -1: left apart (noise)
+    cluster_runs(run, created, model, threshold, n_faces, n_groups)
+    suggestions(face_id, name, p, model, created)   name 'unknown' for faces of no known character
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DatasetError, InputError
+
+__all__ = ["Group", "cluster_embeddings", "purity", "embed_faces", "default_threshold", "cluster_workspace",
+           "latest_groups", "name_group", "suggest",
+           "DEFAULT_THRESHOLD", "GROUPS_DIR"]
+
+log = logging.getLogger("animeid")
+
+#: Cosine distance at which groups stop merging, per embedding: the open-set embedding of a model
+#: (whitened: distances are larger) and the plain ImageNet features + colour histogram, for complete
+#: linkage. Chosen with ``bench/openset_bench.py --sweep --linkages average complete``: few labelling
+#: actions at a purity near 95 % on holoen16-dev and newgame8; complete linkage keeps its purity as
+#: the threshold grows, where average linkage suddenly merges characters (holoen16: 96 % at 0.9,
+#: 44 % at 1.0).
+DEFAULT_THRESHOLD = {"model": 1.0, "plain": 0.4}
+#: Where contact sheets go inside a workspace (hidden: ``dataset sync`` skips it).
+GROUPS_DIR = ".groups"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS face_groups (
+    face_id INTEGER NOT NULL,
+    group_id INTEGER NOT NULL,      -- 1, 2, ... by size; -1: left apart (noise)
+    run INTEGER NOT NULL,
+    PRIMARY KEY (run, face_id)
+);
+CREATE INDEX IF NOT EXISTS face_groups_group ON face_groups(run, group_id);
+CREATE TABLE IF NOT EXISTS cluster_runs (
+    run INTEGER PRIMARY KEY,
+    created TEXT, model TEXT, threshold REAL, n_faces INTEGER, n_groups INTEGER
+);
+CREATE TABLE IF NOT EXISTS suggestions (
+    face_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    p REAL NOT NULL,
+    model TEXT, created TEXT
+);
+"""
+
+
+@dataclass
+class Group:
+    """One group of faces. ``id``: 1, 2, ... (largest first) or -1 for the faces left apart;
+    ``guess``: the model's most common top-1 name among the faces (with a model), ``guess_share``:
+    the share of faces guessed so; ``cohesion``: mean cosine similarity of the faces to the group's
+    centre; ``sheet``: the contact sheet PNG when one was drawn."""
+
+    id: int
+    face_ids: list[int]
+    files: list[Path]
+    run: int | None = None
+    cohesion: float | None = None
+    guess: str | None = None
+    guess_share: float | None = None
+    sheet: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.face_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "size": self.size, "face_ids": list(self.face_ids), "files": [str(f) for f in self.files],
+                "run": self.run, "cohesion": self.cohesion, "guess": self.guess, "guess_share": self.guess_share,
+                "sheet": str(self.sheet) if self.sheet else None}
+
+
+# ----------------------------------------------------------------------------------------------
+# the pure step
+# ----------------------------------------------------------------------------------------------
+def cluster_embeddings(E: np.ndarray, *, threshold: float, min_size: int = 2, linkage: str = "complete") -> np.ndarray:
+    """Group ids ``(n,)`` for unit-length embeddings ``E`` ``(n, k)``: 1, 2, ... by decreasing size
+    (ties: first face first), -1 for faces in groups smaller than ``min_size``.
+
+    Agglomerative clustering with cosine distance: groups merge while their (``linkage``: complete,
+    the default: the farthest pair of faces; average; single) distance is below ``threshold``.
+    """
+    E = np.asarray(E, dtype=np.float64)
+    n = len(E)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n == 1:
+        return np.array([1 if min_size <= 1 else -1])
+    from sklearn.cluster import AgglomerativeClustering
+
+    raw = AgglomerativeClustering(n_clusters=None, distance_threshold=float(threshold), metric="cosine",
+                                  linkage=linkage).fit_predict(E)
+    sizes = Counter(raw.tolist())
+    first = {}
+    for i, c in enumerate(raw.tolist()):
+        first.setdefault(c, i)
+    order = sorted((c for c in sizes if sizes[c] >= min_size), key=lambda c: (-sizes[c], first[c]))
+    remap = {c: i + 1 for i, c in enumerate(order)}
+    return np.array([remap.get(c, -1) for c in raw.tolist()], dtype=np.int64)
+
+
+def purity(groups: Sequence[int], truth: Sequence[str]) -> dict[str, float]:
+    """How clean groups are against true names: ``purity`` (share of grouped faces that belong to
+    their group's majority name), ``grouped`` (share of faces in a group), ``groups``, and
+    ``actions``: user actions to label everything with the groups (name a group: 1, fix a face not
+    of its group's majority: 1, label a face left apart: 1) next to ``actions_face_by_face``."""
+    groups = np.asarray(groups)
+    truth = np.asarray([str(t) for t in truth])
+    g_ids = [g for g in np.unique(groups) if g != -1]
+    majority = 0
+    for g in g_ids:
+        majority += Counter(truth[groups == g].tolist()).most_common(1)[0][1]
+    grouped = int(np.sum(groups != -1))
+    noise = int(np.sum(groups == -1))
+    actions = len(g_ids) + (grouped - majority) + noise
+    return {"purity": majority / grouped if grouped else 0.0, "grouped": grouped / len(groups) if len(groups) else 0.0,
+            "groups": len(g_ids), "actions": actions, "actions_face_by_face": int(len(groups))}
+
+
+# ----------------------------------------------------------------------------------------------
+# workspaces
+# ----------------------------------------------------------------------------------------------
+def _open(ws: Any):
+    from .dataset import Workspace
+
+    w = ws if hasattr(ws, "conn") else Workspace(ws)
+    with w.conn:
+        w.conn.executescript(_SCHEMA)
+    return w
+
+
+def _recognizer(model: Any):
+    if model is None:
+        return None
+    from .predict import Recognizer
+
+    return model if isinstance(model, Recognizer) else Recognizer.load(model)
+
+
+def _plain_embeddings(files: Sequence[Path], batch_size: int = 32) -> np.ndarray:
+    """Embeddings without a model: EfficientNet-Lite0 features (+ mirror) joined with a colour histogram."""
+    from .features import FeaturePipeline, FeatureSpec
+
+    pipe = FeaturePipeline(FeatureSpec(kind="backbone", backbone="efficientnet_lite0", tta_flip=True, color_hist=True))
+    X = pipe.transform(list(files), batch_size=batch_size)
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def embed_faces(files: Sequence[Path], model: Any = None, *, batch_size: int = 32) -> np.ndarray:
+    """Unit-length identity embeddings ``(n, k)`` of face crops: a model's open-set embedding when it
+    has one, else ImageNet features + colour histogram (feature cache used)."""
+    rec = _recognizer(model)
+    if rec is None or rec.openset is None:
+        return _plain_embeddings(files, batch_size)
+    from .features import FeaturePipeline
+    from .openset import raw_features
+
+    if rec.spec.kind == "backbone":          # the cached extractor gives the same numbers, faster on reruns
+        F = raw_features(FeaturePipeline(rec.spec, rec.bundle.backbone).transform(list(files), batch_size=batch_size))
+    else:
+        F = rec._features(list(files), batch_size, True)[1]
+    return rec.openset.embed(F)
+
+
+def default_threshold(model: Any = None) -> float:
+    """The clustering threshold for a model's embedding: the one calibrated when it was trained
+    (halfway between typical same-character and different-character distances of characters it
+    did not see), else :data:`DEFAULT_THRESHOLD`."""
+    rec = _recognizer(model)
+    if rec is None or rec.openset is None:
+        return DEFAULT_THRESHOLD["plain"]
+    return rec.openset.cluster_distance or DEFAULT_THRESHOLD["model"]
+
+
+def _next_run(ws) -> int:
+    row = ws.conn.execute("SELECT MAX(run) FROM face_groups").fetchone()
+    row2 = ws.conn.execute("SELECT MAX(run) FROM cluster_runs").fetchone()
+    return max(row[0] or 0, row2[0] or 0) + 1
+
+
+def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, threshold: float | None = None,
+                      min_size: int = 2, linkage: str = "complete", store: bool = True, sheets: bool = False,
+                      batch_size: int = 32) -> list[Group]:
+    """Group the unlabeled faces of workspace ``ws`` by identity; see the module's notes.
+
+    ``model``: a model file or a :class:`~animeid.predict.Recognizer` (better groups, and each group
+    gets the model's ``guess``), or None. ``threshold``: cosine distance at which groups stop
+    merging (default: :func:`default_threshold`). ``store``: record the groups in the manifest as a
+    new run (``dataset name`` uses the latest run). ``sheets``: draw ``WS/.groups/group-<id>.png``
+    and ``WS/.groups/groups.png`` (one row per group). Returns the groups, largest first, then the
+    faces left apart as one :class:`Group` with id -1 (when there are any).
+    """
+    rec = _recognizer(model)
+    w = _open(ws)
+    try:
+        rows = w.faces(labeled=False)
+        rows = [r for r in rows if (w.root / r["file"]).is_file()]
+        if not rows:
+            return []
+        files = [w.root / r["file"] for r in rows]
+        ids = [int(r["id"]) for r in rows]
+        E = embed_faces(files, rec, batch_size=batch_size)
+        thr = float(threshold) if threshold is not None else default_threshold(rec)
+        gid = cluster_embeddings(E, threshold=thr, min_size=min_size, linkage=linkage)
+        guesses: list[str] | None = None
+        if rec is not None:
+            guesses = [c[0]["name"] for c in rec.predict_faces(files, top=1)]
+        run = _next_run(w) if store else None
+        groups: list[Group] = []
+        for g in sorted(set(gid.tolist()), key=lambda v: (v == -1, v)):
+            m = np.flatnonzero(gid == g)
+            centre = E[m].mean(axis=0)
+            cn = np.linalg.norm(centre)
+            grp = Group(id=int(g), face_ids=[ids[i] for i in m], files=[files[i] for i in m], run=run,
+                        cohesion=round(float((E[m] @ (centre / cn)).mean()), 4) if cn > 0 and g != -1 else None)
+            if guesses is not None and g != -1:
+                top, cnt = Counter(guesses[i] for i in m).most_common(1)[0]
+                grp.guess, grp.guess_share = top, round(cnt / len(m), 4)
+            groups.append(grp)
+        if store:
+            created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            mname = str(rec.path) if rec is not None and rec.path is not None else None
+            with w.conn:
+                w.conn.execute("INSERT INTO cluster_runs VALUES (?,?,?,?,?,?)",
+                               (run, created, mname, thr, len(ids), sum(1 for g in groups if g.id != -1)))
+                w.conn.executemany("INSERT INTO face_groups(face_id, group_id, run) VALUES (?,?,?)",
+                                   [(ids[i], int(gid[i]), run) for i in range(len(ids))])
+        if sheets:
+            _draw_sheets(w.root, groups)
+        return groups
+    finally:
+        if w is not ws:
+            w.close()
+
+
+def _draw_sheets(root: Path, groups: list[Group], per_row: int = 12, rows: int = 4) -> None:
+    from .dataset import contact_sheet
+
+    d = root / GROUPS_DIR
+    d.mkdir(exist_ok=True)
+    for old in d.glob("group-*.png"):
+        old.unlink()
+    overview: dict[str, list[Path]] = {}
+    width = len(str(max([g.id for g in groups] + [1])))
+    for g in groups:
+        name = f"group {g.id:0{width}d}" if g.id != -1 else "left apart"
+        if g.guess:
+            name += f" ({g.guess}?)"
+        overview[name] = g.files
+        chunks = {f"{name} #{i // per_row + 1}": g.files[i:i + per_row]
+                  for i in range(0, min(len(g.files), per_row * rows), per_row)}
+        g.sheet = contact_sheet(chunks, d / (f"group-{g.id}.png" if g.id != -1 else "left-apart.png"),
+                                per_character=per_row)
+    contact_sheet(overview, d / "groups.png", per_character=per_row)
+
+
+def latest_groups(ws: str | os.PathLike | Any) -> tuple[int | None, dict[int, list[int]]]:
+    """``(run, {group_id: [face ids]})`` of the latest clustering of ``ws`` (``(None, {})`` if none)."""
+    w = _open(ws)
+    try:
+        run = w.conn.execute("SELECT MAX(run) FROM face_groups").fetchone()[0]
+        if run is None:
+            return None, {}
+        out: dict[int, list[int]] = {}
+        for fid, g in w.conn.execute("SELECT face_id, group_id FROM face_groups WHERE run=? ORDER BY face_id", (run,)):
+            out.setdefault(int(g), []).append(int(fid))
+        return int(run), out
+    finally:
+        if w is not ws:
+            w.close()
+
+
+def name_group(ws: str | os.PathLike, group: int, name: str, *, run: int | None = None) -> int:
+    """Name every still-unlabeled face of ``group`` (of the latest clustering, or ``run``) ``name``:
+    the crops move into ``WS/<name>/`` (:func:`animeid.dataset.label_faces`). Returns the count."""
+    from .dataset import Workspace, label_faces
+
+    with _open(Workspace(ws)) as w:
+        if run is None:
+            run = w.conn.execute("SELECT MAX(run) FROM face_groups").fetchone()[0]
+            if run is None:
+                raise DatasetError("no groups yet: run `animeid cluster` first", w.root)
+        if int(group) == -1:
+            raise InputError("group -1 holds the faces left apart, which are not one character: label them one by one")
+        ids = [int(r[0]) for r in w.conn.execute(
+            "SELECT g.face_id FROM face_groups g JOIN faces f ON f.id = g.face_id WHERE g.run=? AND g.group_id=? "
+            "AND f.status='ok' AND f.label IS NULL ORDER BY g.face_id", (run, int(group)))]
+        known = w.conn.execute("SELECT COUNT(*) FROM face_groups WHERE run=? AND group_id=?",
+                               (run, int(group))).fetchone()[0]
+    if not known:
+        raise InputError(f"no group {group} in clustering run {run}")
+    return label_faces(ws, ids, name) if ids else 0
+
+
+def suggest(ws: str | os.PathLike, model: Any, *, min_p: float = 0.9, accept: bool = False,
+            batch_size: int = 32) -> dict[str, Any]:
+    """The model's top-1 guess and probability for each unlabeled face of ``ws``, stored in the
+    manifest's ``suggestions`` table. ``accept``: faces whose guess reaches ``min_p`` (and is not
+    ``unknown``) are labelled with it (crops moved). Returns ``{"faces", "confident", "accepted",
+    "by_name": {name: [confident, all]}, "doubtful": [face ids]}``."""
+    from .dataset import label_faces
+    from .openset import UNKNOWN
+
+    rec = _recognizer(model)
+    if rec is None:
+        raise InputError("suggest needs a model")
+    w = _open(ws)
+    try:
+        rows = [r for r in w.faces(labeled=False) if (w.root / r["file"]).is_file()]
+        ids = [int(r["id"]) for r in rows]
+        files = [w.root / r["file"] for r in rows]
+        cands = []
+        for i in range(0, len(files), 256):
+            cands += rec.predict_faces(files[i:i + 256], top=1)
+        created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        mname = str(rec.path) if rec.path is not None else None
+        rows_out = [(fid, c[0]["name"], float(c[0]["p"]), mname, created) for fid, c in zip(ids, cands)]
+        with w.conn:
+            w.conn.executemany("INSERT OR REPLACE INTO suggestions(face_id, name, p, model, created) VALUES (?,?,?,?,?)",
+                               rows_out)
+    finally:
+        w.close()
+    by_name: dict[str, list[int]] = {}
+    confident: dict[str, list[int]] = {}
+    doubtful = []
+    for fid, name, p, _, _ in rows_out:
+        by_name.setdefault(name, [0, 0])[1] += 1
+        if name != UNKNOWN and p >= min_p:
+            by_name[name][0] += 1
+            confident.setdefault(name, []).append(fid)
+        else:
+            doubtful.append(fid)
+    accepted = 0
+    if accept:
+        for name, fids in confident.items():
+            accepted += label_faces(ws, fids, name)
+    return {"faces": len(rows_out), "confident": sum(len(v) for v in confident.values()), "accepted": accepted,
+            "by_name": by_name, "doubtful": doubtful, "min_p": min_p}

@@ -1,0 +1,288 @@
+"""Open set: unknown answers at the stored threshold, enrolling and forgetting characters, bad input."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from animeid.errors import InputError, ModelFileError
+
+KNOWN = ["hazuki_shizuku", "lijima_yun", "sakura_nene", "suzukaze_aoba", "takimoto_hifumi", "toyama_rin"]
+NEW = "yagami_kou"          # held out: enrolled in some tests, the stranger in others
+OTHER = "ahagon_umiko"      # held out too
+
+
+@pytest.fixture(scope="module")
+def data(newgame8, tmp_path_factory) -> Path:
+    """newgame8: up to 20 faces of each known character (the training set), all faces of the others."""
+    out = tmp_path_factory.mktemp("os") / "data"
+    for d in sorted(newgame8.iterdir()):
+        if d.is_dir():
+            files = sorted(d.iterdir())
+            dest = out / ("known" if d.name in KNOWN else "held") / d.name
+            dest.mkdir(parents=True)
+            for f in files[:20] if d.name in KNOWN else files:
+                shutil.copy(f, dest / f.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(data, tmp_path_factory) -> Path:
+    from animeid.train import train
+
+    path = tmp_path_factory.mktemp("m") / "six.animeid"
+    train(data / "known", path, method="logistic", progress=False, seed=0)
+    return path
+
+
+def _faces(data: Path, name: str) -> list[Path]:
+    d = data / ("known" if name in KNOWN else "held") / name
+    return sorted(d.iterdir())
+
+
+def _top(res_faces) -> list[str]:
+    return [c[0]["name"] for c in res_faces]
+
+
+def test_trained_model_carries_a_calibrated_layer_and_known_faces_keep_the_head(model, data):
+    import animeid
+    from animeid.modelfile import read_model
+
+    b = read_model(model)
+    assert isinstance(b.thresholds["unknown"], float) and b.thresholds["unknown_score"] == "prototype_z"
+    assert {"openset.projection", "openset.sums", "openset.gallery"} <= set(b.extra_arrays)
+    cal = b.thresholds["openset_calibration"]
+    assert cal["stranger_folds"] == len(KNOWN) and 0 <= cal["strangers_rejected"] <= 1
+    rec = animeid.load(model)
+    assert rec.labels == KNOWN and rec.openset is not None and not rec.openset.has_changes
+    faces = [f for n in KNOWN for f in _faces(data, n)[:3]]
+    # without enrolled characters the probabilities are the head's own
+    X = rec.pipeline.transform(faces, cache=False)
+    np.testing.assert_allclose(rec.predict_proba_faces(faces), rec.bundle.head.predict_proba(X), atol=1e-6)
+
+
+def test_an_unknown_characters_faces_are_answered_unknown_at_the_stored_threshold(model, data):
+    import animeid
+
+    rec = animeid.load(model)
+    stranger = rec.predict_faces(_faces(data, NEW), top=3)
+    share = np.mean([c[0]["name"] == "unknown" for c in stranger])
+    assert share >= 0.5, share
+    # the format: 'unknown' first with p >= 0.5, then the best named guesses, `top` entries in all
+    c = next(c for c in stranger if c[0]["name"] == "unknown")
+    assert c[0]["p"] >= 0.5 and len(c) == 3 and all(x["name"] in KNOWN for x in c[1:])
+    assert c[1]["p"] >= c[2]["p"]
+    # known faces mostly stay named (many of these trained the model; the rest are its test faces)
+    known = rec.predict_faces([f for n in KNOWN for f in _faces(data, n)], top=3)
+    assert np.mean([k[0]["name"] == "unknown" for k in known]) <= 0.3
+    # adjustable: 'off' never answers unknown, a very high threshold always does
+    from animeid.predict import PredictConfig
+
+    off = rec.predict_faces(_faces(data, NEW)[:5], cfg=PredictConfig(unknown=False))
+    assert "unknown" not in _top(off)
+    high = rec.predict_faces(_faces(data, KNOWN[0])[:5], cfg=PredictConfig(unknown_threshold=1e9))
+    assert set(_top(high)) == {"unknown"}
+
+
+def test_enrolled_character_is_named_in_its_other_pictures_and_survives_saving(model, data, tmp_path):
+    import animeid
+
+    rec = animeid.load(model)
+    new_faces = _faces(data, NEW)
+    r = rec.enroll(NEW, new_faces[:5])
+    assert r == {"name": NEW, "added": 5, "faces": 5, "new": True}
+    assert rec.labels == KNOWN + [NEW]
+    rest = new_faces[5:]
+    tops = _top(rec.predict_faces(rest, top=3))
+    named = [t for t in tops if t != "unknown"]
+    # 5 pictures, a model trained on 20 faces per character: about 2 in 3 named right (chance: 1 in 7)
+    assert np.mean([t == NEW for t in tops]) >= 0.55, tops
+    assert np.mean([t == NEW for t in named]) >= 0.65, named
+    best = np.asarray(rec.labels)[rec.predict_proba_faces(rest).argmax(1)]
+    assert np.mean(best == NEW) >= 0.55
+    # known characters still named
+    known = [f for n in KNOWN for f in _faces(data, n)[:4]]
+    proba = rec.predict_proba_faces(known)
+    assert proba.shape == (len(known), len(KNOWN) + 1)
+    truth = [n for n in KNOWN for _ in range(4)]
+    assert np.mean(np.asarray(rec.labels)[proba.argmax(1)] == truth) >= 0.8
+    # enrolling more pictures adds to the character
+    assert rec.enroll(NEW, rest[:2])["faces"] == 7 and rec.labels.count(NEW) == 1
+    out = rec.save(tmp_path / "seven.animeid")
+    again = animeid.load(out)
+    assert again.labels == rec.labels
+    np.testing.assert_allclose(again.predict_proba_faces(rest[2:8]), rec.predict_proba_faces(rest[2:8]), atol=1e-5)
+    # evaluate (a folder per character) includes the enrolled character
+    from animeid.evaluate import evaluate_model
+
+    rep, _ = evaluate_model(again, _eval_folder(data, tmp_path, [NEW]))
+    assert rep.unknown_labels == [] and rep.per_class[NEW]["accuracy"] >= 0.6
+
+
+def _eval_folder(data: Path, tmp: Path, names: list[str]) -> Path:
+    root = tmp / "eval"
+    for n in names:
+        shutil.copytree(data / ("known" if n in KNOWN else "held") / n, root / n)
+    return root
+
+
+def test_enrol_from_a_whole_illustration_uses_its_largest_face(model, detect_tadne):
+    import animeid
+    from animeid.detect import detect_faces
+
+    rec = animeid.load(model)
+    pic = detect_tadne / "tadne_r0c1.jpg"
+    assert detect_faces(pic)
+    from animeid.predict import PredictConfig
+
+    crop = rec._enrol_crop(pic, PredictConfig())
+    assert crop.size[0] == crop.size[1] and crop.size[0] < 512
+    assert rec.enroll("tadne girl", [pic])["new"] is True
+    assert rec.predict(pic)["faces"][0]["candidates"][0]["name"] in ("tadne girl", "unknown")
+
+
+def test_forget_removes_enrolled_and_masks_trained_characters(model, data, tmp_path):
+    import animeid
+
+    rec = animeid.load(model)
+    rec.enroll(NEW, _faces(data, NEW)[:5])
+    rec.forget(NEW)
+    assert rec.labels == KNOWN and len(rec.openset.gallery) == 0
+    assert NEW not in _top(rec.predict_faces(_faces(data, NEW)))
+    gone = KNOWN[3]
+    r = rec.forget(gone)
+    assert r["trained"] is True and gone not in rec.labels and len(rec.labels) == len(KNOWN) - 1
+    assert rec.predict_proba_faces(_faces(data, gone)[:3]).shape == (3, len(KNOWN) - 1)
+    assert gone not in _top(rec.predict_faces(_faces(data, gone)))
+    path = rec.save(tmp_path / "five.animeid")
+    assert animeid.load(path).labels == rec.labels
+    with pytest.raises(InputError, match="no character"):
+        rec.forget("nobody")
+
+
+def test_enrol_errors_leave_the_model_file_as_it_was(model, data, tmp_path, capsys):
+    import animeid
+    from animeid.cli import main
+
+    m = tmp_path / "m.animeid"
+    shutil.copy(model, m)
+    before = m.read_bytes()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not a picture")
+    good = [str(f) for f in _faces(data, NEW)[:3]]
+    # an unreadable picture among good ones
+    assert main(["enroll", str(m), NEW, *good, str(bad)]) == 1
+    assert "broken.png" in capsys.readouterr().err
+    # a missing file, an empty folder
+    assert main(["enroll", str(m), NEW, str(tmp_path / "missing.png")]) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["enroll", str(m), NEW, str(tmp_path / "empty")]) == 1
+    assert "no pictures" in capsys.readouterr().err
+    # a reserved or invalid name
+    assert main(["enroll", str(m), "unknown", *good]) == 1
+    assert main(["enroll", str(m), "a/b", *good]) == 1
+    assert m.read_bytes() == before
+    # a model file that is not one
+    fake = tmp_path / "fake.animeid"
+    fake.write_bytes(b"PK\x03\x04 not really")
+    fake_before = fake.read_bytes()
+    assert main(["enroll", str(fake), NEW, *good]) == 1
+    assert "not an animeid model" in capsys.readouterr().err and fake.read_bytes() == fake_before
+    assert main(["forget", str(m), "nobody"]) == 1 and m.read_bytes() == before
+    # the API: same errors, nothing changes in memory
+    rec = animeid.load(m)
+    with pytest.raises(InputError):
+        rec.enroll(NEW, [])
+    with pytest.raises(InputError):
+        rec.enroll(NEW, [good[0], bad])
+    assert rec.labels == KNOWN and len(rec.openset.gallery) == 0
+    with pytest.raises(ModelFileError):
+        animeid.load(fake)
+
+
+def test_cli_enroll_out_forget_predict_and_evaluate_unknown(model, data, tmp_path, capsys):
+    from animeid.cli import main
+
+    m = tmp_path / "m.animeid"
+    shutil.copy(model, m)
+    before = m.read_bytes()
+    out = tmp_path / "plus.animeid"
+    shots = [str(f) for f in _faces(data, NEW)[:5]]
+    assert main(["enroll", str(m), NEW, *shots, "--out", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["new"] and r["characters"] == KNOWN + [NEW] and m.read_bytes() == before
+    import animeid
+
+    rest = _faces(data, NEW)[5:]
+    from animeid.predict import PredictConfig
+
+    named = _top(animeid.load(out).predict_faces(rest, cfg=PredictConfig(unknown=False)))
+    probe = str(rest[named.index(NEW)])          # the CLI answers as the API does
+    assert main(["predict", str(out), probe, "--json", "--unknown-threshold", "off"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["faces"][0]["candidates"][0]["name"] == NEW
+    assert main(["predict", str(m), probe, "--json", "--unknown-threshold", "1e9"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["faces"][0]["candidates"][0]["name"] == "unknown"
+    # in place
+    assert main(["forget", str(out), NEW]) == 0
+    capsys.readouterr()
+    # evaluate --unknown: AUROC and the figures at the stored threshold, in the JSON line
+    known_dir = _eval_folder(data, tmp_path, KNOWN[:3])
+    unk = tmp_path / "strangers"
+    shutil.copytree(data / "held" / NEW, unk / NEW)
+    shutil.copytree(data / "held" / OTHER, unk / OTHER)
+    assert main(["evaluate", str(m), str(known_dir), "--unknown", str(unk), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"auroc", "unknown_rejected", "known_correct", "top1", "top5", "n"} <= set(d)
+    assert d["auroc"] > 0.7 and 0 <= d["unknown_rejected"] <= 1 and 0 <= d["known_correct"] <= 1
+    assert d["n_unknown"] == len(list(unk.rglob("*.jpg")))
+
+
+def test_openset_layer_round_trip_and_damage(model, tmp_path):
+    from animeid.modelfile import read_model, save_model
+    from animeid.openset import OpenSet
+
+    b = read_model(model)
+    os_ = OpenSet.from_bundle(b)
+    th, arr = os_.to_model_parts()
+    again = OpenSet.from_bundle(dataclasses.replace(b, thresholds=th, extra_arrays=arr))
+    assert again.labels == os_.labels and again.threshold == os_.threshold
+    # a damaged layer (gallery rows without labels) is a ModelFileError naming the file
+    bad = dict(b.extra_arrays)
+    bad["openset.gallery"] = np.zeros((2, os_.projection.shape[1]), np.float32)
+    p = save_model(tmp_path / "bad.animeid", b.head, method=b.method, backbone=b.backbone,
+                   backbone_onnx=b.backbone_onnx, features=b.features, thresholds=b.thresholds, extra_arrays=bad)
+    import animeid
+
+    with pytest.raises(ModelFileError, match="open-set"):
+        animeid.load(p)
+
+
+def test_fine_tuned_network_model_uses_its_embedding(newgame8, tmp_path):
+    """A fine-tuned network's model (tiny run): the layer embeds the network's 'embedding' output, its
+    threshold comes from the known faces (the network saw every character), and enrolment works."""
+    pytest.importorskip("torch")
+    import animeid
+    from animeid.train import train
+
+    data = tmp_path / "data"
+    for n in KNOWN[:4]:
+        shutil.copytree(newgame8 / n, data / n, ignore=lambda d, fs: sorted(fs)[10:])
+    path = tmp_path / "ft.animeid"
+    train(data, path, method="finetune", progress=False, input_size=96, trainable_blocks=1, epochs=1,
+          batch_size=8, augmentation="flip")
+    rec = animeid.load(path)
+    assert rec.spec.kind == "network" and rec.openset is not None
+    assert rec.openset.calibration["threshold_from"] == "known faces"
+    assert rec.openset.center.shape == (1280,)            # the network's embedding, not its probabilities
+    new = sorted((newgame8 / NEW).iterdir())
+    rec.enroll(NEW, new[:3])
+    proba, score = rec.predict_open_faces(new[3:8])
+    assert proba.shape == (5, 5) and score.shape == (5,) and np.isfinite(score).all()
+    again = animeid.load(rec.save(tmp_path / "ft+1.animeid"))
+    np.testing.assert_allclose(again.predict_proba_faces(new[3:8]), proba, atol=1e-5)
