@@ -100,18 +100,31 @@ class FeaturePipeline:
                 self._session = ort.InferenceSession(self.onnx_bytes, opts, providers=_default_providers())
             return self._session
 
-    def _run_onnx(self, images: Sequence[ImageTyping], batch_size: int) -> np.ndarray:
+    def output_names(self) -> list[str]:
+        """Names of the bundled graph's outputs."""
+        return [o.name for o in self._sess().get_outputs()]
+
+    def run_outputs(self, images: Sequence[ImageTyping], names: Sequence[str], batch_size: int = 32
+                    ) -> list[np.ndarray]:
+        """The graph's outputs ``names`` for ``images``, one ``(n, d)`` float32 array each (one run per batch)."""
         from .backbones import preprocess
 
         sess = self._sess()
         inp = sess.get_inputs()[0].name
-        outs = [o.name for o in sess.get_outputs()]
-        want = self.spec.output if self.spec.output in outs else outs[0]
-        chunks = []
+        chunks: list[list[np.ndarray]] = [[] for _ in names]
         for i in range(0, len(images), batch_size):
             x = preprocess(images[i:i + batch_size], self.backbone_config)
-            chunks.append(sess.run([want], {inp: x})[0].reshape(len(x), -1).astype(np.float32))
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+            for out, a in zip(chunks, sess.run(list(names), {inp: x})):
+                out.append(a.reshape(len(x), -1).astype(np.float32))
+        return [np.concatenate(c) if c else np.zeros((0, 0), np.float32) for c in chunks]
+
+    def main_output(self) -> str:
+        """The output the head reads: ``spec.output`` when the graph has it, else its first."""
+        outs = self.output_names()
+        return self.spec.output if self.spec.output in outs else outs[0]
+
+    def _run_onnx(self, images: Sequence[ImageTyping], batch_size: int) -> np.ndarray:
+        return self.run_outputs(images, [self.main_output()], batch_size)[0]
 
     def _deep(self, images: Sequence[ImageTyping], batch_size: int, cache: bool, progress: bool) -> np.ndarray:
         if self.onnx_bytes is not None:
@@ -142,15 +155,8 @@ class FeaturePipeline:
         """L2-normalised identity embeddings: a network's ``"embedding"`` output when it has one,
         otherwise the features themselves (pixels flattened)."""
         images = list(images)
-        if self.spec.kind == "network" and self.onnx_bytes is not None:
-            names = [o.name for o in self._sess().get_outputs()]
-            if "embedding" in names:
-                feats = FeaturePipeline(dataclasses.replace(self.spec, output="embedding"), self.backbone_config,
-                                        self.onnx_bytes)
-                feats._session = self._sess()
-                X = feats._run_onnx(images, batch_size)
-            else:
-                X = self.transform(images, batch_size=batch_size, cache=False)
+        if self.spec.kind == "network" and self.onnx_bytes is not None and "embedding" in self.output_names():
+            X = self.run_outputs(images, ["embedding"], batch_size)[0]
         else:
             X = self.transform(images, batch_size=batch_size, cache=False).reshape(len(images), -1)
         X = np.asarray(X, dtype=np.float32)

@@ -93,21 +93,10 @@ class Recognizer:
 
         if not with_embedding:
             return self.pipeline.transform(faces, batch_size=batch_size, cache=False), None
-        if self.spec.kind == "network" and self.bundle.backbone_onnx is not None:
-            from .backbones import preprocess
-
-            sess = self.pipeline._sess()
-            names = [o.name for o in sess.get_outputs()]
-            if "embedding" in names:
-                want = self.spec.output if self.spec.output in names else names[0]
-                inp = sess.get_inputs()[0].name
-                xs, es = [], []
-                for i in range(0, len(faces), batch_size):
-                    x = preprocess(faces[i:i + batch_size], self.pipeline.backbone_config)
-                    a, e = sess.run([want, "embedding"], {inp: x})
-                    xs.append(a.reshape(len(x), -1))
-                    es.append(e.reshape(len(x), -1))
-                return np.concatenate(xs).astype(np.float32), np.concatenate(es).astype(np.float64)
+        pipe = self.pipeline
+        if self.spec.kind == "network" and self.bundle.backbone_onnx is not None and "embedding" in pipe.output_names():
+            X, E = pipe.run_outputs(faces, [pipe.main_output(), "embedding"], batch_size)
+            return X, E.astype(np.float64)
         X = self.pipeline.transform(faces, batch_size=batch_size, cache=False)
         return X, raw_features(X)
 
