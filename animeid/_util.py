@@ -1,4 +1,4 @@
-"""Small shared machinery: atomic writes, progress bars, logging."""
+"""Small shared machinery: atomic writes, input file checks, progress bars, logging."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, TypeVar
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "save_image_atomic", "progress", "log"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "save_image_atomic", "check_file", "progress",
+           "log"]
 
 log = logging.getLogger("animeid")
 T = TypeVar("T")
@@ -65,6 +66,29 @@ def save_image_atomic(img, path: str | os.PathLike, **save_kw: Any) -> None:
         save_kw.setdefault("quality", 95)
     with atomic_write(path, "wb") as f:
         img.save(f, format=fmt, **save_kw)
+
+
+def check_file(path: str | os.PathLike, what: str, error_cls: type[Exception], *,
+               missing: str = "no such file") -> Path:
+    """``path`` as a :class:`Path` when it names a readable, non-empty file; else raise ``error_cls``.
+
+    ``error_cls(message, path)`` is raised (an :class:`~animeid.errors.AnimeidError` subclass puts
+    the path in front of the message) with ``missing`` for a path that does not exist, and
+    "is a folder, not {what}", "cannot read: ..." or "empty file (0 bytes), not {what}" otherwise;
+    ``what`` names the expected kind of file with its article ("a picture").
+    """
+    p = Path(path)
+    if not p.exists():
+        raise error_cls(missing, path)
+    if p.is_dir():
+        raise error_cls(f"is a folder, not {what}", path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise error_cls(f"cannot read: {e.strerror or e}", path) from None
+    if size == 0:
+        raise error_cls(f"empty file (0 bytes), not {what}", path)
+    return p
 
 
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it",

@@ -21,6 +21,7 @@ from typing import BinaryIO, Iterable, Iterator, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from ._util import check_file
 from .errors import InputError
 
 __all__ = [
@@ -74,11 +75,7 @@ def _open(image: ImageTyping, max_pixels: int) -> Image.Image:
     if isinstance(image, np.ndarray):
         return _from_array(image)
     if isinstance(image, (str, os.PathLike)):
-        p = Path(image)
-        if not p.exists():
-            raise InputError("no such file", name)
-        if p.is_dir():
-            raise InputError("is a folder, not a picture", name)
+        p = check_file(image, "a picture", InputError)
         try:
             src: BinaryIO = open(p, "rb")
         except OSError as e:

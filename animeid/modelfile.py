@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._util import atomic_write
+from ._util import atomic_write, check_file
 from ._version import __version__
 from .errors import ModelFileError
 
@@ -221,17 +221,7 @@ def read_model(path: str | os.PathLike) -> ModelBundle:
     """Open an ``.animeid`` model file; raises :class:`~animeid.errors.ModelFileError` for any problem."""
     from .models import head_from_arrays
 
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError("no such model file", path)
-    if path.is_dir():
-        raise ModelFileError("is a folder, not a model file", path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ModelFileError(f"cannot read: {e.strerror or e}", path) from None
-    if size == 0:
-        raise ModelFileError("empty file, not an animeid model", path)
+    path = check_file(path, "an animeid model file", ModelFileError, missing="no such model file")
     try:
         z = zipfile.ZipFile(path)
     except zipfile.BadZipFile:

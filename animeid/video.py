@@ -97,7 +97,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from ._util import log, progress, save_image_atomic
+from ._util import check_file, log, progress, save_image_atomic
 from .errors import InputError
 from .images import to_array
 
@@ -145,21 +145,6 @@ def _av_message(e: BaseException) -> str:
     # PyAV appends "; last error log: ..." and the file name; keep the first clause
     msg = msg.split(";")[0].strip()
     return msg or type(e).__name__
-
-
-def _check_path(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such file", p)
-    if p.is_dir():
-        raise InputError("is a folder, not a video", p)
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror or e}", p) from None
-    if size == 0:
-        raise InputError("empty file (0 bytes), not a video", p)
-    return p
 
 
 def _is_picture_format(fmt_name: str) -> bool:
@@ -220,7 +205,7 @@ class VideoInfo:
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Describe ``path``'s video stream; :class:`InputError` unless its first frame decodes."""
-    p = _check_path(path)
+    p = check_file(path, "a video", InputError)
     container, stream = _open(p)
     try:
         tb = stream.time_base
@@ -460,7 +445,7 @@ def sample_frames(path: str | os.PathLike, every: float = 5.0, *, start: float =
         raise ValueError(f"start must be >= 0 seconds, got {start!r}")
     if skip_similar is not None and skip_similar < 0:
         raise ValueError(f"skip_similar must be >= 0 or None, got {skip_similar!r}")
-    p = _check_path(path)
+    p = check_file(path, "a video", InputError)
     known = {_ms(t) for t in skip_times}
     st = stats if stats is not None else SampleStats()
     dec = _Decoder(p)  # opened now, so that a bad file fails at the call; closed when the loop ends
