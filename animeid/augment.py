@@ -21,7 +21,7 @@ Layout: :func:`build_augmenter` makes the albumentations pipeline, :func:`augmen
 
 Determinism note: ``A.Compose(..., seed=s)`` in albumentations 2.0.8 gives *every* transform the
 same seed, so all transforms with the same probability fire together (flip, blur and sharpen are
-then all applied or all skipped). :func:`_reseed` gives each transform its own seed instead.
+then all applied or all skipped). :func:`reseed` gives each transform its own seed instead.
 albumentations is an optional dependency (``pip install animeid[train]``).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 
 from .images import ImageTyping, to_array
 
-__all__ = ["STRENGTHS", "build_augmenter", "augment_batch", "augment_image"]
+__all__ = ["STRENGTHS", "build_augmenter", "augment_batch", "augment_image", "reseed"]
 
 #: Names accepted by :func:`build_augmenter`.
 STRENGTHS = ("light", "study", "strong")
@@ -95,11 +95,11 @@ def build_augmenter(strength: str = "study", seed: int | None = None):
     ]
     aug = A.Compose(transforms)
     if seed is not None:
-        _reseed(aug, np.random.SeedSequence(int(seed)))
+        reseed(aug, np.random.SeedSequence(int(seed)))
     return aug
 
 
-def _reseed(transform: Any, ss: np.random.SeedSequence) -> None:
+def reseed(transform: Any, ss: np.random.SeedSequence) -> None:
     """Give ``transform`` and every transform inside it its own random stream drawn from ``ss``."""
     s = int(ss.generate_state(1)[0])
     transform.seed = s
@@ -108,7 +108,7 @@ def _reseed(transform: Any, ss: np.random.SeedSequence) -> None:
     children = getattr(transform, "transforms", None)
     if children:
         for child, css in zip(children, ss.spawn(len(children))):
-            _reseed(child, css)
+            reseed(child, css)
 
 
 def augment_batch(images: Sequence[ImageTyping], n_variants: int, seed: int = 0,
@@ -125,7 +125,7 @@ def augment_batch(images: Sequence[ImageTyping], n_variants: int, seed: int = 0,
     out: list[np.ndarray] = []
     for i, image in enumerate(images):
         arr = to_array(image)
-        _reseed(aug, np.random.SeedSequence([int(seed), i]))
+        reseed(aug, np.random.SeedSequence([int(seed), i]))
         for _ in range(n_variants):
             out.append(np.ascontiguousarray(aug(image=arr)["image"]))
     return out

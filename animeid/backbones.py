@@ -64,6 +64,7 @@ __all__ = [
     "create_extractor",
     "extract_features",
     "extract_feature",
+    "default_providers",
 ]
 
 #: Bump when the exported graph or the stored feature format changes, to invalidate caches.
@@ -282,7 +283,9 @@ def preprocess(images: Sequence[ImageTyping], cfg: BackboneConfig | str) -> np.n
 # ------------------------------------------------------------------------------------------ ONNX extractor
 
 
-def _default_providers() -> list[str]:
+def default_providers() -> list[str]:
+    """ONNX Runtime execution providers to use: ``$ANIMEID_ORT_PROVIDERS`` (comma-separated), else
+    CUDA when available, then CPU."""
     env = os.environ.get("ANIMEID_ORT_PROVIDERS", "").strip()
     if env:
         return [p.strip() for p in env.split(",") if p.strip()]
@@ -332,7 +335,7 @@ class FeatureExtractor:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             return ort.InferenceSession(os.fspath(path), sess_options=opts,
-                                        providers=self.providers or _default_providers())
+                                        providers=self.providers or default_providers())
         except Exception as e:  # a damaged cache file: remove it so that the next call re-exports
             if path.is_file():
                 path.unlink(missing_ok=True)

@@ -93,11 +93,11 @@ class FeaturePipeline:
             if self._session is None:
                 import onnxruntime as ort
 
-                from .backbones import _default_providers
+                from .backbones import default_providers
 
                 opts = ort.SessionOptions()
                 opts.log_severity_level = 3
-                self._session = ort.InferenceSession(self.onnx_bytes, opts, providers=_default_providers())
+                self._session = ort.InferenceSession(self.onnx_bytes, opts, providers=default_providers())
             return self._session
 
     def output_names(self) -> list[str]:

@@ -158,10 +158,10 @@ def _fingerprint(train_labels: Sequence[str], val_labels: Sequence[str]) -> str:
 def _augmenter(kind: str, seed_seq: np.random.SeedSequence):
     if kind in ("none", "flip"):
         return None
-    from .augment import _reseed, build_augmenter
+    from .augment import reseed, build_augmenter
 
     aug = build_augmenter(kind)
-    _reseed(aug, seed_seq)
+    reseed(aug, seed_seq)
     return aug
 
 

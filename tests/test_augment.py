@@ -9,7 +9,7 @@ from PIL import Image
 
 A = pytest.importorskip("albumentations")
 
-from animeid.augment import STRENGTHS, _reseed, augment_batch, augment_image, build_augmenter  # noqa: E402
+from animeid.augment import STRENGTHS, reseed, augment_batch, augment_image, build_augmenter  # noqa: E402
 
 
 def _face(h: int = 72, w: int = 64, hair=(150, 60, 200), seed: int = 0) -> np.ndarray:
@@ -65,9 +65,9 @@ def test_deterministic_for_a_seed_and_independent_of_other_pictures():
 
 def test_transforms_get_independent_random_streams():
     """albumentations 2.0.8's Compose(seed=...) seeds all transforms alike, so transforms with the
-    same probability always fire together; _reseed must break that."""
+    same probability always fire together; reseed must break that."""
     comp = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
-    _reseed(comp, np.random.SeedSequence(5))
+    reseed(comp, np.random.SeedSequence(5))
     img = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
     patterns = set()
     for _ in range(40):
