@@ -39,6 +39,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from ._plot import pil_font
 from ._util import atomic_write, progress, save_image_atomic
 from .errors import DatasetError, InputError
 from .images import IMAGE_EXTS, load_image
@@ -852,7 +853,7 @@ def contact_sheet(files: dict[str, list[Path]], path: str | os.PathLike, *, per_
     font = _font(14)
     for row, name in enumerate(names):
         y = 4 + row * (thumb + 4)
-        draw.text((6, y + thumb // 2 - 16), name[:22], fill=(20, 20, 20), font=font)
+        draw.text((6, y + thumb // 2 - 16), name[:22], fill=(20, 20, 20), font=pil_font(14, name[:22]) or font)
         draw.text((6, y + thumb // 2 + 2), f"{len(files[name])} faces", fill=(110, 110, 110), font=font)
         picks = files[name]
         if len(picks) > per_character:

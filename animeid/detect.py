@@ -57,6 +57,7 @@ from typing import Callable, Iterator, Protocol, Sequence, Union, runtime_checka
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ._plot import pil_font
 from .errors import InputError
 from .images import ImageTyping, load_image, to_array
 
@@ -621,7 +622,8 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
     w, h = img.size
     draw = ImageDraw.Draw(img)
     line = max(2, round(min(w, h) / 200))
-    font = _font(max(10, round(min(w, h) / 32)))
+    px = max(10, round(min(w, h) / 32))
+    default_font = _font(px)
     for i, face in enumerate(faces):
         x0, y0, x1, y1 = (int(round(v)) for v in _box_of(face))
         colour = _COLOURS[i % len(_COLOURS)]
@@ -629,6 +631,7 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
         text = str(labels[i]) if labels is not None else f"{face.score:.2f}"
         if not text:
             continue
+        font = pil_font(px, text) or default_font   # a CJK font for Japanese/Chinese labels, when installed
         tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
         tw, th = tx1 - tx0 + 2 * line, ty1 - ty0 + 2 * line
         top = y0 - th if y0 - th >= 0 else y0  # above the box when there is room, else inside

@@ -12,17 +12,15 @@
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._util import atomic_write
+from ._plot import plot_fonts, save_png
 from .errors import DatasetError, InputError
 from .images import IMAGE_EXTS, load_image
 
@@ -401,30 +399,6 @@ def evaluate_estimator(estimator: Any, X: Any, y_true: Sequence[str]) -> Report:
 # ----------------------------------------------------------------------------------------------
 # pictures
 # ----------------------------------------------------------------------------------------------
-_CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans JP", "Source Han Sans", "IPAexGothic",
-              "IPAGothic", "WenQuanYi Zen Hei", "Droid Sans Fallback", "Unifont")
-
-
-def _font_family() -> list[str]:
-    """DejaVu Sans first, then whatever CJK font is installed (matplotlib falls back per glyph)."""
-    from matplotlib import font_manager
-
-    have = {f.name for f in font_manager.fontManager.ttflist}
-    return ["DejaVu Sans"] + [f for f in _CJK_FONTS if f in have]
-
-
-def _save_png(fig: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from")
-        warnings.filterwarnings("ignore", message=".*missing from font")
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
-
-
 def plot_confusion(report: Report, path: str | os.PathLike, *, normalize: bool = True, title: str | None = None) -> Path:
     """Write the confusion matrix of ``report`` as a PNG (rows: true, columns: predicted).
 
@@ -443,7 +417,7 @@ def plot_confusion(report: Report, path: str | os.PathLike, *, normalize: bool =
     cell = 0.42 if max(n_r, n_c) <= 30 else 0.25
     w = min(60.0, 2.5 + n_c * cell + longest * 0.08)
     h = min(60.0, 2.0 + n_r * cell + longest * 0.08)
-    with _rc():
+    with plot_fonts():
         fig = Figure(figsize=(w, h))
         ax = fig.add_subplot(1, 1, 1)
         im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(1.0, cm.max()), aspect="auto")
@@ -459,7 +433,7 @@ def plot_confusion(report: Report, path: str | os.PathLike, *, normalize: bool =
                         ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
                                 color="white" if shown[i, j] > 0.5 else "black")
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="share of row" if normalize else "pictures")
-        return _save_png(fig, path)
+        return save_png(fig, path)
 
 
 def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike, *, title: str | None = None,
@@ -477,7 +451,7 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
     if not steps or not any(k.endswith("accuracy") for k in series):
         raise ValueError("history needs 'step' and at least one '*_accuracy' series of the same length")
     has_loss = any(k.endswith("loss") for k in series)
-    with _rc():
+    with plot_fonts():
         fig = Figure(figsize=(11 if has_loss else 6.5, 4.2))
         axes = [fig.add_subplot(1, 2 if has_loss else 1, i + 1) for i in range(2 if has_loss else 1)]
         for ax, kind in zip(axes, ("accuracy", "loss")):
@@ -492,13 +466,7 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
             ax.legend()
         if title:
             fig.suptitle(title)
-        return _save_png(fig, path)
-
-
-def _rc():
-    import matplotlib
-
-    return matplotlib.rc_context({"font.family": _font_family()})
+        return save_png(fig, path)
 
 
 def evaluate_model(model: Any, dataset: str | os.PathLike, *, split: str | None = None, batch_size: int = 32,

@@ -194,7 +194,7 @@ def plot_timeline(timeline: Mapping[str, Any], path: str | os.PathLike, *, title
     """
     from matplotlib.figure import Figure
 
-    from .evaluate import _rc, _save_png
+    from ._plot import plot_fonts, save_png
 
     chars = timeline.get("characters") or {}
     every = float(timeline.get("every") or 1.0)
@@ -202,7 +202,7 @@ def plot_timeline(timeline: Mapping[str, Any], path: str | os.PathLike, *, title
     end = float(timeline.get("duration") or 0.0)
     end = max([end] + [r["end"] + every / 2 for rs in chars.values() for r in rs] + [1.0])
     names = _order(chars)
-    with _rc():
+    with plot_fonts():
         fig = Figure(figsize=(11, 1.4 + 0.42 * max(1, len(names))))
         ax = fig.add_subplot(1, 1, 1)
         colours = [f"C{i % 10}" for i in range(len(names))]
@@ -222,7 +222,7 @@ def plot_timeline(timeline: Mapping[str, Any], path: str | os.PathLike, *, title
             ax.text(0.5, 0.5, "no character seen", transform=ax.transAxes, ha="center", va="center", color="0.4")
         ax.set_title(title or Path(str(timeline.get("video", "video"))).name
                      + (" (partly read)" if timeline.get("partial") else ""))
-        return _save_png(fig, path)
+        return save_png(fig, path)
 
 
 def _nice_ticks(end: float, n: int = 10) -> list[float]:

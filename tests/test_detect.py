@@ -258,3 +258,20 @@ def test_draw_faces():
     assert draw_faces(Image.new("L", (5, 3)), [Face((0, 0, 5, 3), 1.0)]).size == (5, 3)
     with pytest.raises(ValueError):
         draw_faces(a, faces, ["only one"])
+
+
+def test_draw_faces_japanese_label_uses_a_cjk_font(monkeypatch):
+    from animeid._plot import cjk_font_file, pil_font
+
+    if cjk_font_file() is None:
+        pytest.skip("no CJK font installed (Debian: apt-get install fonts-ipafont-gothic; ./setup.sh does it)")
+    font = pil_font(16, "滝本ひふみ")
+    assert font is not None and pil_font(16, "Aoba") is None
+    # real glyphs, not one missing-glyph box for every character
+    assert bytes(font.getmask("滝")) != bytes(font.getmask("本"))
+    used = []
+    monkeypatch.setattr(D, "pil_font", lambda px, text: used.append((text, pil_font(px, text))) or used[-1][1])
+    a = _ramp(120, 160)
+    img = draw_faces(a, [Face((10, 30, 60, 80), 0.9), Face((80, 30, 150, 100), 0.8)], ["滝本ひふみ", "Aoba"])
+    assert img.size == (160, 120)
+    assert [(t, f is not None) for t, f in used] == [("滝本ひふみ", True), ("Aoba", False)]

@@ -120,6 +120,32 @@ def test_plot_confusion_16_unicode_classes(tmp_path):
     assert not list((tmp_path / "sub").glob(".*tmp"))  # atomic: no leftovers
 
 
+def test_plot_confusion_draws_japanese_names_with_a_cjk_font(tmp_path, caplog):
+    from animeid._plot import cjk_font_file
+
+    if cjk_font_file() is None:
+        pytest.skip("no CJK font installed (Debian: apt-get install fonts-ipafont-gothic; ./setup.sh does it)")
+    labels = ["滝本ひふみ", "涼風青葉", "Hazuki"]
+    r = evaluate_predictions(labels * 2, np.eye(3)[[0, 1, 2, 0, 2, 1]], labels)
+    with caplog.at_level(logging.WARNING, logger="animeid"):
+        out = plot_confusion(r, tmp_path / "cm.png")
+    assert out.exists()
+    assert not [rec for rec in caplog.records if "no glyph" in rec.getMessage()]
+
+
+def test_plot_reports_missing_glyphs_once(tmp_path, caplog, monkeypatch):
+    """Without a CJK font the names show as boxes: one warning on the log, no warning spam."""
+    import animeid._plot as plot
+
+    monkeypatch.setattr(plot, "_families", lambda: ("DejaVu Sans",))
+    r = evaluate_predictions(["滝本ひふみ", "b"], np.eye(2), ["滝本ひふみ", "b"])
+    with caplog.at_level(logging.WARNING, logger="animeid"):
+        plot_confusion(r, tmp_path / "cm.png")
+    assert [rec.getMessage() for rec in caplog.records].count(
+        f"{tmp_path / 'cm.png'}: some characters have no glyph in the installed fonts and show as boxes "
+        "(install a CJK font, e.g. Debian's fonts-ipafont-gothic)") == 1
+
+
 def test_plot_curves(tmp_path):
     from animeid.models import SoftmaxHead
 
