@@ -26,7 +26,8 @@ def cmd_serve(a) -> int:
     except ImportError as e:
         print(f"animeid: serve needs the web extras: pip install 'animeid[serve]' ({e})", file=sys.stderr)
         return 1
-    app = create_app(a.model, a.workspace, max_upload_mb=a.max_upload_mb, max_video_mb=a.max_video_mb, preload=True)
+    app = create_app(a.model, a.workspace, max_upload_mb=a.max_upload_mb, max_video_mb=a.max_video_mb, preload=True,
+                     save_enrolments=a.save_enrolments)
     rec = app.state.animeid.recognizer
     if not _loopback(a.host):
         print(f"animeid: warning: listening on {a.host}: the server has no authentication; anyone who can reach "
@@ -35,6 +36,8 @@ def cmd_serve(a) -> int:
     print(f"animeid: {rec.method} model with {len(rec.labels)} characters; "
           f"open http://{shown}:{a.port}/" + (" (label faces at /label)" if a.workspace else "")
           + ", API docs at /docs", file=sys.stderr, flush=True)
+    if a.save_enrolments:
+        print(f"animeid: enrolments and forgets through the API are saved to {a.model}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level="info" if a.verbose else "warning", access_log=a.verbose)
     return 0
 
@@ -91,6 +94,9 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest picture upload in MB (default 20)")
     p.add_argument("--max-video-mb", type=float, default=500, help="largest video upload in MB (default 500)")
+    p.add_argument("--save-enrolments", action="store_true",
+                   help="write MODEL (atomically) after each enrolment or forget through the API, so that it "
+                        "survives a restart (default: such changes live in the server's memory only)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("timeline", help="who appears when in a video: time ranges per character and a PNG")

@@ -26,10 +26,14 @@ job, face or route (and every workspace route when the app has no workspace); 41
 request body is over the upload limit -- counted while it is read, so a huge upload is refused
 after ``max_upload_mb`` bytes, not after it has been stored -- or too many pictures are sent;
 422 for a missing or invalid field or parameter; 429 when too many videos wait; 501 for
-enrolment with a model that cannot enrol.
+enrolment (or forgetting) with a model that cannot do it.
 Pictures go through :func:`animeid.images.load_image` with ``max_pixels`` (checked before
 decoding: decompression bombs, huge dimensions). Upload file names are only ever echoed back,
 never used as paths; face crops are served by manifest id, from inside the workspace only.
+
+Enrolment (``POST /api/v1/enroll``, ``POST /api/v1/forget``) changes the model in the server's
+memory; with ``save_enrolments`` (``animeid serve --save-enrolments``) each change is also written
+to the model file, atomically and one save at a time, and the answer's ``saved`` says whether it was.
 """
 from __future__ import annotations
 
@@ -130,7 +134,7 @@ def _errors(*codes: int) -> dict:
     what = {400: "unreadable picture or video, or a bad name", 403: "a path outside the workspace",
             404: "no such job, face or workspace", 413: "upload over the limit (counted while reading)",
             422: "a missing or invalid field or parameter", 429: "too many videos waiting",
-            501: "the model cannot enrol characters"}
+            501: "the model cannot enrol or forget characters"}
     return {c: {"model": Error, "description": what[c]} for c in codes}
 
 
@@ -387,6 +391,7 @@ class _State:
         self._rec: Recognizer | None = None
         self._load_lock = threading.Lock()
         self._enroll_lock = threading.Lock()
+        self._save_lock = threading.Lock()        # one model file write at a time
         self._tmp_parent = tmp_parent
         self._tmp: Path | None = None
         self._tmp_lock = threading.Lock()
@@ -426,7 +431,8 @@ class _State:
 def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | None = None, *,
                max_upload_mb: float = 20, max_video_mb: float = 500, max_pixels: int = MAX_SERVE_PIXELS,
                max_images: int = 16, max_video_frames: int = 3000, page_faces: int = 120,
-               tmp_dir: str | os.PathLike | None = None, preload: bool = False) -> FastAPI:
+               tmp_dir: str | os.PathLike | None = None, preload: bool = False,
+               save_enrolments: bool = False) -> FastAPI:
     """The animeid web app for the model file ``model_path`` (and a workspace for the label page).
 
     ``max_upload_mb``: largest request body for pictures (``max_video_mb`` for videos), enforced
@@ -434,15 +440,19 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     one request. ``max_video_frames``: frames sampled from one video (the rest is cut, the result
     says ``truncated``). ``page_faces``: faces per page of the label page. ``tmp_dir``: where the
     private folder for video uploads is made (default: the system's). ``preload``: load the model
-    now (errors surface here) instead of on the first request.
+    now (errors surface here) instead of on the first request. ``save_enrolments``: write the model
+    file after each enrolment or forget through the API (atomically), so that it survives a restart;
+    by default such changes live in the server's memory only.
     Raises :class:`~animeid.errors.ModelFileError` / :class:`~animeid.errors.DatasetError` for a
-    missing model file or a folder that is not a workspace.
+    missing model file (or, with ``save_enrolments``, one in a folder that cannot be written) or a
+    folder that is not a workspace.
     """
+    from ._util import check_file
     from .errors import ModelFileError
 
-    mp = Path(model_path)
-    if not mp.is_file():
-        raise ModelFileError("no such model file", mp)
+    mp = check_file(model_path, "an animeid model file", ModelFileError, missing="no such model file")
+    if save_enrolments and not os.access(mp.resolve().parent, os.W_OK):
+        raise ModelFileError("cannot save enrolments: the model file's folder is not writable", mp)
     ws_root: Path | None = None
     if workspace is not None:
         from .dataset import Workspace
@@ -591,7 +601,9 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     @app.post("/api/v1/enroll", tags=["recognition"], responses=_errors(400, 413, 422, 501),
               summary="Teach the model a new character from a few pictures (open-set models only)",
               description="Multipart: `name` and one or more `image` fields. Answers 501 when the loaded "
-                          "model cannot enrol characters. Enrolment changes the model in this server's memory.")
+                          "model cannot enrol characters. Enrolment changes the model in this server's memory, "
+                          "and in the model file when the server runs with `--save-enrolments`: `saved` says "
+                          "whether it was written (`save_error` says why not, when a save failed).")
     def enroll(name: str = Form(..., description="the character's name"),
                image: list[UploadFile] = File(..., description="pictures of the character's face")):
         rec = state.recognizer
@@ -610,7 +622,43 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         body = {"name": name, "images": len(imgs), "characters": list(rec.labels)}
         if isinstance(out, dict):
             body["result"] = json.loads(json.dumps(out, default=str))
-        return body
+        return {**body, **save_model_file(rec)}
+
+    @app.post("/api/v1/forget", tags=["recognition"], responses=_errors(400, 422, 501),
+              summary="Remove a character from the model (open-set models only)",
+              description="Form field `name`. An enrolled character's pictures go; a trained one is never "
+                          "answered again. Answers 501 when the loaded model cannot forget characters. Like "
+                          "enrolment, it changes the model in memory, and in the model file with "
+                          "`--save-enrolments` (`saved`).")
+    def forget(name: str = Form(..., description="the character's name")):
+        rec = state.recognizer
+        fn = getattr(rec, "forget", None)
+        if not callable(fn):
+            raise HTTPException(501, "this model cannot forget characters: this animeid's recogniser has no forget()")
+        name = _check_name(name)
+        try:
+            with state._enroll_lock:
+                out = fn(name)
+                state._guesses.clear()
+        except (AnimeidError, ValueError) as e:
+            raise HTTPException(400, f"cannot forget {name!r}: {getattr(e, 'message', e)}") from None
+        body = {"name": name, "characters": list(rec.labels)}
+        if isinstance(out, dict):
+            body["result"] = json.loads(json.dumps(out, default=str))
+        return {**body, **save_model_file(rec)}
+
+    def save_model_file(rec: Recognizer) -> dict:
+        """``{"saved": bool}`` after an enrol/forget: with ``save_enrolments``, the model is written to
+        its file (atomically; saves one at a time, each with the state current when it starts)."""
+        if not save_enrolments:
+            return {"saved": False}
+        try:
+            with state._save_lock:
+                rec.save(mp)
+        except Exception as e:  # the change stays in memory; say so rather than fail the request
+            log.error("%s: cannot save the model: %s", mp, e, exc_info=not isinstance(e, (OSError, AnimeidError)))
+            return {"saved": False, "save_error": f"{mp.name}: cannot save the model: {getattr(e, 'message', e)}"}
+        return {"saved": True}
 
     @app.post("/api/v1/timeline", tags=["video"], status_code=202, response_model=Job,
               responses=_errors(400, 413, 422, 429),

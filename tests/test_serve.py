@@ -189,8 +189,8 @@ def test_pages_docs_characters_health(model, rec):
         assert chars["characters"] == rec.labels and chars["count"] == 8
         assert c.get("/health").json()["model_loaded"] is True
         spec = c.get("/openapi.json").json()
-        for route in ("/api/v1/recognize", "/api/v1/enroll", "/api/v1/characters", "/health", "/api/v1/timeline",
-                      "/api/v1/jobs/{job_id}", "/api/v1/workspace/label"):
+        for route in ("/api/v1/recognize", "/api/v1/enroll", "/api/v1/forget", "/api/v1/characters", "/health",
+                      "/api/v1/timeline", "/api/v1/jobs/{job_id}", "/api/v1/workspace/label"):
             assert route in spec["paths"], route
         for page, marker in (("/", "app.js"), ("/label", "label.js"), ("/docs", "docs.js")):
             r = c.get(page)
@@ -236,6 +236,47 @@ def test_enroll_answers_501_without_enroll_and_calls_it_when_present(model, face
             r = c.post("/api/v1/enroll", data={"name": bad}, files=files)
             assert r.status_code == 400, bad
         assert len(calls) == 1
+
+
+def test_save_enrolments_writes_the_model_file(model, faces, tmp_path):
+    """With save_enrolments, an enrolment and a forget through the API reach the model file."""
+    import shutil
+
+    TestClient = _test_client()
+    mf = tmp_path / "copy.animeid"
+    shutil.copy(model, mf)
+    f = faces[CHARS[0]]
+    files = [("image", (f.name, f.read_bytes(), "image/jpeg"))] * 2
+    with TestClient(create_app(mf, save_enrolments=True)) as c:
+        r = c.post("/api/v1/enroll", data={"name": "滝本ひふみ"}, files=files)
+        assert r.status_code == 200, r.text
+        assert r.json()["saved"] is True and "滝本ひふみ" in r.json()["characters"]
+        assert "滝本ひふみ" in Recognizer.load(mf).labels
+        assert not [p for p in tmp_path.iterdir() if p.name != mf.name]      # atomic: no temporary file left
+        r = c.post("/api/v1/forget", data={"name": "滝本ひふみ"})
+        assert r.status_code == 200, r.text
+        assert r.json()["saved"] is True and "滝本ひふみ" not in r.json()["characters"]
+        assert "滝本ひふみ" not in Recognizer.load(mf).labels
+        r = c.post("/api/v1/forget", data={"name": "nobody"})
+        assert r.status_code == 400 and "no character 'nobody'" in r.json()["detail"]
+
+
+def test_without_save_enrolments_the_model_file_is_untouched(model, faces, tmp_path):
+    import shutil
+
+    TestClient = _test_client()
+    mf = tmp_path / "copy.animeid"
+    shutil.copy(model, mf)
+    before = mf.read_bytes()
+    f = faces[CHARS[0]]
+    with TestClient(create_app(mf)) as c:
+        r = c.post("/api/v1/enroll", data={"name": "newcomer"}, files=[("image", (f.name, f.read_bytes(), "image/jpeg"))])
+        assert r.status_code == 200, r.text
+        assert r.json()["saved"] is False and "newcomer" in c.get("/api/v1/characters").json()["characters"]
+        r = c.post("/api/v1/forget", data={"name": "newcomer"})
+        assert r.status_code == 200 and r.json()["saved"] is False
+    assert mf.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mf.name]
 
 
 # --------------------------------------------------------------------------- a real server
@@ -519,6 +560,8 @@ def test_create_app_checks_its_files(model, tmp_path):
 
     with pytest.raises(ModelFileError, match="no such model file"):
         create_app(tmp_path / "missing.animeid")
+    with pytest.raises(ModelFileError, match="is a folder, not an animeid model file"):
+        create_app(tmp_path)
     with pytest.raises(DatasetError, match="not an animeid workspace"):
         create_app(model, tmp_path)
 
