@@ -12,9 +12,19 @@ stopped. The result holds the fine-tuned network as ONNX bytes:
 * output ``"probs"``: ``(N, C)`` class probabilities (softmax), columns in :attr:`FinetuneResult.labels`
   order; with ``tta_flip`` the average of the picture's and its mirror image's probabilities;
 * output ``"embedding"``: ``(N, 1280)`` L2-normalised penultimate features (mean of picture and mirror
-  with ``tta_flip``), for open-set / nearest-neighbour use.
+  with ``tta_flip``), for open-set / nearest-neighbour use;
+* output ``"identity"`` (EfficientNet-Lite with some blocks frozen): what the open-set layer
+  (:mod:`animeid.openset`) embeds to tell characters apart, including ones the network was never
+  trained on. The fine-tuned embedding (weight :data:`IDENTITY_FINETUNED_WEIGHT`) beside pooled outputs,
+  each of unit length, of ImageNet blocks: two of the frozen blocks (computed anyway) and, from a frozen
+  ImageNet copy of the fine-tuned blocks run on the same shared frozen part, two blocks and the head.
+  Fine-tuning on the known characters makes the embedding name them well and new ones badly (their
+  faces drift to the known characters); the ImageNet blocks keep what tells any two characters apart.
+  Measured on holoen16 (4 of 16 characters held out, 3 seeds, with the colour histogram the open-set
+  layer appends): 5-shot accuracy on new characters among all 16 from 78 % (embedding alone) to 87 %,
+  unknown AUROC 0.94 either way. The copy costs about a third more computation.
 
-Both outputs have a dynamic batch axis. Checkpoints (``checkpoint_dir/finetune.pt``) are private
+All outputs have a dynamic batch axis. Checkpoints (``checkpoint_dir/finetune.pt``) are private
 ``torch.save`` files; what ships is the ONNX graph.
 
 Resuming guarantee: every epoch's randomness (shuffle order, augmentation, dropout) is seeded from
@@ -227,31 +237,84 @@ def _build(cfg: FinetuneConfig, n_classes: int, bcfg):
     return net
 
 
+#: ``"identity"`` output: weight of the fine-tuned embedding beside the frozen ImageNet blocks (unit length each)
+IDENTITY_FINETUNED_WEIGHT = 0.7
+
+
+def _identity_taps(n_blocks: int, trainable: int) -> tuple[list[int], list[int]] | None:
+    """Blocks whose pooled outputs join the ``"identity"`` output: ``(frozen taps, ImageNet-branch taps)``,
+    or ``None`` when the network has no frozen part to share (all or none of it trained).
+
+    EfficientNet-Lite0 with its last 6 of 16 blocks trained: blocks 7 and 9 (frozen, computed anyway)
+    and, in a frozen ImageNet copy of the trained blocks, blocks 10 and 14 and the pooled head."""
+    nf = n_blocks - trainable
+    if trainable <= 0 or nf < 1:
+        return None
+    return sorted({max(0, nf - 3), nf - 1}), sorted({nf, max(nf, n_blocks - 2)})
+
+
 class _Exported:
     """Builds the export wrapper lazily (torch inside)."""
 
     @staticmethod
-    def make(net, tta_flip: bool):
+    def make(net, tta_flip: bool, reference=None, trainable_blocks: int = 0):
+        """The graph to export. ``reference``: the backbone with its ImageNet weights (an EfficientNet-Lite
+        whose last ``trainable_blocks`` blocks were fine-tuned): adds the ``"identity"`` output."""
         import torch
         from torch import nn
         from torch.nn import functional as F
+
+        bb = net.backbone
+        taps = None
+        if reference is not None and hasattr(bb, "_blocks") and hasattr(reference, "_blocks"):
+            taps = _identity_taps(len(bb._blocks), trainable_blocks)
+        nf = len(bb._blocks) - trainable_blocks if taps else 0
 
         class Export(nn.Module):
             def __init__(self):
                 super().__init__()
                 self.net = net
+                if taps:  # the ImageNet weights of the trained blocks and head, frozen
+                    self.ref_blocks = nn.ModuleList(copy.deepcopy(list(reference._blocks[nf:])))
+                    self.ref_head = copy.deepcopy(reference._conv_head)
+                    self.ref_bn = copy.deepcopy(reference._bn1)
+
+            def _pooled(self, x: torch.Tensor):
+                """(fine-tuned features, [pooled identity blocks]) of a batch."""
+                h = F.relu6(bb._bn0(bb._conv_stem(x)))
+                blocks = []
+                for i, blk in enumerate(bb._blocks[:nf]):
+                    h = blk(h)
+                    if i in taps[0]:
+                        blocks.append(h.mean((2, 3)))
+                g, r = h, h
+                for blk in bb._blocks[nf:]:
+                    g = blk(g)
+                for j, blk in enumerate(self.ref_blocks):
+                    r = blk(r)
+                    if nf + j in taps[1]:
+                        blocks.append(r.mean((2, 3)))
+                blocks.append(F.relu6(self.ref_bn(self.ref_head(r))).mean((2, 3)))
+                return F.relu6(bb._bn1(bb._conv_head(g))).mean((2, 3)), blocks
 
             def forward(self, x: torch.Tensor):
-                if tta_flip:
-                    n = x.shape[0]
-                    f = self.net.features(torch.cat([x, torch.flip(x, dims=[3])], 0))
-                    p = F.softmax(self.net.fc(f), dim=1)
-                    probs = (p[:n] + p[n:]) * 0.5
-                    emb = f[:n] + f[n:]
+                n = x.shape[0]
+                xx = torch.cat([x, torch.flip(x, dims=[3])], 0) if tta_flip else x
+                if taps:
+                    f, blocks = self._pooled(xx)
                 else:
-                    emb = self.net.features(x)
-                    probs = F.softmax(self.net.fc(emb), dim=1)
-                return probs, F.normalize(emb, dim=1)
+                    f, blocks = self.net.features(xx), []
+                p = F.softmax(self.net.fc(f), dim=1)
+                if tta_flip:
+                    probs, emb = (p[:n] + p[n:]) * 0.5, f[:n] + f[n:]
+                    blocks = [b[:n] + b[n:] for b in blocks]
+                else:
+                    probs, emb = p, f
+                emb = F.normalize(emb, dim=1)
+                if not taps:
+                    return probs, emb
+                ident = torch.cat([emb * IDENTITY_FINETUNED_WEIGHT] + [F.normalize(b, dim=1) for b in blocks], 1)
+                return probs, emb, ident
 
         return Export().eval()
 
@@ -260,13 +323,15 @@ def _export_onnx(model, size: int) -> bytes:
     import torch
 
     dummy = torch.zeros(2, 3, size, size)
+    with torch.no_grad():
+        outputs = list(_OUTPUTS) + (["identity"] if len(model(dummy)) > len(_OUTPUTS) else [])
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
             torch.onnx.export(model, (dummy,), buf, dynamo=False, input_names=[_INPUT_NAME],
-                              output_names=list(_OUTPUTS), opset_version=_ONNX_OPSET, do_constant_folding=True,
-                              dynamic_axes={_INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in _OUTPUTS}})
+                              output_names=outputs, opset_version=_ONNX_OPSET, do_constant_folding=True,
+                              dynamic_axes={_INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
     return buf.getvalue()
 
 
@@ -521,7 +586,8 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
         if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()
-        exported = _Exported.make(net, cfg.tta_flip)
+        reference = B.create_torch_model(bcfg) if cfg.trainable_blocks > 0 else None
+        exported = _Exported.make(net, cfg.tta_flip, reference, cfg.trainable_blocks)
         onnx_bytes = _export_onnx(exported, size)
     finally:
         torch.set_num_threads(old_threads)

@@ -4,10 +4,12 @@ A recogniser's head names only the characters it was trained on. This module kee
 layer* beside the head, in the same model file, fitted and calibrated at the end of
 :func:`animeid.train.train` (:func:`calibrate_for_training`):
 
-* **an embedding** of each face: the model's own features -- whatever its
-  :class:`~animeid.features.FeaturePipeline` produces (backbone + colour histogram; a fine-tuned
-  network's identity ``"embedding"`` output when it has one; for pixel models, the face's colour
-  histogram) -- L2-normalised, centred, projected by a *within-character whitening* learned on the
+* **an embedding** of each face, from the model's own features (:func:`openset_inputs`, chosen at
+  training time by :func:`default_inputs` and stored as ``openset_inputs``): for a fine-tuned network
+  its ``"identity"`` output (the fine-tuned embedding beside frozen ImageNet blocks, see
+  :mod:`animeid.finetune`) with the colour histogram appended; otherwise whatever its
+  :class:`~animeid.features.FeaturePipeline` produces (backbone + colour histogram; for pixel models,
+  the face's colour histogram) -- L2-normalised, centred, projected by a *within-character whitening* learned on the
   training characters (PCA to at most ``dim`` = 512 directions, then the covariance of faces around
   their own character's mean, shrunk by ``shrink`` = 0.1 towards a multiple of the identity, made the
   identity: directions in which one character's faces vary -- pose, expression, artist -- count
@@ -78,7 +80,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["UNKNOWN", "OpenSet", "check_name", "fit_openset", "fit_metric", "calibrate_for_training", "raw_features",
-           "openset_features", "open_set_figures", "open_set_report",
+           "openset_features", "openset_inputs", "default_inputs", "open_set_figures", "open_set_report",
            "THRESHOLD_KEYS", "OPENSET_VERSION"]
 
 log = logging.getLogger("animeid")
@@ -89,7 +91,8 @@ UNKNOWN = "unknown"
 OPENSET_VERSION = 1
 #: ``thresholds`` keys written by this module.
 THRESHOLD_KEYS = ("unknown", "unknown_score", "unknown_far", "unknown_slope", "temperature", "pooled_a2",
-                  "pooled_sd", "openset_version", "openset_mode", "cluster_distance", "openset_calibration")
+                  "pooled_sd", "openset_version", "openset_mode", "cluster_distance", "openset_calibration",
+                  "openset_inputs")
 _PREFIX = "openset."
 _EPS = 1e-12
 
@@ -133,13 +136,52 @@ def raw_features(X: np.ndarray) -> np.ndarray:
     return X.astype(np.float64)
 
 
-def openset_features(pipeline: Any, images: Sequence, *, batch_size: int = 32, cache: bool = True) -> np.ndarray:
-    """What the open-set layer embeds for face crops ``images``: a fine-tuned network's identity
-    ``"embedding"`` output when it has one (:meth:`~animeid.features.FeaturePipeline.embed`), otherwise
-    the pipeline's features through :func:`raw_features`."""
-    if pipeline.spec.kind == "network":
-        return np.asarray(pipeline.embed(list(images), batch_size=batch_size), dtype=np.float64)
-    return raw_features(pipeline.transform(list(images), batch_size=batch_size, cache=cache))
+#: the colour histogram's weight beside the blocks of a network's ``"identity"`` output (each of unit length)
+IDENTITY_COLOR_WEIGHT = 2.0
+
+
+def default_inputs(pipeline: Any) -> dict[str, Any]:
+    """What a new open-set layer embeds for ``pipeline`` (stored in the model as ``openset_inputs``):
+    a fine-tuned network's ``"identity"`` output with the colour histogram appended
+    (:data:`IDENTITY_COLOR_WEIGHT`); for networks without it, their ``"embedding"`` output; otherwise
+    (``{}``) the head's own features."""
+    if pipeline.spec.kind == "network" and pipeline.onnx_bytes is not None:
+        outs = pipeline.output_names()
+        if "identity" in outs:
+            return {"output": "identity", "color_weight": IDENTITY_COLOR_WEIGHT}
+        if "embedding" in outs:
+            return {"output": "embedding"}
+    return {}
+
+
+def openset_inputs(pipeline: Any, images: Sequence, *, inputs: dict[str, Any] | None = None, head: bool = True,
+                   batch_size: int = 32, cache: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(head features or None, open-set features (n, d))`` of face crops ``images``, from one network run.
+
+    ``inputs``: the layer's ``openset_inputs`` (:func:`default_inputs`); ``None`` (models made before
+    it was stored): a network's ``"embedding"`` output when it has one, otherwise the head's features."""
+    images = list(images)
+    if inputs is None:
+        inputs = {"output": "embedding"} if default_inputs(pipeline).get("output") else {}
+    name = inputs.get("output")
+    if name and pipeline.spec.kind == "network" and pipeline.onnx_bytes is not None:
+        res = pipeline.run_outputs(images, ([pipeline.main_output()] if head else []) + [name], batch_size)
+        F = np.asarray(res[-1], dtype=np.float64)
+        if name == "embedding":
+            F = _l2n(F)
+        if inputs.get("color_weight"):
+            from .models import color_histograms
+
+            F = np.hstack([F, float(inputs["color_weight"]) * _l2n(color_histograms(images))])
+        return (res[0] if head else None), F
+    X = pipeline.transform(images, batch_size=batch_size, cache=cache)
+    return (X if head else None), raw_features(X)
+
+
+def openset_features(pipeline: Any, images: Sequence, *, inputs: dict[str, Any] | None = None, batch_size: int = 32,
+                     cache: bool = True) -> np.ndarray:
+    """What the open-set layer embeds for face crops ``images`` (:func:`openset_inputs` without the head's part)."""
+    return openset_inputs(pipeline, images, inputs=inputs, head=False, batch_size=batch_size, cache=cache)[1]
 
 
 def _one_blas_thread():
@@ -235,6 +277,7 @@ class OpenSet:
     mode: str = "hybrid"
     cluster_distance: float | None = None   # cosine distance at which clusters stop merging (animeid.cluster)
     calibration: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] | None = None     # what it embeds (openset_inputs); None: as models before it was stored
 
     def __post_init__(self) -> None:
         self._derive()
@@ -360,6 +403,7 @@ class OpenSet:
             "openset_mode": self.mode,
             "cluster_distance": self.cluster_distance,
             "openset_calibration": self.calibration,
+            "openset_inputs": self.inputs,
         }
         k = self.projection.shape[1]
         arrays = {
@@ -404,7 +448,8 @@ class OpenSet:
                       pooled_a2=float(th.get("pooled_a2", 0.5)), pooled_sd=float(th.get("pooled_sd", 0.1)),
                       far=th.get("unknown_far"), mode=str(th.get("openset_mode", "hybrid")),
                       cluster_distance=None if th.get("cluster_distance") is None else float(th["cluster_distance"]),
-                      calibration=dict(th.get("openset_calibration") or {}))
+                      calibration=dict(th.get("openset_calibration") or {}),
+                      inputs=None if th.get("openset_inputs") is None else dict(th["openset_inputs"]))
             if len(out.gallery) != len(out.gallery_labels) or out.center.shape[0] != out.projection.shape[0]:
                 raise ValueError("inconsistent array shapes")
         except (KeyError, ValueError, TypeError, IndexError) as e:
@@ -588,11 +633,13 @@ def calibrate_for_training(fitted: Any, tr_x: Sequence, tr_y: Sequence[str], va_
     is logged and gives empty parts: the model is still saved, without the open-set layer."""
     try:
         pipe = fitted.pipeline
-        F_tr = openset_features(pipe, tr_x)
-        F_va = openset_features(pipe, va_x) if len(va_x) else None
+        inputs = default_inputs(pipe)
+        F_tr = openset_features(pipe, tr_x, inputs=inputs)
+        F_va = openset_features(pipe, va_x, inputs=inputs) if len(va_x) else None
         classes = [str(c) for c in fitted.head.classes_]
         kw.setdefault("strangers_seen", pipe.spec.kind == "network")
         os_ = fit_openset(F_tr, tr_y, F_va, va_y if len(va_x) else None, classes=classes, **kw)
+        os_ = dataclasses.replace(os_, inputs=inputs)
         if "mode" not in kw and len(va_x):
             # once characters are enrolled, the head keeps naming the trained characters ("hybrid") unless
             # the prototypes name the validation faces better than it does

@@ -89,16 +89,13 @@ class Recognizer:
     # -- faces
     def _features(self, faces: list, batch_size: int, with_embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """The head's features and, when asked, the open-set layer's input, in one network run."""
-        from .openset import raw_features
+        from .openset import openset_inputs
 
         if not with_embedding:
             return self.pipeline.transform(faces, batch_size=batch_size, cache=False), None
-        pipe = self.pipeline
-        if self.spec.kind == "network" and self.bundle.backbone_onnx is not None and "embedding" in pipe.output_names():
-            X, E = pipe.run_outputs(faces, [pipe.main_output(), "embedding"], batch_size)
-            return X, E.astype(np.float64)
-        X = self.pipeline.transform(faces, batch_size=batch_size, cache=False)
-        return X, raw_features(X)
+        os_ = self.openset
+        return openset_inputs(self.pipeline, faces, inputs=os_.inputs if os_ is not None else None,
+                              batch_size=batch_size, cache=False)
 
     def predict_open_faces(self, faces: Sequence[ImageTyping], *, batch_size: int = 32
                            ) -> tuple[np.ndarray, np.ndarray]:

@@ -74,20 +74,38 @@ def test_tiny_finetune_learns(tiny_run, tiny_data):
 
 
 def test_onnx_matches_torch(tiny_run, tiny_data):
+    import onnxruntime as ort
     import torch
 
-    from animeid.backbones import preprocess
+    from animeid.backbones import create_torch_model, preprocess
 
     r = tiny_run
     x = preprocess(tiny_data[1][0][:5], r.backbone)
     with torch.no_grad():
-        tp, te = (t.numpy() for t in r.model(torch.from_numpy(x)))
+        tp, te, ti = (t.numpy() for t in r.model(torch.from_numpy(x)))
     for bs in (1, 5):  # dynamic batch axis
         op, oe = onnx_predict(r.onnx_bytes, x, r.backbone, batch_size=bs)
         np.testing.assert_allclose(op, tp, atol=1e-4)
         np.testing.assert_allclose(oe, te, atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(oe, axis=1), 1.0, atol=1e-5)
     assert oe.shape == (5, 1280)
+    sess = ort.InferenceSession(r.onnx_bytes, providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["probs", "embedding", "identity"]
+    oi = sess.run(["identity"], {"pixels": x})[0]
+    np.testing.assert_allclose(oi, ti, atol=1e-4)
+    # last block trained: frozen blocks 12 and 14 (192 each), ImageNet block 15 (320) and head (1280)
+    assert oi.shape == (5, 1280 + 192 + 192 + 320 + 1280)
+    from animeid.finetune import IDENTITY_FINETUNED_WEIGHT
+
+    np.testing.assert_allclose(oi[:, :1280], IDENTITY_FINETUNED_WEIGHT * oe, atol=1e-5)
+    # the last part is the untouched ImageNet network's pooled features (picture + mirror), not the fine-tuned
+    ref = create_torch_model(r.backbone)
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        f = (ref(xt) + ref(torch.flip(xt, dims=[3]))).numpy()
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    np.testing.assert_allclose(oi[:, -1280:], f, atol=1e-4)
+    assert np.abs(oi[:, -1280:] - oe).max() > 1e-2
 
 
 def test_resume_continues_and_matches(tiny_run, tiny_data, tmp_path):

@@ -263,8 +263,9 @@ def test_openset_layer_round_trip_and_damage(model, tmp_path):
         animeid.load(p)
 
 
-def test_fine_tuned_network_model_uses_its_embedding(newgame8, tmp_path):
-    """A fine-tuned network's model (tiny run): the layer embeds the network's 'embedding' output, its
+def test_fine_tuned_network_model_uses_its_identity_output(newgame8, tmp_path):
+    """A fine-tuned network's model (tiny run): the layer embeds the network's 'identity' output and the
+    colour histogram, its
     threshold comes from the known faces (the network saw every character), and enrolment works."""
     pytest.importorskip("torch")
     import animeid
@@ -279,7 +280,9 @@ def test_fine_tuned_network_model_uses_its_embedding(newgame8, tmp_path):
     rec = animeid.load(path)
     assert rec.spec.kind == "network" and rec.openset is not None
     assert rec.openset.calibration["threshold_from"] == "known faces"
-    assert rec.openset.center.shape == (1280,)            # the network's embedding, not its probabilities
+    assert rec.openset.inputs == {"output": "identity", "color_weight": 2.0}
+    # fine-tuned embedding, frozen blocks 12 and 14, ImageNet block 15 and head, colour histogram
+    assert rec.openset.center.shape == (1280 + 192 + 192 + 320 + 1280 + 480,)
     new = sorted((newgame8 / NEW).iterdir())
     rec.enroll(NEW, new[:3])
     proba, score = rec.predict_open_faces(new[3:8])
