@@ -42,7 +42,7 @@ from PIL import Image
 from ._plot import pil_font
 from ._util import atomic_write, progress, save_image_atomic
 from .errors import DatasetError, InputError
-from .images import IMAGE_EXTS, load_image
+from .images import IMAGE_EXTS, load_image, walk_files
 
 __all__ = [
     "CollectConfig",
@@ -421,8 +421,7 @@ def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path
         if not p.exists():
             failed.append((str(p), "no such file or folder"))
             continue
-        files = [p] if p.is_file() else sorted(
-            f for f in p.rglob("*") if f.is_file() and not any(s.startswith(".") for s in f.relative_to(p).parts))
+        files = [p] if p.is_file() else walk_files(p)
         n_before = len(found)
         for f in files:
             ext = f.suffix.lower()

@@ -652,7 +652,7 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
     boxes and scores drawn) are written atomically.
     """
     from ._util import save_image_atomic
-    from .images import IMAGE_EXTS, load_image
+    from .images import IMAGE_EXTS, load_image, walk_files
 
     used: set[str] = set()
 
@@ -670,8 +670,7 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
             yield {"path": str(p), "error": "no such file or folder"}
             continue
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS
-                           and not any(s.startswith(".") for s in f.relative_to(p).parts))
+            files = walk_files(p, IMAGE_EXTS)
             if not files:
                 yield {"path": str(p), "error": "folder holds no pictures"}
                 continue

@@ -22,7 +22,7 @@ import numpy as np
 
 from ._plot import plot_fonts, save_png
 from .errors import DatasetError, InputError
-from .images import IMAGE_EXTS, load_image
+from .images import IMAGE_EXTS, load_image, walk_files
 
 __all__ = [
     "SPLIT_FILE",
@@ -171,12 +171,8 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
         for d in sorted(p for p in root.iterdir() if p.is_dir()):
             if d.name.startswith(".") or d.name in _SKIP_DIRS:
                 continue
-            for f in sorted(d.rglob("*")):
-                rel = f.relative_to(d).parts
-                if any(part.startswith(".") for part in rel) or not f.is_file():
-                    continue
-                if f.suffix.lower() in IMAGE_EXTS:
-                    items.append((f, d.name, None))
+            for f in walk_files(d, IMAGE_EXTS):
+                items.append((f, d.name, None))
         source = f"stratified_split(seed={seed})"
 
     if check_images:

@@ -32,6 +32,7 @@ __all__ = [
     "to_array",
     "describe",
     "iter_image_files",
+    "walk_files",
     "is_image_file",
 ]
 
@@ -149,6 +150,29 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
 
+def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None) -> list[Path]:
+    """Files below folder ``root``, sorted, hidden files and folders skipped; folders reached through
+    symbolic links are searched too (each real folder once, so a link loop ends). ``exts``: keep only
+    these suffixes (lower case, with the dot)."""
+    root = Path(root)
+    out: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            f = Path(dirpath) / name
+            if (exts is None or f.suffix.lower() in exts) and f.is_file():
+                out.append(f)
+    return sorted(out)
+
+
 def iter_image_files(paths: Iterable[str | os.PathLike], exts: frozenset[str] = IMAGE_EXTS) -> Iterator[Path]:
     """Pictures named by ``paths``: files as given, folders searched recursively (sorted).
 
@@ -161,9 +185,4 @@ def iter_image_files(paths: Iterable[str | os.PathLike], exts: frozenset[str] = 
         if p.is_file():
             yield p
             continue
-        for f in sorted(p.rglob("*")):
-            rel = f.relative_to(p).parts
-            if any(part.startswith(".") for part in rel):
-                continue
-            if f.is_file() and f.suffix.lower() in exts:
-                yield f
+        yield from walk_files(p, exts)

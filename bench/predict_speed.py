@@ -38,7 +38,9 @@ def main(argv=None) -> int:
         rec = Recognizer.load(m)
         rec.predict_faces(faces[:32])
         best = min(_timed(rec, faces) for _ in range(args.repeat))
-        inputs = (rec.openset.inputs or {}).get("output", "head features") if rec.openset is not None else "-"
+        os_ = rec.openset
+        inputs = "-" if os_ is None else "not stored (older model)" if os_.inputs is None else \
+            os_.inputs.get("output", "head features")
         print(f"| {m.name} | {inputs} | {len(faces) / best:.0f} |", flush=True)
     return 0
 
