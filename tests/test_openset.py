@@ -289,3 +289,23 @@ def test_fine_tuned_network_model_uses_its_identity_output(newgame8, tmp_path):
     assert proba.shape == (5, 5) and score.shape == (5,) and np.isfinite(score).all()
     again = animeid.load(rec.save(tmp_path / "ft+1.animeid"))
     np.testing.assert_allclose(again.predict_proba_faces(new[3:8]), proba, atol=1e-5)
+
+
+def test_model_without_stored_openset_inputs_predicts_as_before(model, data, tmp_path):
+    """Models saved before ``openset_inputs`` was stored: the layer embeds what it embedded then (for a
+    frozen-feature model, the head's features), so predictions and scores are unchanged."""
+    import animeid
+    from animeid.modelfile import read_model, save_model
+
+    b = read_model(model)
+    assert b.thresholds.get("openset_inputs") == {}
+    th = {k: v for k, v in b.thresholds.items() if k != "openset_inputs"}
+    old = save_model(tmp_path / "old.animeid", b.head, method=b.method, backbone=b.backbone,
+                     backbone_onnx=b.backbone_onnx, features=b.features, thresholds=th, extra_arrays=b.extra_arrays)
+    faces = sorted((data / "held" / NEW).iterdir())[:4] + sorted((data / "known" / KNOWN[0]).iterdir())[:4]
+    new_rec, old_rec = animeid.load(model), animeid.load(old)
+    assert old_rec.openset.inputs is None
+    p1, s1 = new_rec.predict_open_faces(faces)
+    p2, s2 = old_rec.predict_open_faces(faces)
+    np.testing.assert_allclose(p1, p2, atol=1e-6)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
