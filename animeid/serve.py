@@ -489,7 +489,8 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         openapi_url="/openapi.json",
         description="Recognise anime characters by their faces. Errors are JSON `{\"detail\": \"...\"}`. "
                     "Pictures: multipart field `image` (several allowed). The page is at `/`, "
-                    "the label page at `/label` (with a workspace).")
+                    "the characters page (enrol and forget) at `/characters`, the label page at `/label` "
+                    "(with a workspace).")
     app.state.animeid = state
     app.state.jobs = jobs
 
@@ -539,6 +540,10 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     def label_page():
         return page("label.html")
 
+    @app.get("/characters", include_in_schema=False)
+    def characters_page():
+        return page("characters.html")
+
     @app.get("/docs", include_in_schema=False)
     def docs_page():
         return page("docs.html")
@@ -558,11 +563,32 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                 "limits": {"upload_mb": max_upload_mb, "video_mb": max_video_mb, "max_pixels": max_pixels,
                            "max_images": max_images, "max_video_frames": max_video_frames}}
 
-    @app.get("/api/v1/characters", tags=["recognition"], summary="The characters the model knows")
+    @app.get("/api/v1/characters", tags=["recognition"], summary="The characters the model knows",
+             description="`characters`: the names answered now (trained ones first, then enrolled ones). "
+                         "`details`: one object per name, in the same order: `trained` (the model was trained "
+                         "on it), `trained_faces` (its training faces, when the model says) and "
+                         "`enrolled_pictures` (pictures enrolled through enrolment). `forgotten`: trained "
+                         "characters forgotten since (enrolling pictures under such a name brings it back). "
+                         "`saves_enrolments`: whether enrolments and forgets are written to the model file "
+                         "(`--save-enrolments`) or kept in memory until the server stops.")
     def characters():
         rec = state.recognizer
-        return {"characters": list(rec.labels), "count": len(rec.labels), "method": rec.method,
-                "can_enroll": callable(getattr(rec, "enroll", None))}
+        labels = list(rec.labels)
+        os_ = getattr(rec, "openset", None)        # one snapshot: enrol/forget replace it
+        if os_ is not None:
+            trained = {c: int(n) for c, n in zip(os_.trained, os_.counts)}
+            enrolled = Counter(os_.gallery_labels)
+            forgotten = [c for c in os_.masked if c not in labels]
+        else:
+            trained = {c: None for c in getattr(getattr(rec, "bundle", None), "labels", labels)}
+            enrolled, forgotten = Counter(), []
+        details = [{"name": c, "trained": c in trained, "trained_faces": trained.get(c),
+                    "enrolled_pictures": int(enrolled.get(c, 0))} for c in labels]
+        return {"characters": labels, "count": len(labels), "method": rec.method,
+                "can_enroll": callable(getattr(rec, "enroll", None)),
+                "can_forget": callable(getattr(rec, "forget", None)),
+                "details": details, "forgotten": forgotten, "saves_enrolments": bool(save_enrolments),
+                "model": mp.name}
 
     def load_uploads(uploads: Sequence[UploadFile]) -> tuple[list[Any], list[str]]:
         if len(uploads) > max_images:

@@ -206,6 +206,48 @@ def test_pages_docs_characters_health(model, rec):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, f
 
 
+def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
+    """The characters page is served with its form, and GET /api/v1/characters says per character what
+    the page lists: trained or enrolled, how many pictures, forgotten ones, where changes go."""
+    import shutil
+
+    TestClient = _test_client()
+    with TestClient(create_app(model)) as c:
+        r = c.get("/characters")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        for marker in ('id="enrol-form"', 'id="enrol-name"', 'type="file" id="enrol-files"', "multiple",
+                       'id="char-table"', "characters.js", 'href="/characters" aria-current="page"'):
+            assert marker in r.text, marker
+        assert c.get("/static/characters.js").status_code == 200
+        for page in ("/", "/label", "/docs"):
+            assert 'href="/characters"' in c.get(page).text, page      # in the shared navigation
+
+        chars = c.get("/api/v1/characters").json()
+        assert chars["characters"] == rec.labels and chars["can_enroll"] is True and chars["can_forget"] is True
+        assert chars["saves_enrolments"] is False and chars["model"] == model.name and chars["forgotten"] == []
+        assert [d["name"] for d in chars["details"]] == rec.labels
+        assert all(d["trained"] and 0 < d["trained_faces"] <= 16 and d["enrolled_pictures"] == 0
+                   for d in chars["details"])
+
+        crop = [("image", (f.name, f.read_bytes(), "image/jpeg")) for f in (faces[CHARS[0]], faces[CHARS[1]])]
+        assert c.post("/api/v1/enroll", data={"name": "newcomer"}, files=crop).status_code == 200
+        assert c.post("/api/v1/enroll", data={"name": CHARS[1]}, files=crop[:1]).status_code == 200
+        assert c.post("/api/v1/forget", data={"name": CHARS[2]}).status_code == 200
+        chars = c.get("/api/v1/characters").json()
+        by = {d["name"]: d for d in chars["details"]}
+        assert [d["name"] for d in chars["details"]] == chars["characters"] and chars["characters"][-1] == "newcomer"
+        assert by["newcomer"] == {"name": "newcomer", "trained": False, "trained_faces": None, "enrolled_pictures": 2}
+        assert by[CHARS[1]]["trained"] and by[CHARS[1]]["enrolled_pictures"] == 1
+        assert CHARS[2] not in by and chars["forgotten"] == [CHARS[2]]
+        # the page's error messages come from here: readable, naming the problem
+        r = c.post("/api/v1/enroll", data={"name": "unknown"}, files=crop)
+        assert r.status_code == 400 and "reserved" in r.json()["detail"]
+    mf = tmp_path / "copy.animeid"
+    shutil.copy(model, mf)
+    with TestClient(create_app(mf, save_enrolments=True)) as c:
+        assert c.get("/api/v1/characters").json()["saves_enrolments"] is True
+
+
 def test_enroll_answers_501_without_enroll_and_calls_it_when_present(model, faces, monkeypatch):
     TestClient = _test_client()
 

@@ -1,6 +1,7 @@
 """The pages in a real headless browser (Debian's chromium driven by Playwright, no browser download):
 upload, drop and paste a real face picture and see a box and a name; a video's timeline; a bad file's
-message; name a group of faces on the label page and find the names in the workspace manifest.
+message; name a group of faces on the label page and find the names in the workspace manifest; enrol
+and forget a character on the characters page.
 
 Screenshots go to ``.cache/e2e-screenshots/`` (or ``$ANIMEID_SCREENSHOTS``). Skipped when Playwright
 or chromium is missing (``./setup.sh`` installs both where it runs as root with apt-get).
@@ -236,3 +237,65 @@ def test_label_page_names_a_group_and_single_faces(url, page, workspace):
     assert left_out in [r["id"] for r in by_label[None]] and len(by_label[None]) == n - size - (size2 - 1)
     assert (workspace / "Hifumi (test)").is_dir()
     _no_console_errors(problems)
+
+
+def test_characters_page_enrols_and_forgets_a_character(model, newgame8, page, tmp_path):
+    """Enrol a character from 3 face pictures on the characters page (a bad name first: its message
+    shows), see it listed and saved to the model file, forget it (after the confirm), see it gone."""
+    pg, problems = page
+    name = "Sakura Nene (test)"
+    pictures = [str(f) for f in sorted((newgame8 / "sakura_nene").iterdir())[-3:]]     # not in the model's training
+    mf = tmp_path / "copy.animeid"
+    shutil.copy(model, mf)
+    with serve_in_thread(create_app(mf, save_enrolments=True)) as base:
+        pg.goto(base + "/characters")
+        pg.wait_for_selector("#char-table tbody tr")
+        before = pg.locator("#char-table tbody th").all_text_contents()
+        assert before == Recognizer.load(mf).labels and name not in before
+        assert "written to the model file, copy.animeid" in pg.inner_text("#persist")
+
+        pg.click("#enrol-submit")                               # nothing typed: said on the page, nothing sent
+        assert pg.inner_text("#status.error") == "Type the character's name first."
+        bad = tmp_path / "holiday.png"
+        bad.write_text("this is not a picture")
+        pg.set_input_files("#enrol-files", str(bad))
+        pg.fill("#enrol-name", name)
+        pg.click("#enrol-submit")
+        pg.wait_for_function("() => /holiday/.test(document.getElementById('status').textContent)")
+        assert "holiday.png: not a readable picture" in pg.inner_text("#status.error")
+        pg.click("#chosen li button[aria-label='Remove holiday.png']")
+        pg.set_input_files("#enrol-files", pictures)
+        assert pg.locator("#chosen li").count() == 3
+        pg.fill("#enrol-name", "unknown")                       # reserved: the server's reason shows
+        pg.click("#enrol-submit")
+        pg.wait_for_selector("#status.error")
+        assert pg.inner_text("#status") == "Cannot enrol 'unknown': 'unknown' is reserved for faces of no known character"
+        assert pg.locator("#chosen li").count() == 3             # the pictures stay for the next try
+        _shot(pg, "characters-refused.png")
+
+        pg.fill("#enrol-name", name)
+        pg.click("#enrol-submit")
+        pg.wait_for_function("() => /Enrolled/.test(document.getElementById('status').textContent)")
+        status = pg.inner_text("#status")
+        assert f"Enrolled \u201c{name}\u201d, a new character, from 3 pictures." in status
+        assert "Saved to copy.animeid." in status
+        row = pg.locator(f"#char-table tbody tr[data-name='{name}']")
+        assert row.locator(".kind").inner_text() == "enrolled" and "3 enrolled pictures" in row.inner_text()
+        assert pg.locator("#chosen li").count() == 0 and pg.input_value("#enrol-name") == ""
+        assert name in Recognizer.load(mf).labels
+        _shot(pg, "characters-page.png")
+
+        asked: list[str] = []
+
+        def accept(dialog):
+            asked.append(dialog.message)
+            dialog.accept()
+
+        pg.once("dialog", accept)
+        row.locator("button.forget").click()
+        pg.wait_for_function("() => /Forgot/.test(document.getElementById('status').textContent)")
+        assert asked and name in asked[0]
+        assert pg.locator(f"#char-table tbody tr[data-name='{name}']").count() == 0
+        assert pg.locator("#char-table tbody th").all_text_contents() == before
+        assert name not in Recognizer.load(mf).labels
+    _no_console_errors(problems, allowed=("400",))      # the refused enrolment is logged by the browser
