@@ -197,24 +197,8 @@ function setup() {
   const drop = document.getElementById("drop");
   const input = document.getElementById("file");
   input.addEventListener("change", () => { handleFiles(input.files); input.value = ""; });
-  for (const ev of ["dragenter", "dragover"]) {
-    document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
-  }
-  for (const ev of ["dragleave", "dragend"]) document.addEventListener(ev, () => drop.classList.remove("over"));
-  document.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    if (e.dataTransfer && e.dataTransfer.files.length) handleFiles(e.dataTransfer.files);
-  });
-  document.addEventListener("paste", (e) => {
-    const items = e.clipboardData ? Array.from(e.clipboardData.files || []) : [];
-    if (items.length) { e.preventDefault(); handleFiles(items); }
-  });
-  api("/health").then((h) => {
-    limits = h.limits || null;
-    document.getElementById("model-info").textContent = "model: " + h.model + (h.workspace ? " · workspace: " + h.workspace : "");
-    if (h.workspace) document.getElementById("nav-label").hidden = false;
-  }).catch((e) => setStatus(e.message, "error"));
+  acceptDroppedFiles(drop, handleFiles);
+  loadHealth().then((h) => { limits = h.limits || null; }).catch((e) => setStatus(e.message, "error"));
 }
 
 setup();

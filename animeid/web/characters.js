@@ -188,25 +188,9 @@ function setup() {
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
   });
-  // a picture dropped anywhere on the page joins the pictures to enrol (never opens it in the tab)
-  for (const ev of ["dragenter", "dragover"]) {
-    document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
-  }
-  for (const ev of ["dragleave", "dragend"]) document.addEventListener(ev, () => drop.classList.remove("over"));
-  document.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    if (e.dataTransfer && e.dataTransfer.files.length) addFiles(e.dataTransfer.files);
-  });
-  document.addEventListener("paste", (e) => {
-    const files = e.clipboardData ? Array.from(e.clipboardData.files || []) : [];
-    if (files.length) { e.preventDefault(); addFiles(files); }
-  });
-  api("/health").then((h) => {
-    limits = h.limits || null;
-    document.getElementById("model-info").textContent = "model: " + h.model + (h.workspace ? " · workspace: " + h.workspace : "");
-    if (h.workspace) document.getElementById("nav-label").hidden = false;
-  }).catch((e) => setStatus(e.message, "error"));
+  // a picture dropped anywhere on the page joins the pictures to enrol
+  acceptDroppedFiles(drop, addFiles);
+  loadHealth().then((h) => { limits = h.limits || null; }).catch((e) => setStatus(e.message, "error"));
   loadCharacters();
 }
 

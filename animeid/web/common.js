@@ -81,3 +81,29 @@ function setStatus(text, kind) {
   s.textContent = text || "";
   s.className = "status" + (kind ? " " + kind : "");
 }
+
+// Pictures dropped anywhere on the page, or pasted, go to onFiles (a dropped picture never opens in the
+// tab); `zone` is marked "over" while something is dragged over the page
+function acceptDroppedFiles(zone, onFiles) {
+  for (const ev of ["dragenter", "dragover"]) {
+    document.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.add("over"); });
+  }
+  for (const ev of ["dragleave", "dragend"]) document.addEventListener(ev, () => zone.classList.remove("over"));
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    if (e.dataTransfer && e.dataTransfer.files.length) onFiles(e.dataTransfer.files);
+  });
+  document.addEventListener("paste", (e) => {
+    const files = e.clipboardData ? Array.from(e.clipboardData.files || []) : [];
+    if (files.length) { e.preventDefault(); onFiles(files); }
+  });
+}
+
+// The server's /health, shown in the header (model, workspace; the label page's link when there is one)
+async function loadHealth() {
+  const h = await api("/health");
+  document.getElementById("model-info").textContent = "model: " + h.model + (h.workspace ? " · workspace: " + h.workspace : "");
+  if (h.workspace) document.getElementById("nav-label").hidden = false;
+  return h;
+}
