@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import csv
 import hashlib
 import io
@@ -479,6 +480,29 @@ def _picture_results(ws: Workspace, runner: _Runner, summary: CollectSummary, pi
         yield job, res, Path(job.path)
 
 
+@contextlib.contextmanager
+def _session(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig):
+    """What :func:`collect` and :func:`import_illustrations` share: ``(summary, sources, workspace,
+    detection pool, crop store)``, the inputs expanded (unusable ones noted in the summary); the pool and
+    the workspace are closed and the time noted however the work ends."""
+    t0 = time.perf_counter()
+    summary = CollectSummary()
+    sources, failed = _expand_inputs(inputs)
+    summary.failed.extend(failed)
+    for path, why in failed:
+        log.warning("%s: %s", path, why)
+    ws = Workspace(workspace, create=True)
+    runner = None
+    try:
+        runner = _Runner(_resolve_workers(cfg.workers), cfg)
+        yield summary, sources, ws, runner, _Store(ws, cfg, summary)
+    finally:
+        if runner is not None:
+            runner.close()
+        summary.seconds = time.perf_counter() - t0
+        ws.close()
+
+
 def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig | None = None,
             *, show_progress: bool | None = None) -> CollectSummary:
     """Frames, detection, crops and near-duplicate removal into ``workspace`` (created if needed).
@@ -489,17 +513,8 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
     run it again and it continues. Failures are reported per file in the summary, never fatal.
     """
     cfg = cfg or CollectConfig()
-    t0 = time.perf_counter()
-    summary = CollectSummary()
-    sources, failed = _expand_inputs(inputs)
-    summary.failed.extend(failed)
-    for path, why in failed:
-        log.warning("%s: %s", path, why)
-    ws = Workspace(workspace, create=True)
-    runner = _Runner(_resolve_workers(cfg.workers), cfg)
-    store = _Store(ws, cfg, summary)
     disable = None if show_progress is None else not show_progress
-    try:
+    with _session(inputs, workspace, cfg) as (summary, sources, ws, runner, store):
         videos = [(p, k) for p, k in sources if k == "video"]
         pictures = [(p, k) for p, k in sources if k == "image"]
         for path, _ in videos:
@@ -520,10 +535,6 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
         for job, res, path in _picture_results(ws, runner, summary, [p for p, _ in pictures], "pictures", disable):
             store.add(job, res, path)
             _set_source_status(ws, job.source_id, "done")
-    finally:
-        runner.close()
-        summary.seconds = time.perf_counter() - t0
-        ws.close()
     return summary
 
 
@@ -539,18 +550,10 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
     """
     character = _check_character(character)
     cfg = cfg or CollectConfig()
-    t0 = time.perf_counter()
-    summary = CollectSummary()
-    sources, failed = _expand_inputs(inputs)
-    summary.failed.extend(failed)
-    videos = [p for p, k in sources if k == "video"]
-    for v in videos:
-        summary.failed.append((str(v), "import takes pictures; use `animeid collect` for videos"))
-    ws = Workspace(workspace, create=True)
-    runner = _Runner(_resolve_workers(cfg.workers), cfg)
-    store = _Store(ws, cfg, summary)
     disable = None if show_progress is None else not show_progress
-    try:
+    with _session(inputs, workspace, cfg) as (summary, sources, ws, runner, store):
+        for v in [p for p, k in sources if k == "video"]:
+            summary.failed.append((str(v), "import takes pictures; use `animeid collect` for videos"))
         pictures = [p for p, kind in sources if kind == "image"]
         for job, res, path in _picture_results(ws, runner, summary, pictures, character, disable):
             if not res.faces and whole_if_none:
@@ -565,10 +568,6 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
             store.add(job, res, path, label=character, label_index=int(np.argmax(areas)),
                       folder=character)
             _set_source_status(ws, job.source_id, "done")
-    finally:
-        runner.close()
-        summary.seconds = time.perf_counter() - t0
-        ws.close()
     return summary
 
 
