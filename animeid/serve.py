@@ -585,8 +585,9 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         details = [{"name": c, "trained": c in trained, "trained_faces": trained.get(c),
                     "enrolled_pictures": int(enrolled.get(c, 0))} for c in labels]
         return {"characters": labels, "count": len(labels), "method": rec.method,
-                "can_enroll": callable(getattr(rec, "enroll", None)),
-                "can_forget": callable(getattr(rec, "forget", None)),
+                # models made before the open-set layer existed cannot enrol or forget
+                "can_enroll": callable(getattr(rec, "enroll", None)) and os_ is not None,
+                "can_forget": callable(getattr(rec, "forget", None)) and os_ is not None,
                 "details": details, "forgotten": forgotten, "saves_enrolments": bool(save_enrolments),
                 "model": mp.name}
 
