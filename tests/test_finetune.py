@@ -130,3 +130,13 @@ def test_resume_continues_and_matches(tiny_run, tiny_data, tmp_path):
     # a checkpoint of another configuration is refused, not overwritten
     with pytest.raises(ValueError, match="another configuration"):
         finetune(xtr, ytr, xv, yv, FinetuneConfig(**{**TINY, "lr": 1e-4}), checkpoint_dir=tmp_path, progress=False)
+
+
+def test_identity_taps_follow_the_frozen_part():
+    from animeid.finetune import _identity_taps
+
+    # EfficientNet-Lite0 (16 blocks), last 6 trained: frozen blocks 7 and 9; ImageNet copy: 10 and 14
+    assert _identity_taps(16, 6) == ([7, 9], [10, 14])
+    assert _identity_taps(16, 1) == ([12, 14], [15])
+    # nothing frozen to share, or nothing trained: no identity output
+    assert _identity_taps(16, 16) is None and _identity_taps(16, 0) is None and _identity_taps(16, -1) is None
