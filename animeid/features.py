@@ -7,7 +7,8 @@ A :class:`FeatureSpec` is data (it is stored in the model file):
   averaged with those of the mirrored face (``tta_flip``) and joined with an HSV colour histogram
   (``color_hist``; hair and eye colour identify characters);
 * ``kind="network"``: an output (``output``, e.g. ``"probs"``) of a fine-tuned network bundled in the
-  model file; its ``"embedding"`` output (when it has one) serves open-set work (:meth:`FeaturePipeline.embed`).
+  model file; its other outputs (``"identity"``, ``"embedding"``) serve open-set work
+  (:func:`animeid.openset.openset_inputs`, through :meth:`FeaturePipeline.run_outputs`).
 
 :class:`FeaturePipeline` computes them. At training time the backbone runs through the cached
 ONNX export (:func:`animeid.backbones.extract_features`, features cached on disk); in a saved model
@@ -150,17 +151,6 @@ class FeaturePipeline:
         if self.spec.color_hist:
             feats = combine_features(feats, color_histograms(images), weights=[1.0, self.spec.color_weight])
         return feats.astype(np.float32)
-
-    def embed(self, images: Sequence[ImageTyping], *, batch_size: int = 32) -> np.ndarray:
-        """L2-normalised identity embeddings: a network's ``"embedding"`` output when it has one,
-        otherwise the features themselves (pixels flattened)."""
-        images = list(images)
-        if self.spec.kind == "network" and self.onnx_bytes is not None and "embedding" in self.output_names():
-            X = self.run_outputs(images, ["embedding"], batch_size)[0]
-        else:
-            X = self.transform(images, batch_size=batch_size, cache=False).reshape(len(images), -1)
-        X = np.asarray(X, dtype=np.float32)
-        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
     def onnx_for_saving(self) -> bytes | None:
         """The graph a saved model must carry (the backbone's export, made once with torch)."""
