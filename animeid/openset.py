@@ -163,10 +163,11 @@ def openset_inputs(pipeline: Any, images: Sequence, *, inputs: dict[str, Any] | 
     ``inputs``: the layer's ``openset_inputs`` (:func:`default_inputs`); ``None`` (models made before
     it was stored): a network's ``"embedding"`` output when it has one, otherwise the head's features."""
     images = list(images)
+    network = pipeline.spec.kind == "network" and pipeline.onnx_bytes is not None
     if inputs is None:
-        inputs = {"output": "embedding"} if default_inputs(pipeline).get("output") else {}
+        inputs = {"output": "embedding"} if network and "embedding" in pipeline.output_names() else {}
     name = inputs.get("output")
-    if name and pipeline.spec.kind == "network" and pipeline.onnx_bytes is not None:
+    if name and network:
         res = pipeline.run_outputs(images, ([pipeline.main_output()] if head else []) + [name], batch_size)
         F = np.asarray(res[-1], dtype=np.float64)
         if name == "embedding":
