@@ -33,7 +33,8 @@ never used as paths; face crops are served by manifest id, from inside the works
 
 Enrolment (``POST /api/v1/enroll``, ``POST /api/v1/forget``) changes the model in the server's
 memory; with ``save_enrolments`` (``animeid serve --save-enrolments``) each change is also written
-to the model file, atomically and one save at a time, and the answer's ``saved`` says whether it was.
+to the model file, atomically and before the next change starts, and the answer's ``saved`` says
+whether it was.
 """
 from __future__ import annotations
 
@@ -391,7 +392,6 @@ class _State:
         self._rec: Recognizer | None = None
         self._load_lock = threading.Lock()
         self._enroll_lock = threading.Lock()
-        self._save_lock = threading.Lock()        # one model file write at a time
         self._tmp_parent = tmp_parent
         self._tmp: Path | None = None
         self._tmp_lock = threading.Lock()
@@ -640,16 +640,7 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                                      "enroll(); retrain with `animeid train` on a dataset that includes the character")
         name = _check_name(name)
         imgs, _ = load_uploads(image)
-        try:
-            with state._enroll_lock:             # enrolments one at a time; recognition goes on
-                out = fn(name, imgs)
-                state._guesses.clear()           # the label page's guesses came from the old model
-        except (AnimeidError, ValueError) as e:
-            raise HTTPException(400, f"cannot enrol {name!r}: {getattr(e, 'message', e)}") from None
-        body = {"name": name, "images": len(imgs), "characters": list(rec.labels)}
-        if isinstance(out, dict):
-            body["result"] = json.loads(json.dumps(out, default=str))
-        return {**body, **save_model_file(rec)}
+        return change_model(rec, "enrol", name, lambda: fn(name, imgs), {"images": len(imgs)})
 
     @app.post("/api/v1/forget", tags=["recognition"], responses=_errors(400, 422, 501),
               summary="Remove a character from the model (open-set models only)",
@@ -663,25 +654,31 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         if not callable(fn):
             raise HTTPException(501, "this model cannot forget characters: this animeid's recogniser has no forget()")
         name = _check_name(name)
+        return change_model(rec, "forget", name, lambda: fn(name), {})
+
+    def change_model(rec: Recognizer, verb: str, name: str, call: Callable[[], Any], extra: dict) -> dict:
+        """The answer to an enrol or forget: ``call()`` changes the model (one change at a time;
+        recognition goes on), then, with ``save_enrolments``, the model file is written before the
+        next change starts. ``{"name", **extra, "characters", "result", "saved"}``."""
         try:
             with state._enroll_lock:
-                out = fn(name)
-                state._guesses.clear()
+                out = call()
+                state._guesses.clear()           # the label page's guesses came from the old model
+                saved = save_model_file(rec)
         except (AnimeidError, ValueError) as e:
-            raise HTTPException(400, f"cannot forget {name!r}: {getattr(e, 'message', e)}") from None
-        body = {"name": name, "characters": list(rec.labels)}
+            raise HTTPException(400, f"cannot {verb} {name!r}: {getattr(e, 'message', e)}") from None
+        body = {"name": name, **extra, "characters": list(rec.labels)}
         if isinstance(out, dict):
             body["result"] = json.loads(json.dumps(out, default=str))
-        return {**body, **save_model_file(rec)}
+        return {**body, **saved}
 
     def save_model_file(rec: Recognizer) -> dict:
         """``{"saved": bool}`` after an enrol/forget: with ``save_enrolments``, the model is written to
-        its file (atomically; saves one at a time, each with the state current when it starts)."""
+        its file (atomically)."""
         if not save_enrolments:
             return {"saved": False}
         try:
-            with state._save_lock:
-                rec.save(mp)
+            rec.save(mp)
         except Exception as e:  # the change stays in memory; say so rather than fail the request
             log.error("%s: cannot save the model: %s", mp, e, exc_info=not isinstance(e, (OSError, AnimeidError)))
             return {"saved": False, "save_error": f"{mp.name}: cannot save the model: {getattr(e, 'message', e)}"}
