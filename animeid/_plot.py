@@ -98,7 +98,7 @@ def save_png(fig: Any, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.filterwarnings("always", message=_GLYPH_MISSING)
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": "animeid"})
     missing = [w for w in caught if re.match(_GLYPH_MISSING, str(w.message))]
     for w in caught:
         if w not in missing:    # other warnings go on as usual

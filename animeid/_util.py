@@ -64,6 +64,12 @@ def save_image_atomic(img, path: str | os.PathLike, **save_kw: Any) -> None:
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
     if fmt == "JPEG":
         save_kw.setdefault("quality", 95)
+    elif fmt == "PNG" and "pnginfo" not in save_kw:      # tagged: outputs.is_animeid_png knows animeid's pictures
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text("Software", "animeid")
+        save_kw["pnginfo"] = info
     with atomic_write(path, "wb") as f:
         img.save(f, format=fmt, **save_kw)
 

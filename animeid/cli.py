@@ -47,7 +47,29 @@ def cmd_frames(a) -> int:
     return 1 if failed else 0
 
 
+def _claim_detect_folders(a) -> list:
+    """detect --out/--preview claimed before any picture is read (outputs.prepare_output_dir)."""
+    from .outputs import prepare_output_dir
+
+    claims: dict = {}
+    for opt, path in (("--out", a.out), ("--preview", a.preview)):
+        if path is None:
+            continue
+        od = prepare_output_dir(path, "detect", replace=False, protect=a.inputs, option=opt)
+        claims.setdefault(od.path, od)       # --out and --preview may name one folder
+    return list(claims.values())
+
+
 def cmd_detect(a) -> int:
+    claims = _claim_detect_folders(a)
+    try:
+        return _detect(a)
+    finally:
+        for od in claims:
+            od.finish()
+
+
+def _detect(a) -> int:
     from .detect import detect_files
 
     failed = 0
@@ -112,7 +134,7 @@ def cmd_dataset_sync(a) -> int:
 def cmd_dataset_export(a) -> int:
     from .dataset import export
 
-    r = export(a.workspace, a.out, size=a.size, seed=a.seed, val=a.val, test=a.test)
+    r = export(a.workspace, a.out, size=a.size, seed=a.seed, val=a.val, test=a.test, overwrite=a.overwrite)
     print(f"{r['faces']} faces of {len(r['characters'])} character(s), {r['size']}x{r['size']}, written to {r['out']} "
           "(split in split.csv)")
     for name, c in r["characters"].items():
@@ -180,14 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a generated sample (no downloads)")
-    p.add_argument("--out", default="demo-output", help="folder for the sample and results (default demo-output)")
+    p.add_argument("--out", default="demo-output",
+                   help="folder for the sample and results (default demo-output): new, empty or an earlier demo "
+                        "output, which is replaced")
     p.add_argument("--quick", action="store_true", help="a smaller sample, for a fast check")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("frames", help="sample frames from videos (the study's ffmpeg fps=1/5)")
     p.add_argument("videos", nargs="+", help="video files")
     p.add_argument("--every", type=float, default=5.0, help="seconds between frames (default 5)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty or an earlier frames output (frames are added)")
     p.add_argument("--skip-similar", type=int, default=None,
                    help="skip frames within this perceptual-hash distance of the previous kept one")
     p.set_defaults(func=cmd_frames)
@@ -196,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="pictures or folders of pictures")
     _add_detect_opts(p, 96)
     p.add_argument("--size", type=int, default=96, help="side of the square crops in pixels (default 96)")
-    p.add_argument("--out", help="folder for face crops")
-    p.add_argument("--preview", help="folder for pictures with boxes and scores drawn")
+    p.add_argument("--out", help="folder for face crops (new, empty or an earlier detect output)")
+    p.add_argument("--preview", help="folder for pictures with boxes and scores drawn (same rule as --out)")
     p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
     p.set_defaults(func=cmd_detect)
 
@@ -221,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dataset_sync)
     p = d.add_parser("export", help="write the folder-per-character dataset with a leak-free split")
     p.add_argument("workspace")
-    p.add_argument("--out", required=True, help="output folder (replaced as a whole)")
+    p.add_argument("--out", required=True, help="output folder: new or empty (or an earlier export with --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --out (only the files it wrote; anything else there is refused)")
     p.add_argument("--size", type=int, default=96, help="side of the faces in pixels (default 96)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val", type=float, default=0.1, help="validation share (default 0.1)")

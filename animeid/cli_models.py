@@ -28,7 +28,7 @@ def cmd_train(a) -> int:
     from .train import train
 
     r = train(a.dataset, a.out, method=a.method, progress=None if not a.quiet else False, seed=a.seed,
-              **_method_options(a))
+              overwrite=a.overwrite, **_method_options(a))
     chosen = f" ({r.info['chosen']})" if r.info.get("chosen") else ""
     print(f"trained {r.method}{chosen} on {r.n_train} faces of {len(r.labels)} characters in {r.seconds:.1f} s "
           f"({r.n_val} validation, {r.n_test} test)")
@@ -50,6 +50,11 @@ def cmd_train(a) -> int:
 
 def cmd_evaluate(a) -> int:
     from .evaluate import evaluate_model, plot_confusion
+    from .outputs import is_animeid_png, prepare_output_file
+
+    out = Path(a.confusion) if a.confusion else Path(a.model).with_name(
+        f"{Path(a.model).name}.{Path(a.dataset).resolve().name}.confusion.png")
+    prepare_output_file(out, own=is_animeid_png, what="a plot", overwrite=True, option="--confusion")
 
     if a.unknown:            # open set: known faces of DATASET against faces of characters the model lacks
         from .evaluate import evaluate_open_set
@@ -57,8 +62,6 @@ def cmd_evaluate(a) -> int:
         rep, ds = evaluate_open_set(a.model, a.dataset, a.unknown, split=a.split)
     else:
         rep, ds = evaluate_model(a.model, a.dataset, split=a.split)
-    out = Path(a.confusion) if a.confusion else Path(a.model).with_name(
-        f"{Path(a.model).name}.{Path(a.dataset).resolve().name}.confusion.png")
     plot_confusion(rep, out, title=f"{Path(a.dataset).name}: top-1 {rep.top1:.1%} (n={rep.n})")
     d = rep.to_dict()
     if a.json:
@@ -83,9 +86,18 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    from .train import compare, compare_markdown
+    from .outputs import prepare_output_dir
 
-    out = Path(a.out)
+    od = prepare_output_dir(a.out, "compare", overwrite=a.overwrite, protect=[a.dataset])
+    od.clear()          # an earlier compare output (with --overwrite): only its own files
+    try:
+        return _compare(a, Path(a.out))
+    finally:
+        od.finish()
+
+
+def _compare(a, out: Path) -> int:
+    from .train import compare, compare_markdown
 
     def show(row):
         t1 = f"{row['top1']:.1%}" if row["top1"] is not None else "-"
@@ -101,6 +113,20 @@ def cmd_compare(a) -> int:
 
 
 def cmd_predict(a) -> int:
+    claim = None
+    if a.preview:            # claimed before any work (outputs.prepare_output_dir)
+        from .outputs import prepare_output_dir
+
+        claim = prepare_output_dir(a.preview, "predict --preview", replace=False, protect=a.images,
+                                   option="--preview")
+    try:
+        return _predict(a)
+    finally:
+        if claim is not None:
+            claim.finish()
+
+
+def _predict(a) -> int:
     from .detect import draw_faces
     from .errors import InputError
     from .images import iter_image_files, load_image
@@ -160,7 +186,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("train", help="train a recogniser on a folder-per-character dataset")
     p.add_argument("dataset", help="folder with one subfolder of face pictures per character (split.csv honoured)")
-    p.add_argument("--out", "-o", required=True, help="model file to write (.animeid)")
+    p.add_argument("--out", "-o", required=True, help="model file to write (.animeid); checked before training")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier model at --out")
     p.add_argument("--method", default="auto", choices=list(METHODS),
                    help="default auto; " +
                    "; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
@@ -200,7 +227,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("compare", help="the study's Table 7 (forest, tuned forest, softmax, +augmentation) "
                                        "next to animeid's default, on any dataset")
     p.add_argument("dataset")
-    p.add_argument("--out", default="compare-output", help="folder for the models and the table")
+    p.add_argument("--out", default="compare-output",
+                   help="folder for the models and the table: new or empty (or an earlier compare with --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier compare output in --out (only the files it wrote)")
     p.add_argument("--augment", type=int, default=64, help="variants per face in the augmented row (default 64)")
     p.add_argument("--no-best", action="store_true", help="leave out animeid's default method")
     p.add_argument("--seed", type=int, default=0)
@@ -213,7 +243,8 @@ def add_commands(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
     p.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
                    help="auto: find faces, a picture that is a face crop is taken whole; never: every picture is a face")
-    p.add_argument("--preview", help="folder for pictures with boxes and names drawn")
+    p.add_argument("--preview", help="folder for pictures with boxes and names drawn (new, empty or an earlier "
+                                     "predict --preview folder)")
     p.add_argument("--unknown-threshold", type=_threshold_arg, metavar="T",
                    help="open-set score under which a face is answered 'unknown' (default: the model's calibrated "
                         "threshold; 'off': never)")

@@ -11,12 +11,21 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
 
 
+def _check_model_out(a) -> None:
+    """``--out``: a new file, or a model file (replaced); anything else there is refused before any work."""
+    if a.out:
+        from .outputs import is_animeid_model, prepare_output_file
+
+        prepare_output_file(a.out, own=is_animeid_model, what="a model file", overwrite=True)
+
+
 def cmd_enroll(a) -> int:
     from .errors import InputError
     from .images import iter_image_files
     from .predict import PredictConfig, Recognizer
 
     rec = Recognizer.load(a.model)                  # a file that is not a model: ModelFileError, nothing written
+    _check_model_out(a)
     files = list(iter_image_files(a.images))        # a missing path: InputError, nothing written
     if not files:
         raise InputError(f"no pictures to enrol {a.name!r} from (looked in: {', '.join(a.images)})")
@@ -34,6 +43,7 @@ def cmd_forget(a) -> int:
     from .predict import Recognizer
 
     rec = Recognizer.load(a.model)
+    _check_model_out(a)
     r = rec.forget(a.name)
     out = rec.save(a.out or a.model)
     print(f"forgot {a.name!r}{' (a trained character: masked out)' if r['trained'] else ''}; "

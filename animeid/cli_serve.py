@@ -49,6 +49,11 @@ def cmd_timeline(a) -> int:
     if not 0 < a.every < float("inf"):
         print(f"animeid: error: --every must be a positive number of seconds, got {a.every:g}", file=sys.stderr)
         return 2
+    if not a.no_png:         # checked before the video is read: a file there that animeid did not draw is refused
+        from .outputs import is_animeid_png, prepare_output_file
+
+        prepare_output_file(a.png or f"{Path(a.video).stem}.timeline.png", own=is_animeid_png,
+                            what="a timeline picture", overwrite=True, option="--png")
     bar = None
     if sys.stderr.isatty() and not a.json:
         from tqdm.auto import tqdm
@@ -104,7 +109,8 @@ def add_commands(sub) -> None:
     p.add_argument("video", help="video file")
     p.add_argument("--every", type=float, default=2.0, help="seconds between sampled frames (default 2)")
     p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
-    p.add_argument("--png", help="where to draw the timeline (default VIDEO-NAME.timeline.png here)")
+    p.add_argument("--png", help="where to draw the timeline (default VIDEO-NAME.timeline.png here); an existing "
+                                 "file there is replaced only when animeid drew it")
     p.add_argument("--no-png", action="store_true", help="draw no picture")
     p.add_argument("--json", action="store_true", help="print one JSON object (ranges per character and frames)")
     p.set_defaults(func=cmd_timeline)

@@ -226,6 +226,7 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
         rows = [r for r in rows if (w.root / r["file"]).is_file()]
         if not rows:
             return []
+        sheet_dir = _claim_sheets(w.root) if sheets else None     # checked before the work
         files = [w.root / r["file"] for r in rows]
         ids = [int(r["id"]) for r in rows]
         E = embed_faces(files, rec, batch_size=batch_size)
@@ -254,21 +255,33 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
                                (run, created, mname, thr, len(ids), sum(1 for g in groups if g.id != -1)))
                 w.conn.executemany("INSERT INTO face_groups(face_id, group_id, run) VALUES (?,?,?)",
                                    [(ids[i], int(gid[i]), run) for i in range(len(ids))])
-        if sheets:
-            _draw_sheets(w.root, groups)
+        if sheet_dir is not None:
+            _draw_sheets(sheet_dir, groups)
         return groups
     finally:
         if w is not ws:
             w.close()
 
 
-def _draw_sheets(root: Path, groups: list[Group], per_row: int = 12, rows: int = 4) -> None:
+def _old_sheet(rel: str) -> bool:
+    """A sheet of an animeid that wrote no .animeid-output marker into WS/.groups/."""
+    return "/" not in rel and (rel in ("groups.png", "left-apart.png") or
+                               (rel.startswith("group-") and rel.endswith(".png")))
+
+
+def _claim_sheets(root: Path):
+    """WS/.groups/ claimed for the sheets: the earlier sheets are replaced, anything else there is refused."""
+    from .outputs import prepare_output_dir
+
+    return prepare_output_dir(root / GROUPS_DIR, "cluster", overwrite=True, legacy=_old_sheet,
+                              remedy="move those files out of it, or pass --no-sheets")
+
+
+def _draw_sheets(od: Any, groups: list[Group], per_row: int = 12, rows: int = 4) -> None:
     from .dataset import contact_sheet
 
-    d = root / GROUPS_DIR
-    d.mkdir(exist_ok=True)
-    for old in d.glob("group-*.png"):
-        old.unlink()
+    od.clear()                      # only the earlier run's sheets
+    d = od.path
     overview: dict[str, list[Path]] = {}
     width = len(str(max([g.id for g in groups] + [1])))
     for g in groups:
@@ -281,6 +294,7 @@ def _draw_sheets(root: Path, groups: list[Group], per_row: int = 12, rows: int =
         g.sheet = contact_sheet(chunks, d / (f"group-{g.id}.png" if g.id != -1 else "left-apart.png"),
                                 per_character=per_row)
     contact_sheet(overview, d / "groups.png", per_character=per_row)
+    od.finish()
 
 
 def latest_groups(ws: str | os.PathLike | Any) -> tuple[int | None, dict[int, list[int]]]:

@@ -718,15 +718,21 @@ def _split_groups(labels: list[str], groups: list[int], seed: int, fractions: tu
 
 def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 96, seed: int = 0,
            val: float = 0.1, test: float = 0.1, group_distance: int = 10, min_per_character: int = 1,
-           fmt: str = "png") -> dict:
+           fmt: str = "png", overwrite: bool = False) -> dict:
     """Write the labelled faces as ``out/<character>/<character>_0001.png`` plus ``out/split.csv``.
 
     Faces are resized to ``size`` x ``size``. The split is seeded and stratified by character;
     crops whose perceptual hashes lie within ``group_distance`` bits are grouped and each group goes
-    to one split only, so near-duplicates never straddle train and test. The folder is written
-    beside ``out`` and renamed into place, so a failed export leaves the previous one whole.
+    to one split only, so near-duplicates never straddle train and test.
+
+    ``out`` is claimed by :func:`animeid.outputs.prepare_output_dir` before anything is written: a
+    new or empty folder, or (with ``overwrite``) an earlier export holding nothing else; the
+    workspace, a folder holding it, and a folder with files animeid did not write are refused
+    (:class:`~animeid.errors.OutputError`). The faces are written into a hidden folder inside
+    ``out`` and moved into place when all are done, so a failed export leaves the previous one whole.
     """
-    out = Path(out)
+    from .outputs import prepare_output_dir
+
     with Workspace(workspace) as ws:
         rows = ws.faces(labeled=True)
         if not rows:
@@ -740,8 +746,9 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
         if not (0 < train <= 1 and val >= 0 and test >= 0):
             raise DatasetError(f"bad split fractions val={val} test={test}")
         splits = _split_groups(labels, groups, seed, (train, val, test))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        od = prepare_output_dir(out, "dataset export", overwrite=overwrite, protect=[ws.root])
+        out = od.path
+        tmp = Path(tempfile.mkdtemp(prefix=".animeid-tmp-", dir=out))
         try:
             index: dict[str, int] = collections.Counter()
             lines = []
@@ -766,13 +773,11 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
                 w = csv.writer(f)
                 w.writerow(["path", "label", "split"])
                 w.writerows(lines)
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                os.replace(out, old)
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
+            od.clear()                       # the earlier export's files only (nothing else is there)
+            od.record(*(f.relative_to(tmp) for f in tmp.rglob("*") if f.is_file()))
+            for entry in sorted(tmp.iterdir()):
+                os.replace(entry, out / entry.name)
+            tmp.rmdir()
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -54,17 +52,25 @@ def _sort_like_a_user(ws_path: Path, truth: dict) -> tuple[int, int]:
 
 
 def run_demo(out: str | os.PathLike = "demo-output", *, quick: bool = False) -> int:
-    """Run the demo into ``out`` (replaced if it holds an earlier demo). Returns an exit status."""
+    """Run the demo into ``out``. Returns an exit status.
+
+    ``out`` may be new, empty, or an earlier demo output, which is replaced: only the files the
+    earlier demo wrote are removed. A folder holding anything else (a file a user added to an
+    earlier demo output too) is refused (:class:`~animeid.errors.OutputError`), nothing changed.
+    """
+    from .outputs import prepare_output_dir
+
+    od = prepare_output_dir(out, "demo", overwrite=True)
+    od.clear()
+    try:
+        return _run_demo(Path(out), quick=quick)
+    finally:
+        od.finish()
+
+
+def _run_demo(out: Path, *, quick: bool) -> int:
     from .sample import make_sample
 
-    out = Path(out)
-    if out.exists():
-        if not (out / "sample" / "README.txt").exists():
-            print(f"animeid: error: {out} exists and is not an earlier demo output; choose another --out",
-                  file=sys.stderr)
-            return 1
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     t0 = time.perf_counter()
     workers = min(2, os.cpu_count() or 1)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["AnimeidError", "InputError", "DatasetError", "ModelFileError"]
+__all__ = ["AnimeidError", "InputError", "DatasetError", "ModelFileError", "OutputError"]
 
 
 class AnimeidError(Exception):
@@ -30,3 +30,8 @@ class DatasetError(AnimeidError):
 
 class ModelFileError(AnimeidError):
     """A model file is missing, corrupt, foreign or from a newer animeid."""
+
+
+class OutputError(InputError):
+    """An output folder or file cannot be used: it holds something animeid did not write, is a
+    workspace or holds the command's inputs, or is an earlier output and ``--overwrite`` was not given."""

@@ -266,11 +266,48 @@ def _resolve_method(method: str) -> Method:
     return METHODS[method]
 
 
+_CHECKPOINT_FILES = ("finetune.pt",)      # what finetune writes into its checkpoint folder
+
+
+def _check_outputs(out: Path, overwrite: bool, checkpoints: Path | None) -> None:
+    """Before any work: the model path, the plots beside it and the checkpoint folder may be written."""
+    from .errors import OutputError
+    from .outputs import is_animeid_model, is_animeid_png, prepare_output_file
+
+    prepare_output_file(out, own=is_animeid_model, what="a model file", overwrite=overwrite)
+    for suffix in (".curves.png", ".confusion.png"):     # drawn again with each training
+        prepare_output_file(out.with_name(out.name + suffix), own=is_animeid_png, what="a plot", overwrite=True)
+    if checkpoints is not None and (checkpoints.exists() or checkpoints.is_symlink()):
+        foreign = [] if checkpoints.is_dir() and not checkpoints.is_symlink() else [checkpoints.name]
+        if not foreign:
+            foreign = [f.name for f in checkpoints.iterdir()
+                       if f.name not in _CHECKPOINT_FILES and not f.name.endswith(".tmp")]
+        if foreign:
+            raise OutputError(f"holds {', '.join(sorted(foreign)[:3])}, which animeid did not write: training "
+                              "keeps its checkpoints here and removes them at the end; move it away or give "
+                              "--out another name", os.path.abspath(checkpoints))
+
+
+def _remove_checkpoints(d: Path) -> None:
+    """Remove the checkpoint files training wrote (and the folder when that empties it), nothing else."""
+    import contextlib
+
+    for name in _CHECKPOINT_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (d / name).unlink()
+    with contextlib.suppress(OSError):
+        d.rmdir()
+
+
 def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "auto", progress: bool | None = None,
-          seed: int = 0, test_size: float = 0.2, val_size: float = 0.1, **options: Any) -> TrainResult:
+          seed: int = 0, test_size: float = 0.2, val_size: float = 0.1, overwrite: bool = False,
+          **options: Any) -> TrainResult:
     """Train ``method`` on the folder-per-character ``dataset`` and save the model to ``out``.
 
     ``options`` override the method's defaults (see :data:`METHODS`); unknown options are an error.
+    ``out`` is checked before training starts (:class:`~animeid.errors.OutputError`): a folder, a
+    file that is not an animeid model, or (without ``overwrite``) an earlier model is refused, and so
+    are ``out.curves.png`` / ``out.confusion.png`` when they are pictures animeid did not draw.
     """
     from .evaluate import evaluate_predictions, plot_confusion, plot_curves, read_folder_dataset
     from .modelfile import save_model
@@ -285,6 +322,7 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     own_checkpoints = "checkpoint_dir" in opts and opts["checkpoint_dir"] is None
     if own_checkpoints:       # beside the model: an interrupted training resumes when run again
         opts["checkpoint_dir"] = out.with_name(out.name + ".checkpoints")
+    _check_outputs(out, overwrite, opts["checkpoint_dir"] if own_checkpoints else None)
     show = bool(progress) if progress is not None else False
     t0 = time.perf_counter()
     ds = read_folder_dataset(dataset, test_size=test_size, val_size=val_size, seed=seed)
@@ -332,9 +370,7 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
                features={**spec.to_dict(), "crop_margin": 0.2}, training=training, thresholds=os_thresholds,
                extra_arrays=os_arrays)
     if own_checkpoints:
-        import shutil
-
-        shutil.rmtree(opts["checkpoint_dir"], ignore_errors=True)
+        _remove_checkpoints(opts["checkpoint_dir"])
     return TrainResult(out, m.name, [str(c) for c in fitted.head.classes_], len(tr_p), len(va_p), len(te_p), seconds,
                        test_report, curves_png, confusion_png, fitted.info)
 

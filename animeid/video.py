@@ -619,11 +619,17 @@ def write_frames(videos: Sequence[str | os.PathLike], every: float, out: str | o
     "ok", "partial", "failed", "videos": [{"path", "stem", "status": "ok" | "partial" |
     "failed", "written", "existing", "skipped_similar", "error"}, ...]}``. A ``partial`` video
     broke off part way: its frames before the break are written.
+
+    ``out`` is claimed by :func:`animeid.outputs.prepare_output_dir` first: a new or empty folder,
+    or an earlier ``frames`` output holding nothing else (more frames are added to it); a folder
+    holding files animeid did not write there, a workspace or a folder holding the videos is
+    refused (:class:`~animeid.errors.OutputError`) before any video is read.
     """
+    from .outputs import prepare_output_dir
+
+    videos = list(videos)
+    od = prepare_output_dir(out, "frames", replace=False, protect=videos)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file, not a folder to write frames into", out)
-    out.mkdir(parents=True, exist_ok=True)
     done: dict[str, set[float]] = {}
     if resume:
         for f in out.iterdir():
@@ -646,7 +652,9 @@ def write_frames(videos: Sequence[str | os.PathLike], every: float, out: str | o
         try:
             for fr in sample_frames(video, every, start=start, skip_similar=skip_similar, seek=seek,
                                     skip_times=known, stats=st):
-                save_image_atomic(Image.fromarray(fr.image, "RGB"), out / _name(stem, fr.time, ext),
+                dest = out / _name(stem, fr.time, ext)
+                od.record(dest.name)          # before writing: a run killed midway leaves no unlisted frame
+                save_image_atomic(Image.fromarray(fr.image, "RGB"), dest,
                                   **({"quality": quality} if ext.lower() in (".jpg", ".jpeg", ".webp") else {}))
                 row["written"] += 1
         except PartialVideoError as e:

@@ -30,9 +30,9 @@ def test_detect_json_crops_and_previews(detect_tadne, tmp_path, capsys):
             assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512 and 0.7 <= f["score"] <= 1
     n = sum(len(r["faces"]) for r in recs)
     assert n >= 2
-    crops = sorted((tmp_path / "crops").iterdir())
+    crops = sorted((tmp_path / "crops").glob("*.png"))      # beside them: the .animeid-output marker
     assert len(crops) == n and Image.open(crops[0]).size == (64, 64)
-    assert len(list((tmp_path / "prev").iterdir())) == 2
+    assert len(list((tmp_path / "prev").glob("*.png"))) == 2
 
 
 def test_detect_bad_inputs_are_named_and_others_go_on(detect_tadne, tmp_path, capsys):
@@ -53,7 +53,7 @@ def test_frames_command(tmp_path, capsys):
     frames = [np.full((120, 160, 3), c, np.uint8) for c in (0, 60, 120, 180, 240) for _ in range(2)]
     write_video(frames, tmp_path / "ep.mp4", fps=1.0)
     assert main(["frames", str(tmp_path / "ep.mp4"), "--every", "2", "--out", str(tmp_path / "f")]) == 0
-    names = sorted(p.name for p in (tmp_path / "f").iterdir())
+    names = sorted(p.name for p in (tmp_path / "f").glob("*.jpg"))
     assert len(names) == 5 and names[0].startswith("ep_t")
     assert main(["frames", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "f")]) == 1
 

@@ -22,6 +22,11 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     assert len(list((out / "predictions").glob("*.png"))) == 4
     # a second run replaces its own earlier output; a folder that is not a demo output is refused
     assert main(["demo", "--out", str(out), "--quick"]) == 0
+    # a file the user added to the earlier demo output is never deleted: the run is refused
+    (out / "dataset" / "my_notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(out), "--quick"]) == 1
+    assert (out / "dataset" / "my_notes.txt").read_text() == "mine"
+    assert (out / "characters.animeid").is_file()
     other = tmp_path / "precious"
     other.mkdir()
     (other / "keep.txt").write_text("mine")

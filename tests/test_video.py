@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from animeid.errors import InputError
+from animeid.outputs import MARKER
 from animeid.video import (
     VIDEO_EXTS,
     Frame,
@@ -386,7 +387,7 @@ def test_write_frames_summary_and_resume(tmp_path, vids, scenes_video):
     assert rows["broken"]["status"] == "failed" and "not a readable video" in rows["broken"]["error"]
     assert rows["half"]["status"] == "partial" and rows["half"]["written"] >= 1
     assert (r["ok"], r["partial"], r["failed"]) == (3, 1, 1)
-    files = sorted(f.name for f in out.iterdir())
+    files = sorted(f.name for f in out.iterdir() if f.name != MARKER)   # the marker: outputs.prepare_output_dir
     assert not any(f.startswith(".") for f in files)  # no temporary files left
     assert "sec23_t0000m05.000s.jpg" in files and "sec23~2_t0000m20.000s.jpg" in files
     assert len(files) == r["written"]
@@ -397,7 +398,7 @@ def test_write_frames_summary_and_resume(tmp_path, vids, scenes_video):
         (out / f).unlink()
     r2 = write_frames(videos, 5, out)
     assert r2["written"] == 5 and r2["existing"] == len(files) - 5
-    assert sorted(f.name for f in out.iterdir()) == files
+    assert sorted(f.name for f in out.iterdir() if f.name != MARKER) == files
 
 
 def test_unicode_video_name(tmp_path, vids):
@@ -406,7 +407,7 @@ def test_unicode_video_name(tmp_path, vids):
     assert probe(p).width == W
     r = write_frames([p], 10, tmp_path / "out")
     assert r["written"] == 3
-    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == [
+    assert sorted(f.name for f in (tmp_path / "out").iterdir() if f.name != MARKER) == [
         "第1話「始まり」_t0000m00.000s.jpg", "第1話「始まり」_t0000m10.000s.jpg", "第1話「始まり」_t0000m20.000s.jpg"]
 
 
