@@ -243,7 +243,6 @@ def test_train_checks_its_outputs_before_training(tmp_path, capsys):
     assert _digest(folder) == before
 
 
-@pytest.mark.slow
 def test_train_existing_model_needs_overwrite(ws, tmp_path, capsys):
     data = tmp_path / "data"
     assert main(["dataset", "export", str(ws), "--out", str(data), "--size", "16"]) == 0
