@@ -95,7 +95,7 @@ def _detect(a) -> int:
 def _collect_cfg(a):
     from .dataset import CollectConfig
 
-    return CollectConfig(every=a.every, threshold=a.threshold, margin=a.margin, crop_size=a.crop_size,
+    return CollectConfig(every=a.every, threshold=a.threshold, detector=a.detector, margin=a.margin, crop_size=a.crop_size,
                          dedupe_distance=a.dedupe, workers=a.workers,
                          skip_similar_frames=None if a.keep_similar else a.skip_similar)
 
@@ -176,15 +176,18 @@ def cmd_demo(a) -> int:
 # --------------------------------------------------------------------------- parser
 
 def _add_detect_opts(p, size_default: int) -> None:
-    p.add_argument("--threshold", type=float, default=0.7, help="detector score threshold (default 0.7, the study's)")
+    from .cli_detect import add_detector_opts
+
+    add_detector_opts(p)
     p.add_argument("--margin", type=float, default=0.2, help="margin around the face, share of its size (default 0.2)")
-    p.add_argument("--detector", default="animeface", help="face detector (default animeface: AnimeFace 2009)")
 
 
 def _add_collect_opts(p) -> None:
     p.add_argument("--workspace", "-w", required=True, help="workspace folder (created if needed)")
     p.add_argument("--every", type=float, default=5.0, help="seconds between sampled frames (default 5)")
-    p.add_argument("--threshold", type=float, default=0.7, help="detector score threshold (default 0.7)")
+    from .cli_detect import add_detector_opts
+
+    add_detector_opts(p)
     p.add_argument("--margin", type=float, default=0.2, help="crop margin (default 0.2)")
     p.add_argument("--crop-size", type=int, default=128, help="side of stored crops in pixels (default 128)")
     p.add_argument("--dedupe", type=int, default=6,
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_commands(sub)
     from .cli_openset import add_commands as _add_openset_commands  # enroll, forget, cluster, suggest, dataset name
     _add_openset_commands(sub)
+    from .cli_detect import add_commands as _add_detector_commands  # detector train, detector evaluate
+    _add_detector_commands(sub)
     return ap
 
 

@@ -134,7 +134,7 @@ def _predict(a) -> int:
 
     rec = Recognizer.load(a.model)
     ut = a.unknown_threshold
-    cfg = PredictConfig(top=a.top, threshold=a.threshold, detect=a.detect, unknown=ut != "off",
+    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect, unknown=ut != "off",
                         unknown_threshold=None if ut in (None, "off") else float(ut))
     failed = 0
     try:
@@ -240,7 +240,9 @@ def add_commands(sub) -> None:
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="pictures or folders")
     p.add_argument("--top", type=int, default=3, help="candidates per face (default 3)")
-    p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
+    from .cli_detect import add_detector_opts
+
+    add_detector_opts(p)
     p.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
                    help="auto: find faces, a picture that is a face crop is taken whole; never: every picture is a face")
     p.add_argument("--preview", help="folder for pictures with boxes and names drawn (new, empty or an earlier "

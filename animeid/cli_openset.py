@@ -29,7 +29,7 @@ def cmd_enroll(a) -> int:
     files = list(iter_image_files(a.images))        # a missing path: InputError, nothing written
     if not files:
         raise InputError(f"no pictures to enrol {a.name!r} from (looked in: {', '.join(a.images)})")
-    r = rec.enroll(a.name, files, PredictConfig(threshold=a.threshold))
+    r = rec.enroll(a.name, files, PredictConfig(threshold=a.threshold, detector=a.detector))
     out = rec.save(a.out or a.model)
     what = "new character" if r["new"] else "more pictures of"
     print(f"enrolled {r['name']!r} ({what}) from {r['added']} picture(s); {r['faces']} enrolled picture(s) in all; "
@@ -114,7 +114,9 @@ def add_commands(sub) -> None:
     p.add_argument("name", help="the character's name (any Unicode; 'unknown' is reserved)")
     p.add_argument("images", nargs="+", help="1-10 face crops or illustrations (the largest face is used), or folders")
     p.add_argument("--out", "-o", help="write the new model here (default: change MODEL in place)")
-    p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
+    from .cli_detect import add_detector_opts
+
+    add_detector_opts(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_enroll)
 

@@ -27,7 +27,7 @@ def cmd_serve(a) -> int:
         print(f"animeid: serve needs the web extras: pip install 'animeid[serve]' ({e})", file=sys.stderr)
         return 1
     app = create_app(a.model, a.workspace, max_upload_mb=a.max_upload_mb, max_video_mb=a.max_video_mb, preload=True,
-                     save_enrolments=a.save_enrolments)
+                     save_enrolments=a.save_enrolments, detector=a.detector)
     rec = app.state.animeid.recognizer
     if not _loopback(a.host):
         print(f"animeid: warning: listening on {a.host}: the server has no authentication; anyone who can reach "
@@ -70,7 +70,7 @@ def cmd_timeline(a) -> int:
 
     try:
         tl = build_timeline(a.model, a.video, every=a.every, progress=progress,
-                            cfg=PredictConfig(threshold=a.threshold, detect="always"))
+                            cfg=PredictConfig(threshold=a.threshold, detector=a.detector, detect="always"))
     finally:
         if bar is not None:
             bar.close()
@@ -102,13 +102,17 @@ def add_commands(sub) -> None:
     p.add_argument("--save-enrolments", action="store_true",
                    help="write MODEL (atomically) after each enrolment or forget through the API, so that it "
                         "survives a restart (default: such changes live in the server's memory only)")
+    p.add_argument("--detector", default=None, metavar="NAME|FILE",
+                   help="face detector: 'default' (animeid's learned detector), 'animeface', or a detector file")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("timeline", help="who appears when in a video: time ranges per character and a PNG")
     p.add_argument("model", help="model file (.animeid)")
     p.add_argument("video", help="video file")
     p.add_argument("--every", type=float, default=2.0, help="seconds between sampled frames (default 2)")
-    p.add_argument("--threshold", type=float, default=0.7, help="face detector threshold (default 0.7)")
+    from .cli_detect import add_detector_opts
+
+    add_detector_opts(p)
     p.add_argument("--png", help="where to draw the timeline (default VIDEO-NAME.timeline.png here); an existing "
                                  "file there is replaced only when animeid drew it")
     p.add_argument("--no-png", action="store_true", help="draw no picture")

@@ -235,12 +235,12 @@ class CollectConfig:
     """Options shared by :func:`collect` and :func:`import_illustrations`."""
 
     every: float = 5.0            # seconds between sampled frames (the study: ffmpeg fps=1/5)
-    threshold: float = 0.7        # detector score threshold (the study: 0.7)
+    threshold: float | None = None  # detector score threshold (None: the detector's own; the study: 0.7)
     margin: float = 0.2           # square crop margin (the study: 0.2)
     crop_size: int = 128          # crops stored in the workspace; export resizes (the study: 96)
     dedupe_distance: int = 6      # perceptual-hash bits: a crop this close to a known one is a duplicate
     skip_similar_frames: int | None = 4   # dhash bits between consecutive frames; None keeps all frames
-    detector: str = "animeface"
+    detector: str | None = None   # a name or a detector file (None: animeid's default detector)
     workers: int | None = None    # detection processes; None: all cores
 
 

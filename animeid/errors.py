@@ -35,3 +35,7 @@ class ModelFileError(AnimeidError):
 class OutputError(InputError):
     """An output folder or file cannot be used: it holds something animeid did not write, is a
     workspace or holds the command's inputs, or is an earlier output and ``--overwrite`` was not given."""
+
+
+class UnknownNameError(AnimeidError, ValueError):
+    """A name that is not in a registry (a detector, backbone or method); the message lists the known ones."""

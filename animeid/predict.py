@@ -44,7 +44,8 @@ class PredictConfig:
     """Options shared by the CLI and the web app."""
 
     top: int = 3
-    threshold: float = 0.7          # face detector threshold
+    threshold: float | None = None  # face detector score threshold (None: the detector's own default)
+    detector: str | None = None     # face detector: a name or a detector file (None: animeid's default)
     detect: str = "auto"            # auto: find faces, fall back to the whole picture; always; never
     fill_ratio: float = 0.6         # a single face whose box side is this share of the picture: a crop
     batch_size: int = 32
@@ -167,7 +168,7 @@ class Recognizer:
         whole = [([0, 0, w, h], img)]
         if cfg.detect == "never":
             return whole
-        faces = detect_faces(img, threshold=cfg.threshold)
+        faces = detect_faces(img, threshold=cfg.threshold, detector=cfg.detector)
         if not faces:
             return [] if cfg.detect == "always" else whole
         if cfg.detect == "auto" and len(faces) == 1:

@@ -432,7 +432,7 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                max_upload_mb: float = 20, max_video_mb: float = 500, max_pixels: int = MAX_SERVE_PIXELS,
                max_images: int = 16, max_video_frames: int = 3000, page_faces: int = 120,
                tmp_dir: str | os.PathLike | None = None, preload: bool = False,
-               save_enrolments: bool = False) -> FastAPI:
+               save_enrolments: bool = False, detector: str | None = None) -> FastAPI:
     """The animeid web app for the model file ``model_path`` (and a workspace for the label page).
 
     ``max_upload_mb``: largest request body for pictures (``max_video_mb`` for videos), enforced
@@ -442,7 +442,8 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     private folder for video uploads is made (default: the system's). ``preload``: load the model
     now (errors surface here) instead of on the first request. ``save_enrolments``: write the model
     file after each enrolment or forget through the API (atomically), so that it survives a restart;
-    by default such changes live in the server's memory only.
+    by default such changes live in the server's memory only. ``detector``: the face detector
+    (a name or a detector file; ``None``: animeid's default).
     Raises :class:`~animeid.errors.ModelFileError` / :class:`~animeid.errors.DatasetError` for a
     missing model file (or, with ``save_enrolments``, one in a folder that cannot be written) or a
     folder that is not a workspace.
@@ -470,7 +471,7 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         from .timeline import build_timeline
 
         tl = build_timeline(state.recognizer, job.path, every=job.every, max_frames=max_video_frames,
-                            progress=progress)
+                            progress=progress, cfg=PredictConfig(detect="always", detector=detector))
         tl["video"] = job.filename                 # not the temporary file's path
         return tl
 
@@ -616,12 +617,14 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                     "taken as a face crop (`detect=auto`). An open-set model may answer `unknown`.")
     def recognize(image: list[UploadFile] = File(..., description="one or more pictures"),
                   top: int = Query(3, ge=1, le=50, description="candidates per face"),
-                  threshold: float = Query(0.7, ge=0.0, le=1.0, description="face detector threshold"),
+                  threshold: float | None = Query(None, ge=0.0, le=1.0, description="face detector score threshold, 0..1 "
+                                                  "(default: the detector's own calibrated one)"),
                   detect: Literal["auto", "always", "never"] = Query(
                       "auto", description="auto: find faces, a face crop is taken whole; always: only faces "
                                           "found; never: the whole picture is one face")):
         imgs, names = load_uploads(image)
-        results = state.recognizer.predict_batch(imgs, PredictConfig(top=top, threshold=threshold, detect=detect))
+        results = state.recognizer.predict_batch(imgs, PredictConfig(top=top, threshold=threshold, detect=detect,
+                                                                            detector=detector))
         out = [{"filename": n, **{k: v for k, v in r.items() if k != "path"}} for n, r in zip(names, results)]
         return out[0] if len(out) == 1 else {"results": out}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import animeid.detect as D
+import animeid.detect.base as D
 from animeid.detect import (Face, crop_face, crop_faces, detect_faces, detect_faces_batch, draw_faces, get_detector,
                             iou)
 from animeid.errors import InputError

@@ -44,9 +44,6 @@ original picture's pixels, clipped to it.
 """
 from __future__ import annotations
 
-import ctypes
-import glob
-import importlib.util
 import math
 import os
 import threading
@@ -57,15 +54,16 @@ from typing import Callable, Iterator, Protocol, Sequence, Union, runtime_checka
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._plot import pil_font
-from .errors import InputError
-from .images import ImageTyping, load_image, to_array
+from .._plot import pil_font
+from ..errors import InputError
+from ..images import ImageTyping, load_image, to_array
 
 __all__ = [
     "Face",
     "Detector",
-    "AnimeFaceDetector",
     "DETECTORS",
+    "DEFAULT_DETECTOR",
+    "default_threshold",
     "AUTO_UPSCALE_TO",
     "PAD_BELOW",
     "PAD_FRACTION",
@@ -146,200 +144,74 @@ class Detector(Protocol):
         ...
 
 
-# ---- AnimeFace 2009 through ctypes ----------------------------------------------------------
+def _animeface() -> Detector:
+    from .animeface import AnimeFaceDetector
 
-class _NvMatrix(ctypes.Structure):
-    # nv_matrix_t of nvxs 1.0.2 (nv_core.h)
-    _fields_ = [
-        ("list", ctypes.c_int),
-        ("list_step", ctypes.c_uint),
-        ("n", ctypes.c_int),
-        ("m", ctypes.c_int),
-        ("rows", ctypes.c_int),
-        ("cols", ctypes.c_int),
-        ("step", ctypes.c_int),
-        ("alias", ctypes.c_int),
-        ("v", ctypes.POINTER(ctypes.c_float)),
-    ]
+    return AnimeFaceDetector()
 
 
-class _NvRect(ctypes.Structure):
-    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("width", ctypes.c_int), ("height", ctypes.c_int)]
+def _learned() -> Detector:
+    from .learned import LearnedDetector
+
+    return LearnedDetector()
 
 
-class _NvFacePosition(ctypes.Structure):
-    _fields_ = [
-        ("likelihood", ctypes.c_float),
-        ("face", _NvRect),
-        ("left_eye", _NvRect),
-        ("right_eye", _NvRect),
-        ("nose", _NvRect),
-        ("mouth", _NvRect),
-        ("chin", _NvRect),
-    ]
-
-
-_MatPtr = ctypes.POINTER(_NvMatrix)
-_NV_MAX_FACE = 4096  # as the original extension
-_NV_CH_B, _NV_CH_G, _NV_CH_R = 0, 1, 2
-
-
-def _find_libnvxs() -> str:
-    """Path of the C library bundled by the ``animeface`` wheel (without importing the package)."""
-    try:
-        spec = importlib.util.find_spec("animeface")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
-        raise RuntimeError("the AnimeFace detector needs the package animeface==2.0.3 (pip install animeface==2.0.3)")
-    site = os.path.dirname(os.path.dirname(spec.origin))
-    found = sorted(glob.glob(os.path.join(site, "animeface.libs", "libnvxs*.so*")))
-    if not found:
-        raise RuntimeError(f"libnvxs not found in {os.path.join(site, 'animeface.libs')} "
-                           "(the animeface wheel for Linux x86-64 bundles it)")
-    return found[0]
-
-
-class AnimeFaceDetector:
-    """AnimeFace 2009 (nvxs 1.0.2) through ``libnvxs``, with the original wrapper's parameters.
-
-    The C library is loaded when the detector is built. Calls are serialised with a lock: the
-    library contains f2c-translated LAPACK code with static state and is not known to be
-    re-entrant (the GIL is released during a call, so other Python threads still run).
-    """
-
-    name = "animeface"
-    min_face = 43  # smallest search window: 42.592 px
-    step = 4.0
-    scale_factor = 1.095
-    min_window = 42.592
-
-    def __init__(self, library: str | None = None):
-        self.library = library or _find_libnvxs()
-        lib = ctypes.CDLL(self.library)
-        lib.nv_matrix3d_alloc.restype = _MatPtr
-        lib.nv_matrix3d_alloc.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.nv_matrix_zero.restype = None
-        lib.nv_matrix_zero.argtypes = [_MatPtr]
-        lib.nv_matrix_free.restype = None
-        lib.nv_matrix_free.argtypes = [ctypes.POINTER(_MatPtr)]
-        lib.nv_gray.restype = None
-        lib.nv_gray.argtypes = [_MatPtr, _MatPtr]
-        lib.nv_gaussian5x5.restype = None
-        lib.nv_gaussian5x5.argtypes = [_MatPtr, ctypes.c_int, _MatPtr, ctypes.c_int]
-        lib.nv_laplacian1.restype = None
-        lib.nv_laplacian1.argtypes = [_MatPtr, _MatPtr, ctypes.c_float]
-        lib.nv_integral.restype = None
-        lib.nv_integral.argtypes = [_MatPtr, _MatPtr, ctypes.c_int]
-        lib.nv_face_detect.restype = ctypes.c_int
-        lib.nv_face_detect.argtypes = [
-            ctypes.POINTER(_NvFacePosition), ctypes.c_int,          # faces, maxface
-            _MatPtr, _MatPtr,                                       # gray_integral, edge_integral
-            ctypes.POINTER(_NvRect),                                # image_size
-            ctypes.c_void_p, ctypes.c_void_p,                       # dir_mlp, detector_mlp
-            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,          # bagging_mlp (NULL-ended), count
-            ctypes.c_void_p,                                        # parts_mlp
-            ctypes.c_float, ctypes.c_float, ctypes.c_float,         # step, scale_factor, min_window
-        ]
-        self._lib = lib
-
-        def addr(sym: str) -> int:
-            return ctypes.addressof(ctypes.c_char.in_dll(lib, sym))
-
-        self._mlp_dir = addr("nv_face_mlp_dir")
-        self._mlp_face = addr("nv_face_mlp_face_00")
-        self._mlp_parts = addr("nv_face_mlp_parts")
-        self._mlp_bagging = (ctypes.c_void_p * 3)(addr("nv_face_mlp_face_01"), addr("nv_face_mlp_face_02"), None)
-        self._faces = (_NvFacePosition * _NV_MAX_FACE)()  # the results, reused under the lock
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"AnimeFaceDetector(library={self.library!r})"
-
-    def _alloc(self, n: int, rows: int, cols: int, live: list) -> _MatPtr:
-        m = self._lib.nv_matrix3d_alloc(n, rows, cols)
-        if not m or not m.contents.v:
-            raise MemoryError(f"nvxs could not allocate a {n}x{rows}x{cols} matrix")
-        live.append(m)
-        self._lib.nv_matrix_zero(m)
-        return m
-
-    @staticmethod
-    def _view(m: _MatPtr) -> np.ndarray:
-        c = m.contents
-        return np.ctypeslib.as_array(c.v, shape=(c.rows * c.cols, c.step))
-
-    def detect_array(self, rgb: np.ndarray) -> list[Face]:
-        """Every face the library reports in ``rgb`` (``(H, W, 3)`` uint8), unsorted, no threshold."""
-        rgb = np.asarray(rgb)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"detect_array wants an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
-        h, w = rgb.shape[:2]
-        if min(h, w) < self.min_face:  # no search window fits; also keeps tiny arrays out of C
-            return []
-        with self._lock:
-            return self._run(np.ascontiguousarray(rgb), h, w)
-
-    def _run(self, rgb: np.ndarray, h: int, w: int) -> list[Face]:
-        lib = self._lib
-        live: list = []
-        try:
-            bgr = self._alloc(3, h, w, live)
-            gray = self._alloc(1, h, w, live)
-            v = self._view(bgr)
-            pix = rgb.reshape(h * w, 3)
-            v[:, _NV_CH_R] = pix[:, 0]
-            v[:, _NV_CH_G] = pix[:, 1]
-            v[:, _NV_CH_B] = pix[:, 2]
-            lib.nv_gray(gray, bgr)
-            smooth = self._alloc(1, h, w, live)
-            edge = self._alloc(1, h, w, live)
-            gray_integral = self._alloc(1, h + 1, w + 1, live)
-            edge_integral = self._alloc(1, h + 1, w + 1, live)
-            lib.nv_gaussian5x5(smooth, 0, gray, 0)
-            lib.nv_laplacian1(edge, smooth, 4.0)
-            lib.nv_integral(gray_integral, gray, 0)
-            lib.nv_integral(edge_integral, edge, 0)
-            image_size = _NvRect(0, 0, w, h)
-            n = lib.nv_face_detect(
-                self._faces, _NV_MAX_FACE, gray_integral, edge_integral, ctypes.byref(image_size),
-                self._mlp_dir, self._mlp_face, self._mlp_bagging, 2, self._mlp_parts,
-                self.step, self.scale_factor, self.min_window)
-            faces = []
-            for p in self._faces[:max(0, min(int(n), _NV_MAX_FACE))]:
-                r = p.face
-                faces.append(Face((r.x, r.y, r.x + r.width, r.y + r.height), float(p.likelihood)))
-            return faces
-        finally:
-            for m in live:
-                lib.nv_matrix_free(ctypes.byref(m))
-
+#: The detector used when none is named: animeid's learned detector (see README's model card).
+DEFAULT_DETECTOR = "animeface"  # TEMP until weights ship
 
 #: Detector factories by name. Add a detector here (a class following :class:`Detector`).
+#: Besides these names, :func:`get_detector` takes the path of a detector file that
+#: ``animeid detector train`` wrote.
 DETECTORS: dict[str, Callable[[], Detector]] = {
-    "animeface": AnimeFaceDetector,
+    "default": _learned,
+    "animeface": _animeface,
 }
 
 _detectors: dict[str, Detector] = {}
 _detectors_lock = threading.Lock()
 
 
-def get_detector(name: str = "animeface") -> Detector:
-    """The detector called ``name``, built on first use and shared afterwards (thread-safe).
+def _is_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.endswith(".onnx") or os.path.exists(name)
 
-    Raises :class:`ValueError` listing the known names for an unknown one.
+
+def get_detector(name: str | os.PathLike | None = None) -> Detector:
+    """The detector called ``name`` (a key of :data:`DETECTORS`, or the path of a detector file;
+    ``None``: :data:`DEFAULT_DETECTOR`), built on first use and shared afterwards (thread-safe).
+
+    Raises :class:`~animeid.errors.UnknownNameError` (a :class:`ValueError`) listing the known
+    names for an unknown one, :class:`~animeid.errors.ModelFileError` for a detector file that
+    is missing or is not one.
     """
-    det = _detectors.get(name)
+    from ..errors import UnknownNameError
+
+    key = DEFAULT_DETECTOR if name is None else os.fspath(name)
+    det = _detectors.get(key)
     if det is not None:
         return det
-    if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(sorted(DETECTORS))}")
+    if key in DETECTORS:
+        factory = DETECTORS[key]
+    elif _is_path(key):
+        from .learned import LearnedDetector
+
+        key = os.path.realpath(key)
+        factory = lambda: LearnedDetector(key)  # noqa: E731
+    else:
+        raise UnknownNameError(f"unknown face detector {key!r}; known: {', '.join(DETECTORS)}, "
+                               "or the path of a detector file (animeid detector train)")
     with _detectors_lock:
-        det = _detectors.get(name)
+        det = _detectors.get(key)
         if det is None:
-            det = DETECTORS[name]()
-            _detectors[name] = det
+            det = factory()
+            _detectors[key] = det
+            _detectors[os.fspath(name) if name is not None else DEFAULT_DETECTOR] = det
     return det
+
+
+def default_threshold(detector: str | os.PathLike | None = None) -> float:
+    """The score threshold a detector is used at when none is given: AnimeFace 0.7 (the study's),
+    a learned detector the calibrated probability with the best F1 on its held-out pictures."""
+    return float(getattr(get_detector(detector), "default_threshold", 0.7))
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,34 +318,61 @@ def _detect_array(det: Detector, rgb: np.ndarray, threshold: float, upscale_to: 
     return _merge(passes)
 
 
-def _detect_batch(images: Sequence[ImageTyping], threshold: float, detector: str, upscale_to: int | None,
-                  whole_if_none: bool) -> list[list[Face]]:
+def _detect_arrays(det: Detector, rgbs: list[np.ndarray], threshold: float, upscale_to: int) -> list[list[Face]]:
+    """Faces of each picture. A detector with ``detect_arrays`` (a learned one: it resizes each
+    picture itself, and runs pictures of one shape as a batch) is called once for all; the others
+    picture by picture, through the padding and upscaling passes of the module's notes."""
+    if hasattr(det, "detect_arrays"):
+        return [[f for f in faces if f.score >= threshold] for faces in det.detect_arrays(rgbs)]
+    return [_detect_array(det, rgb, threshold, upscale_to) for rgb in rgbs]
+
+
+def _detect_batch(images: Sequence[ImageTyping], threshold: float | None, detector: str | None,
+                  upscale_to: int | None, whole_if_none: bool) -> list[list[Face]]:
     if isinstance(images, (str, bytes, bytearray, os.PathLike, Image.Image, np.ndarray)):
         raise TypeError("the batch functions take a sequence of pictures; use detect_faces for one")
     up = AUTO_UPSCALE_TO if upscale_to is None else int(upscale_to)
     if up < 0:
         raise ValueError(f"upscale_to must be >= 0 (0: never upscale), got {upscale_to}")
     det = get_detector(detector)
-    out = []
-    for image in images:
-        rgb = to_array(image)
-        faces = _detect_array(det, rgb, threshold, up)
-        if not faces and whole_if_none:
-            faces = [Face((0, 0, rgb.shape[1], rgb.shape[0]), 0.0)]
-        out.append(faces)
+    thr = float(getattr(det, "default_threshold", 0.7)) if threshold is None else float(threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise ValueError(f"threshold is a detector score between 0 and 1, got {threshold}")
+    rgbs = [to_array(image) for image in images]
+    out = _detect_arrays(det, rgbs, thr, up)
+    if whole_if_none:
+        out = [faces or [Face((0, 0, rgb.shape[1], rgb.shape[0]), 0.0)] for faces, rgb in zip(out, rgbs)]
     return out
 
 
-def detect_faces_batch(images: Sequence[ImageTyping], *, threshold: float = 0.7, detector: str = "animeface",
+def detect_faces_batch(images: Sequence[ImageTyping], *, threshold: float | None = None,
+                       detector: str | os.PathLike | None = None,
                        upscale_to: int | None = None) -> list[list[Face]]:
     """Faces in each picture, highest score first.
 
-    ``threshold``: keep faces whose score is at least this. ``detector``: a name in
-    :data:`DETECTORS`. ``upscale_to``: a picture whose shorter side is under this many pixels is
-    also scanned upscaled to it (``None``: :data:`AUTO_UPSCALE_TO`; ``0``: never upscale). Small
-    pictures are also padded (see the module's notes). Boxes are in each picture's own pixels,
-    clipped to it. A picture too small for any face (1x1) gives ``[]``. Unreadable pictures raise
-    :class:`~animeid.errors.InputError`.
+    Parameters
+    ----------
+    images : sequence of pictures
+        Paths, bytes, file objects, PIL images or ``(H, W, 3)`` uint8 arrays.
+    threshold : float, optional
+        Keep faces whose score is at least this (0..1). ``None``: the detector's own default
+        (:func:`default_threshold`: 0.7 for AnimeFace, the calibrated one for a learned detector).
+    detector : str or path, optional
+        A name in :data:`DETECTORS` or a detector file; ``None``: :data:`DEFAULT_DETECTOR`.
+    upscale_to : int, optional
+        AnimeFace only: a picture whose shorter side is under this many pixels is also scanned
+        upscaled to it (``None``: :data:`AUTO_UPSCALE_TO`; ``0``: never). Small pictures are also
+        padded (see the module's notes). A learned detector resizes every picture itself.
+
+    Returns
+    -------
+    list of list of Face
+        Boxes in each picture's own pixels, clipped to it. A picture too small for any face gives ``[]``.
+
+    Raises
+    ------
+    InputError
+        An unreadable picture. ``UnknownNameError`` / ``ModelFileError``: a bad ``detector``.
     """
     return _detect_batch(images, threshold, detector, upscale_to, whole_if_none=False)
 
@@ -483,13 +382,13 @@ def detect_faces(image: ImageTyping, **kw) -> list[Face]:
     return detect_faces_batch([image], **kw)[0]
 
 
-def detect_faces_or_whole_batch(images: Sequence[ImageTyping], *, threshold: float = 0.7,
-                                detector: str = "animeface", upscale_to: int | None = None) -> list[list[Face]]:
+def detect_faces_or_whole_batch(images: Sequence[ImageTyping], *, threshold: float | None = None,
+                                detector: str | os.PathLike | None = None,
+                                upscale_to: int | None = None) -> list[list[Face]]:
     """Like :func:`detect_faces_batch`, but a picture where nothing is found is taken to be a face
     crop: it gives one :class:`Face` covering the whole picture, with score ``0.0``.
 
-    Meant for pictures that are already face crops, of which AnimeFace misses some (tight crops,
-    turned faces); never for whole illustrations.
+    Meant for pictures that are already face crops; never for whole illustrations.
     """
     return _detect_batch(images, threshold, detector, upscale_to, whole_if_none=True)
 
@@ -642,8 +541,8 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
 
 
 def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike | None = None,
-                 preview: str | os.PathLike | None = None, threshold: float = 0.7, margin: float = 0.2,
-                 size: int = 96, detector: str = "animeface") -> Iterator[dict]:
+                 preview: str | os.PathLike | None = None, threshold: float | None = None, margin: float = 0.2,
+                 size: int = 96, detector: str | os.PathLike | None = None) -> Iterator[dict]:
     """``animeid detect``: every picture named (folders searched) -> one record each.
 
     Records: ``{"path", "width", "height", "faces": [{"box", "score"}], "crops": [...]}``, or
@@ -651,8 +550,8 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
     the other pictures go on. Crops (``out/<stem>_<k>.png``) and previews (``preview/<stem>.png``,
     boxes and scores drawn) are written atomically.
     """
-    from ._util import save_image_atomic
-    from .images import IMAGE_EXTS, load_image, walk_files
+    from .._util import save_image_atomic
+    from ..images import IMAGE_EXTS, load_image, walk_files
 
     used: set[str] = set()
 

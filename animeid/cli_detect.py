@@ -1,0 +1,169 @@
+"""CLI: the face-detector options every command shares, and ``animeid detector train|evaluate``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_detector_opts", "add_commands"]
+
+
+def _detector_help() -> str:
+    from .detect import DETECTORS
+
+    return (f"face detector: {', '.join(DETECTORS)} (default: 'default', animeid's learned detector; "
+            "'animeface': the study's AnimeFace 2009), or the path of a detector file from 'animeid detector train'")
+
+
+def _score(v: str) -> float:
+    import argparse
+
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a detector score is a number between 0 and 1, got {v!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"a detector score is a number between 0 and 1, got {v!r}")
+    return x
+
+
+def add_detector_opts(p) -> None:
+    """``--detector`` and ``--threshold`` (a detector score, 0..1), as every command that finds faces has them."""
+    p.add_argument("--detector", default=None, metavar="NAME|FILE", help=_detector_help())
+    p.add_argument("--threshold", type=_score, default=None, metavar="P",
+                   help="keep faces whose detector score is at least P, 0..1 (default: the detector's own: a "
+                        "calibrated probability for the learned detector, see 'animeid detector evaluate'; "
+                        "0.7 for animeface, the study's)")
+
+
+# ------------------------------------------------------------------------------------------- detector train
+
+def cmd_train(a) -> int:
+    from .detect.annotations import load_many
+    from .detect.training import DetectorTrainConfig, train_detector
+
+    from .outputs import prepare_output_file
+
+    out = Path(a.out)
+    resuming = (out.parent / (out.name + ".work") / "checkpoint.pt").is_file()
+    if not resuming:  # checked before the pictures are read; a resumed training replaces its own file
+        out = prepare_output_file(out, own=_is_detector_file, what="a detector file", overwrite=a.overwrite)
+    items = load_many(a.boxes, a.format)
+    cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=a.input_size,
+                              seed=a.seed, threads=a.threads, max_steps=a.max_steps, lr=a.lr,
+                              val_fraction=a.val_fraction, test_fraction=a.test_fraction)
+    print(f"{len(items)} pictures, {sum(len(x.boxes) for x in items)} boxed faces", file=sys.stderr)
+    r = train_detector(items, out, cfg, init=a.init, progress=None if not a.quiet else False,
+                       about={"training_data": ", ".join(str(b) for b in a.boxes)},
+                       log=(lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr)))
+    _draw_history(r.history, out.with_suffix(".history.png"))
+    print(f"detector written to {out} ({r.seconds / 60:.1f} min); split {r.counts}; "
+          f"threshold {r.metadata['threshold']:.2f}")
+    return 0
+
+
+def _is_detector_file(path: Path) -> bool:
+    from .detect.learned import read_metadata
+    from .errors import ModelFileError
+
+    try:
+        read_metadata(path)
+        return True
+    except ModelFileError:
+        return False
+
+
+def _draw_history(history: list, path: Path) -> None:
+    """The validation AP and best F1 after each epoch (the training's learning curve) as a PNG."""
+    if not history:
+        return
+    from matplotlib.figure import Figure
+
+    from ._plot import plot_fonts, save_png
+
+    with plot_fonts():
+        fig = Figure(figsize=(5, 3.2))
+        ax = fig.add_subplot()
+        ep = [h["epoch"] for h in history]
+        for key, label in (("ap", "AP at IoU 0.5"), ("best_f1", "best F1 at IoU 0.5")):
+            ax.plot(ep, [h.get(key, float("nan")) for h in history], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1)
+        ax.set_title("detector training: validation pictures")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save_png(fig, path)
+
+
+# ------------------------------------------------------------------------------------------- detector evaluate
+
+def cmd_evaluate(a) -> int:
+    from .detect.evaluate import draw_pr_curves, evaluate_detector, format_table
+
+    from .detect.annotations import load_many
+
+    items = load_many(a.boxes, a.format)
+    if a.split != "all":
+        from .detect.training import split_items
+
+        items = split_items(items, a.val_fraction, a.test_fraction, a.seed)[a.split]
+        if not items:
+            print(f"animeid: the {a.split} part of the seeded split is empty", file=sys.stderr)
+            return 1
+    rows = [evaluate_detector(d, items, iou=a.iou, threshold=a.threshold, progress=not a.quiet) for d in a.detector]
+    if a.pr_curve:
+        draw_pr_curves(rows, a.pr_curve)
+    if a.json:
+        print(json.dumps({"pictures": len(items), "detectors": [r.to_dict() for r in rows]}, ensure_ascii=False))
+    else:
+        print(format_table(rows, len(items)))
+        if a.pr_curve:
+            print(f"precision-recall curves in {a.pr_curve}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    det = sub.add_parser("detector", help="train and evaluate face detectors")
+    dsub = det.add_subparsers(dest="detector_command", required=True, metavar="{train,evaluate}")
+
+    p = dsub.add_parser("train", help="train a face detector from boxed pictures (resumable: rerun after a kill)")
+    p.add_argument("boxes", nargs="+", metavar="BOXES_DIR",
+                   help="folders (or files) of boxed pictures: boxes.json, COCO .json, YOLO .txt or VOC .xml")
+    p.add_argument("--out", "-o", required=True, help="the detector file to write (.onnx)")
+    p.add_argument("--from", dest="init", metavar="CHECKPOINT",
+                   help="start from an earlier training's checkpoint (OUT.work/checkpoint.pt) to fine-tune it")
+    p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"],
+                   help="annotation format (default: recognised from the files)")
+    p.add_argument("--epochs", type=int, default=16, help="passes over the training pictures (default 16)")
+    p.add_argument("--batch-size", type=int, default=8, help="pictures per step (default 8)")
+    p.add_argument("--size", type=int, default=384, help="side of the square training crops, px (default 384)")
+    p.add_argument("--input-size", type=int, default=512,
+                   help="longer side pictures are resized to for detection, px (default 512)")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 0.002)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="pictures held out to calibrate (default 0.05)")
+    p.add_argument("--test-fraction", type=float, default=0.15,
+                   help="pictures held out for 'detector evaluate --split test' (default 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (default: the epochs decide)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing detector file at --out")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    p = dsub.add_parser("evaluate", help="precision, recall, F1 and AP of detectors on boxed pictures")
+    p.add_argument("detector", nargs="+", metavar="DETECTOR",
+                   help="'default', 'animeface' or a detector file; several are compared in one table")
+    p.add_argument("--boxes", required=True, nargs="+", metavar="BOXES_DIR", help="boxed pictures (any format)")
+    p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"])
+    p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
+                   help="score only this part of the seeded split 'detector train' makes (default all)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="as given to 'detector train' (default 0.05)")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="as given to 'detector train' (default 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="as given to 'detector train' (default 0)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU a detection needs to count as a hit (default 0.5)")
+    p.add_argument("--threshold", type=_score, default=None,
+                   help="score threshold for precision/recall/F1 (default: each detector's own)")
+    p.add_argument("--pr-curve", metavar="PNG", help="draw the precision-recall curves here")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)

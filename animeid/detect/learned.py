@@ -1,0 +1,220 @@
+"""animeid's learned anime face detector, run by ONNX Runtime (no torch).
+
+The network (trained by :mod:`animeid.detect.training`) is EfficientNet-Lite0 with a small
+feature pyramid and a CenterNet-style head at stride 8: a face-centre heatmap and, at each
+place, the distances from it to the face box's four sides. The ONNX graph takes
+``(N, 3, H, W)`` float32 pixels 0..255 (RGB; ``H`` and ``W`` multiples of 32; the normalisation is
+inside the graph) and gives ``peaks`` ``(N, H/8, W/8)`` (the heatmap where it is a local 3x3
+maximum, else 0) and ``ltrb`` ``(N, 4, H/8, W/8)`` in input pixels.
+
+A picture is resized so that its longer side is ``input_size`` (512 by default; stored in the
+file), padded right and bottom to a multiple of 32, and run; peaks above the threshold become
+boxes, overlapping boxes are merged by non-maximum suppression (IoU 0.5), and the boxes are
+mapped back to the picture's pixels. Raw peak values are turned into calibrated probabilities
+(Platt scaling fitted on held-out pictures, stored in the file): a score of 0.7 means that about
+70 % of the faces given that score are real faces (IoU >= 0.5 with a face a person boxed).
+
+The detector file is the ONNX model itself; its metadata (``custom_metadata_map``) holds
+``animeid_detector`` (JSON: input size, stride, calibration, default threshold, training data,
+licence, figures).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelFileError
+from .base import Face
+
+__all__ = ["LearnedDetector", "DEFAULT_DETECTOR_FILE", "decode", "nms", "letterbox", "read_metadata"]
+
+#: the detector shipped inside animeid (see README's model card)
+DEFAULT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v1.onnx"
+_META_KEY = "animeid_detector"
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first.
+
+    ``boxes``: ``(n, 4)`` ``[x0, y0, x1, y1]``; ``scores``: ``(n,)``. A box overlapping a kept,
+    better one by IoU > ``iou`` is dropped.
+    """
+    from .metrics import box_iou
+
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while len(order):
+        i = int(order[0])
+        keep.append(i)
+        if len(order) == 1:
+            break
+        rest = order[1:]
+        order = rest[box_iou(boxes[i:i + 1], boxes[rest])[0] <= iou]
+    return np.asarray(keep, np.int64)
+
+
+def decode(peaks: np.ndarray, ltrb: np.ndarray, stride: int, min_peak: float, max_faces: int = 100,
+           nms_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``(n, 4)`` (input pixels) and raw peak values ``(n,)`` of one picture's outputs.
+
+    ``peaks``: ``(h, w)``; ``ltrb``: ``(4, h, w)``; a place ``(i, j)`` stands for the pixel
+    ``((j + 0.5) * stride, (i + 0.5) * stride)``.
+    """
+    ys, xs = np.nonzero(peaks > min_peak)
+    sc = peaks[ys, xs].astype(np.float64)
+    if len(sc) > max_faces * 4:
+        top = np.argsort(-sc, kind="stable")[:max_faces * 4]
+        ys, xs, sc = ys[top], xs[top], sc[top]
+    cx, cy = (xs + 0.5) * stride, (ys + 0.5) * stride
+    d = ltrb[:, ys, xs].astype(np.float64)
+    boxes = np.stack([cx - d[0], cy - d[1], cx + d[2], cy + d[3]], 1) if len(sc) else np.zeros((0, 4))
+    keep = nms(boxes, sc, nms_iou)[:max_faces] if len(sc) else np.zeros(0, np.int64)
+    return boxes[keep], sc[keep]
+
+
+def letterbox(rgb: np.ndarray, size: int, multiple: int = 32) -> tuple[np.ndarray, float]:
+    """``rgb`` ``(H, W, 3)`` resized so its longer side is ``size``, padded (grey 114, right and bottom)
+    to a multiple of ``multiple`` -> ``((3, h, w) float32, scale)``; input pixel = picture pixel * scale."""
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    img = Image.fromarray(rgb)
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.BICUBIC)
+    pw, ph = -(-nw // multiple) * multiple, -(-nh // multiple) * multiple
+    out = np.full((ph, pw, 3), 114, np.uint8)
+    out[:nh, :nw] = np.asarray(img)
+    return np.ascontiguousarray(out.transpose(2, 0, 1), np.float32), scale
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``animeid_detector`` metadata of a detector file; :class:`ModelFileError` if it is not one."""
+    import onnx
+
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as e:
+        raise ModelFileError(f"not an ONNX detector file ({e.__class__.__name__})", path) from None
+    for p in model.metadata_props:
+        if p.key == _META_KEY:
+            return json.loads(p.value)
+    raise ModelFileError("an ONNX file, but not an animeid detector (no animeid_detector metadata)", path)
+
+
+class LearnedDetector:
+    """A learned detector file (see the module's notes), loaded lazily and thread-safely.
+
+    ``path``: the ``.onnx`` detector file (default: the one shipped inside animeid).
+    ``threads``: ONNX Runtime intra-op threads (0: its default, all cores).
+    Scores of :meth:`detect_array` are calibrated probabilities (0..1).
+    Raises :class:`~animeid.errors.ModelFileError` for a missing or foreign file.
+    """
+
+    min_face = 1
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int = 0):
+        self.path = Path(path) if path is not None else DEFAULT_DETECTOR_FILE
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._sess = None
+        self.meta: dict = {}
+        self._load()
+
+    @property
+    def name(self) -> str:
+        return "default" if self.path == DEFAULT_DETECTOR_FILE else os.fspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"LearnedDetector({os.fspath(self.path)!r})"
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        from .._util import check_file
+
+        check_file(self.path, "a detector file", ModelFileError)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        try:
+            sess = ort.InferenceSession(os.fspath(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ModelFileError(f"not an ONNX detector file ({str(e).splitlines()[0][:120]})", self.path) from None
+        meta = sess.get_modelmeta().custom_metadata_map.get(_META_KEY)
+        if meta is None:
+            raise ModelFileError("an ONNX file, but not an animeid detector (no animeid_detector metadata)", self.path)
+        self.meta = json.loads(meta)
+        self._sess = sess
+
+    @property
+    def input_size(self) -> int:
+        return int(self.meta.get("input_size", 512))
+
+    @property
+    def stride(self) -> int:
+        return int(self.meta.get("stride", 8))
+
+    @property
+    def default_threshold(self) -> float:
+        """The threshold (a calibrated probability) that gave the best F1 on held-out pictures."""
+        return float(self.meta.get("threshold", 0.5))
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw peak values -> calibrated probabilities (Platt scaling ``sigmoid(a * logit(raw) + b)``)."""
+        a, b = self.meta.get("calibration", (1.0, 0.0))
+        r = np.clip(np.asarray(raw, np.float64), 1e-6, 1 - 1e-6)
+        return 1.0 / (1.0 + np.exp(-(a * np.log(r / (1 - r)) + b)))
+
+    def _min_peak(self) -> float:
+        """The raw peak value whose calibrated probability is 0.05 (lower ones are never kept)."""
+        a, b = self.meta.get("calibration", (1.0, 0.0))
+        z = (np.log(0.05 / 0.95) - b) / a
+        return float(min(0.05, 1 / (1 + np.exp(-z))))
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's ``(peaks, ltrb)`` for a ``(N, 3, H, W)`` float32 batch of letterboxed pictures."""
+        peaks, ltrb = self._sess.run(["peaks", "ltrb"], {"pixels": batch})
+        return peaks, ltrb
+
+    def detect_arrays(self, rgbs: Sequence[np.ndarray], size: int | None = None) -> list[list[Face]]:
+        """Faces in each ``(H, W, 3)`` uint8 picture, best first; boxes in its pixels, clipped.
+
+        Pictures of the same letterboxed shape run as one batch. Scores are calibrated (0..1);
+        every face down to probability 0.05 is given: threshold them yourself.
+        """
+        size = int(size or self.input_size)
+        prepared = [letterbox(r, size) for r in rgbs]
+        groups: dict[tuple, list[int]] = {}
+        for i, (x, _) in enumerate(prepared):
+            groups.setdefault(x.shape, []).append(i)
+        out: list[list[Face]] = [[] for _ in rgbs]
+        min_peak = self._min_peak()
+        for idx in groups.values():
+            for s in range(0, len(idx), 16):
+                part = idx[s:s + 16]
+                peaks, ltrb = self.run(np.stack([prepared[i][0] for i in part]))
+                for k, i in enumerate(part):
+                    boxes, raw = decode(peaks[k], ltrb[k], self.stride, min_peak)
+                    out[i] = self._faces(boxes / prepared[i][1], self.calibrate(raw), rgbs[i].shape)
+        return out
+
+    @staticmethod
+    def _faces(boxes: np.ndarray, probs: np.ndarray, shape: tuple) -> list[Face]:
+        h, w = shape[:2]
+        faces = []
+        for b, p in zip(boxes, probs):
+            x0, y0 = min(max(round(b[0]), 0), w), min(max(round(b[1]), 0), h)
+            x1, y1 = min(max(round(b[2]), 0), w), min(max(round(b[3]), 0), h)
+            if x1 > x0 and y1 > y0:
+                faces.append(Face((int(x0), int(y0), int(x1), int(y1)), float(p)))
+        faces.sort(key=lambda f: -f.score)
+        return faces
+
+    def detect_array(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in one ``(H, W, 3)`` uint8 picture (see :meth:`detect_arrays`)."""
+        return self.detect_arrays([rgb])[0]

