@@ -18,7 +18,9 @@ of a face comes from :meth:`Recognizer.predict_open_faces`.
 
 A whole illustration or frame is searched for faces first (the study's classifier failed on
 uncropped pictures); each face is cropped as in training (square, the model's margin) and named.
-A picture that *is* a face crop (no face found in it, or one face filling it) is recognised as it is.
+A picture that *is* a face crop (one face found filling it) is recognised as it is. A picture in
+which no face is found gives no face, and a separate ``whole_picture`` guess (the picture read as a
+face crop), so that a title card is never reported as a face.
 
 Batch first: :meth:`Recognizer.predict_batch` and :meth:`Recognizer.predict_faces` take lists;
 :meth:`Recognizer.predict` wraps one picture. Everything here is thread-safe and torch-free.
@@ -160,41 +162,51 @@ class Recognizer:
         return [self._candidates(p, cfg.top, labels, s, t, os_) for p, s in zip(proba, score)]
 
     # -- whole pictures
-    def _locate(self, img, cfg: PredictConfig) -> list[tuple[list[int], Any]]:
-        """(box, face crop) pairs for one picture."""
+    def _locate(self, img, cfg: PredictConfig) -> tuple[list[tuple[list[int], Any]], bool]:
+        """``((box, face crop) pairs, no_face)`` for one picture. ``no_face`` is True when ``detect="auto"``
+        found no face and the one pair is the whole picture, read as if it were a face crop."""
         from .detect import crop_face, detect_faces
 
         w, h = img.size
         whole = [([0, 0, w, h], img)]
         if cfg.detect == "never":
-            return whole
+            return whole, False
         faces = detect_faces(img, threshold=cfg.threshold, detector=cfg.detector)
         if not faces:
-            return [] if cfg.detect == "always" else whole
+            return ([], False) if cfg.detect == "always" else (whole, True)
         if cfg.detect == "auto" and len(faces) == 1:
             x0, y0, x1, y1 = faces[0].box
             if max(x1 - x0, y1 - y0) >= cfg.fill_ratio * min(w, h):
-                return whole             # the picture is a face crop already
+                return whole, False      # the picture is a face crop already
         size = self.spec.size if self.spec.kind == "pixels" else None
-        return [(list(f.box), crop_face(img, f.box, margin=self.crop_margin, size=size or 128)) for f in faces]
+        return [(list(f.box), crop_face(img, f.box, margin=self.crop_margin, size=size or 128)) for f in faces], False
 
     def predict_batch(self, images: Sequence[ImageTyping], cfg: PredictConfig | None = None) -> list[dict[str, Any]]:
-        """One result per picture: ``{"path", "width", "height", "faces": [{"box", "candidates"}]}``."""
+        """One result per picture: ``{"path", "width", "height", "faces": [{"box", "candidates"}]}``.
+
+        With ``detect="auto"``, a picture in which no face is found gets ``"faces": []`` and
+        ``"whole_picture": {"box", "candidates"}``: the guess made by reading the whole picture as a
+        face crop (right when it is one the detector missed, meaningless for a picture without a face).
+        """
         cfg = cfg or PredictConfig()
-        located: list[tuple[int, list[int]]] = []
+        located: list[tuple[int, list[int], bool]] = []
         crops: list[Any] = []
         results: list[dict[str, Any]] = []
         for i, image in enumerate(images):
             img = load_image(image, "RGB")
             results.append({"path": describe(image), "width": img.size[0], "height": img.size[1], "faces": []})
-            for box, crop in self._locate(img, cfg):
-                located.append((i, box))
+            pairs, no_face = self._locate(img, cfg)
+            for box, crop in pairs:
+                located.append((i, box, no_face))
                 crops.append(crop)
         proba, score, labels, os_ = self._predict_open(crops, cfg.batch_size)
         t = self._threshold(cfg)
-        for (i, box), p, s in zip(located, proba, score):
-            results[i]["faces"].append({"box": [int(v) for v in box],
-                                        "candidates": self._candidates(p, cfg.top, labels, s, t, os_)})
+        for (i, box, no_face), p, s in zip(located, proba, score):
+            entry = {"box": [int(v) for v in box], "candidates": self._candidates(p, cfg.top, labels, s, t, os_)}
+            if no_face:
+                results[i]["whole_picture"] = entry
+            else:
+                results[i]["faces"].append(entry)
         return results
 
     def predict(self, image: ImageTyping, cfg: PredictConfig | None = None, **kw: Any) -> dict[str, Any]:
@@ -205,20 +217,28 @@ class Recognizer:
 
 
     # -- open set: enrol and forget characters without retraining
-    def _enrol_crop(self, image: ImageTyping, cfg: PredictConfig) -> Any:
-        """The face to enrol from a picture: the picture itself when it is a face crop, else the largest face."""
+    def _enrol_crop(self, image: ImageTyping, cfg: PredictConfig, face_crops: bool = False) -> Any:
+        """The face to enrol from a picture: the picture itself when it is a face crop (found as one
+        face filling it, or ``face_crops``), else the largest face found. A picture without a face
+        found is refused (:class:`~animeid.errors.InputError`) unless ``face_crops``."""
         from .errors import InputError
 
         img = load_image(image, "RGB")
-        found = self._locate(img, cfg)
-        if not found:
-            raise InputError("no face found in the picture", describe(image))
+        if face_crops or cfg.detect == "never":
+            return img
+        found, no_face = self._locate(img, cfg)
+        if no_face or not found:
+            raise InputError("no face found in the picture; if it is a face crop, say so (enroll --face-crops, "
+                             "or face_crops=True)", describe(image))
         box, crop = max(found, key=lambda bc: (bc[0][2] - bc[0][0]) * (bc[0][3] - bc[0][1]))
         return crop
 
-    def enroll(self, name: str, images: Sequence[ImageTyping], cfg: PredictConfig | None = None) -> dict[str, Any]:
+    def enroll(self, name: str, images: Sequence[ImageTyping], cfg: PredictConfig | None = None, *,
+               face_crops: bool = False) -> dict[str, Any]:
         """Add character ``name`` from 1 or more pictures (face crops, or illustrations: the largest
-        face found is used), or add pictures to a character already known. No retraining: the
+        face found is used), or add pictures to a character already known. A picture in which no
+        face is found is refused, unless ``face_crops`` says every picture is a face crop (then each
+        is used whole, without detection). No retraining: the
         faces' embeddings join the model's gallery (in memory; :meth:`save` writes the file).
 
         Every picture is read before anything changes: an unreadable one raises
@@ -238,7 +258,7 @@ class Recognizer:
             raise ModelFileError("this model has no open-set layer (made by an older animeid, or its calibration "
                                  "failed), so it cannot enrol characters: retrain it with `animeid train`", self.path)
         cfg = cfg or PredictConfig()
-        crops = [self._enrol_crop(im, cfg) for im in images]       # raises before any change
+        crops = [self._enrol_crop(im, cfg, face_crops) for im in images]       # raises before any change
         _, F = self._features(crops, cfg.batch_size, True)
         with self._lock:
             os_ = self.openset

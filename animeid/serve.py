@@ -635,7 +635,9 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                           "and in the model file when the server runs with `--save-enrolments`: `saved` says "
                           "whether it was written (`save_error` says why not, when a save failed).")
     def enroll(name: str = Form(..., description="the character's name"),
-               image: list[UploadFile] = File(..., description="pictures of the character's face")):
+               image: list[UploadFile] = File(..., description="pictures of the character's face"),
+               face_crops: bool = Form(False, description="the pictures are face crops: each is used whole; by "
+                                                          "default a picture in which no face is found is refused")):
         rec = state.recognizer
         fn = getattr(rec, "enroll", None)
         if not callable(fn):
@@ -643,7 +645,9 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                                      "enroll(); retrain with `animeid train` on a dataset that includes the character")
         name = _check_name(name)
         imgs, _ = load_uploads(image)
-        return change_model(rec, "enrol", name, lambda: fn(name, imgs), {"images": len(imgs)})
+        cfg = PredictConfig(detector=detector)
+        return change_model(rec, "enrol", name, lambda: fn(name, imgs, cfg, face_crops=face_crops),
+                            {"images": len(imgs)})
 
     @app.post("/api/v1/forget", tags=["recognition"], responses=_errors(400, 422, 501),
               summary="Remove a character from the model (open-set models only)",

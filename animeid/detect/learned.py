@@ -95,16 +95,16 @@ def letterbox(rgb: np.ndarray, size: int, multiple: int = 32) -> tuple[np.ndarra
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The ``animeid_detector`` metadata of a detector file; :class:`ModelFileError` if it is not one."""
-    import onnx
+    import onnxruntime as ort
 
     try:
-        model = onnx.load(os.fspath(path), load_external_data=False)
+        sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ModelFileError(f"not an ONNX detector file ({e.__class__.__name__})", path) from None
-    for p in model.metadata_props:
-        if p.key == _META_KEY:
-            return json.loads(p.value)
-    raise ModelFileError("an ONNX file, but not an animeid detector (no animeid_detector metadata)", path)
+        raise ModelFileError(f"not an ONNX detector file ({str(e).splitlines()[0][:120]})", path) from None
+    meta = sess.get_modelmeta().custom_metadata_map.get(_META_KEY)
+    if meta is None:
+        raise ModelFileError("an ONNX file, but not an animeid detector (no animeid_detector metadata)", path)
+    return json.loads(meta)
 
 
 class LearnedDetector:
@@ -141,6 +141,8 @@ class LearnedDetector:
         check_file(self.path, "a detector file", ModelFileError)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
+        # no busy-waiting between operators: collect runs one detector per worker process on shared cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             sess = ort.InferenceSession(os.fspath(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:

@@ -92,7 +92,15 @@ function renderPicture(url, res) {
       el("div", { class: "face-head" }, badge, el("span", { text: `box ${x0}, ${y0} - ${x1}, ${y1}` })), cands));
   });
   const side = el("div", { class: "side" });
-  if (!res.faces.length) side.append(el("p", { class: "hint", text: "No face found." }));
+  if (!res.faces.length) {
+    side.append(el("p", { class: "hint", text: "No face found." }));
+    const whole = res.whole_picture;
+    if (whole && whole.candidates && whole.candidates.length) {
+      const guess = whole.candidates.map((c) => `${c.name} ${pct(c.p)}`).join(", ");
+      side.append(el("p", { class: "hint whole-guess",
+        text: `If the whole picture is a face crop, it reads as: ${guess}.` }));
+    }
+  }
   side.append(list);
   result.replaceChildren(el("div", { class: "split" }, stage, side));
 }
