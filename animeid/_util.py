@@ -9,10 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, TypeVar
 
+from .names import fit_bytes
+
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "save_image_atomic", "check_file", "progress",
            "log"]
 
 log = logging.getLogger("animeid")
+_TMP_NAME_BYTES = 200    # of the final name in the temporary one: "." + 200 + "." + 8 + ".tmp" < 255
 T = TypeVar("T")
 
 
@@ -21,10 +24,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterat
     """Write ``path`` through a temporary file in the same folder, renamed into place on success.
 
     A crash or an exception leaves the previous file (if any) untouched and no partial file.
+    Any name up to 255 bytes works: the temporary name holds a shortened copy of it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # ".<name>.<8 random>.tmp": the name is cut so that the temporary name fits in 255 bytes too
+    fd, tmp = tempfile.mkstemp(prefix=f".{fit_bytes(path.name, _TMP_NAME_BYTES)}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; keep the usual permissions
         with os.fdopen(fd, mode, **kw) as f:

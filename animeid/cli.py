@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def _collect_cfg(a):
 def _print_summary(s, ws) -> int:
     print(f"{s.sources} source(s) ({s.skipped_sources} already done), {s.items} frame(s)/picture(s) processed, "
           f"{s.faces} new face(s), {s.duplicates} near-duplicate(s) dropped, {s.seconds:.1f} s; workspace {ws}")
+    if s.skipped_files:
+        print(f"{s.skipped_files} file(s) in the folders skipped: neither pictures nor videos by their ending")
     _fail_lines(s.failed)
     return 0 if s.ok else 1
 
@@ -202,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="animeid", description="Recognise anime characters by their faces.")
     ap.add_argument("--version", action="version", version=f"animeid {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    ap.add_argument("--max-pixels", type=_pixels, default=None, metavar="N",
+                    help="largest picture decoded, width x height (default 64000000, or $ANIMEID_MAX_PIXELS); "
+                         "raise it to read a huge illustration (the guard against decompression bombs stays)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a generated sample (no downloads)")
@@ -288,9 +294,23 @@ def _add_model_commands(sub) -> None:
     add_commands(sub)
 
 
+def _pixels(text: str) -> int:
+    try:
+        n = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number of pixels: {text!r}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    if a.max_pixels is not None:      # through the environment: worker processes see it too
+        from .images import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(a.max_pixels)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="animeid: %(message)s", stream=sys.stderr)
     try:

@@ -162,11 +162,12 @@ def _predict(a) -> int:
         if a.preview:
             from .detect import Face
             from ._util import save_image_atomic
+            from .names import safe_filename
 
             img = load_image(f)
             faces = [Face(tuple(x["box"]), x["candidates"][0]["p"]) for x in res["faces"]]
             names = [f"{x['candidates'][0]['name']} {x['candidates'][0]['p']:.0%}" for x in res["faces"]]
-            save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / (Path(f).stem + ".png"))
+            save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / safe_filename(Path(f).stem, ".png"))
     return 1 if failed else 0
 
 

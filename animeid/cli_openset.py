@@ -40,13 +40,16 @@ def cmd_enroll(a) -> int:
 
 
 def cmd_forget(a) -> int:
+    from .names import normalize_name
     from .predict import Recognizer
 
     rec = Recognizer.load(a.model)
     _check_model_out(a)
-    r = rec.forget(a.name)
+    # the model's own spelling of the name: a model trained from NFD folders by an older animeid has NFD names
+    name = next((lab for lab in rec.labels if normalize_name(lab) == normalize_name(a.name)), a.name)
+    r = rec.forget(name)
     out = rec.save(a.out or a.model)
-    print(f"forgot {a.name!r}{' (a trained character: masked out)' if r['trained'] else ''}; "
+    print(f"forgot {r['name']!r}{' (a trained character: masked out)' if r['trained'] else ''}; "
           f"{r['characters']} characters left; model: {out}")
     return 0
 

@@ -42,6 +42,13 @@ def cmd_serve(a) -> int:
     return 0
 
 
+def _timeline_png(video: str) -> str:
+    """The timeline picture's default name: ``<video stem>.timeline.png`` beside the current folder."""
+    from .names import safe_filename
+
+    return safe_filename(Path(video).stem, ".timeline.png")
+
+
 def cmd_timeline(a) -> int:
     from .predict import PredictConfig
     from .timeline import build_timeline, plot_timeline, summary_lines
@@ -52,7 +59,7 @@ def cmd_timeline(a) -> int:
     if not a.no_png:         # checked before the video is read: a file there that animeid did not draw is refused
         from .outputs import is_animeid_png, prepare_output_file
 
-        prepare_output_file(a.png or f"{Path(a.video).stem}.timeline.png", own=is_animeid_png,
+        prepare_output_file(a.png or _timeline_png(a.video), own=is_animeid_png,
                             what="a timeline picture", overwrite=True, option="--png")
     bar = None
     if sys.stderr.isatty() and not a.json:
@@ -76,7 +83,7 @@ def cmd_timeline(a) -> int:
             bar.close()
     png = None
     if not a.no_png:
-        png = plot_timeline(tl, a.png or f"{Path(a.video).stem}.timeline.png")
+        png = plot_timeline(tl, a.png or _timeline_png(a.video))
     if tl["partial"]:
         print(f"animeid: {a.video}: {tl['error']}; the timeline covers the frames before it", file=sys.stderr)
     if a.json:

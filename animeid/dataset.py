@@ -32,7 +32,6 @@ import shutil
 import sqlite3
 import tempfile
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -44,6 +43,7 @@ from ._plot import pil_font
 from ._util import atomic_write, progress, save_image_atomic
 from .errors import DatasetError, InputError
 from .images import IMAGE_EXTS, load_image, walk_files
+from .names import MAX_NAME_BYTES, check_character_name, normalize_name, safe_filename
 
 __all__ = [
     "CollectConfig",
@@ -140,21 +140,32 @@ def group_near_duplicates(hashes: Sequence[int], max_distance: int) -> list[int]
     return [find(i) for i in range(n)]
 
 
-def _safe_name(name: str) -> str:
-    """A file-system-safe version of a character or source name; Unicode letters kept."""
-    name = unicodedata.normalize("NFC", name).strip()
-    out = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name)
-    out = out.strip("._") or "x"
-    return out[:80]
+def _tidy(name: str) -> str:
+    """A tidy version of a character or source name for file names: Unicode letters and digits kept,
+    anything else ``_`` (the length is :func:`animeid.names.safe_filename`'s business)."""
+    out = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in normalize_name(name))
+    return out.strip("._") or "x"
 
 
 def _check_character(name: str) -> str:
-    name = unicodedata.normalize("NFC", name).strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
-        raise DatasetError(f"invalid character name {name!r}: it becomes a folder name")
-    if name in _RESERVED or name.startswith("."):
-        raise DatasetError(f"character name {name!r} is reserved")
-    return name
+    return check_character_name(name, reserved=_RESERVED, error=DatasetError)
+
+
+def _portable_folders(labels: Iterable[str]) -> dict[str, str]:
+    """A folder name per character for an export: portable (:func:`animeid.names.safe_filename`;
+    ``x:y`` -> ``x_y``, ``CON`` -> ``CON_``, no trailing dot or space), unique even where the file
+    system ignores case (a clash gets ``~2``, ``~3``, ... in sorted order of the real names)."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for lab in sorted(set(labels)):
+        base = safe_filename(lab, max_bytes=MAX_NAME_BYTES - 4, fallback="character")
+        name, n = base, 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{base}~{n}"
+        taken.add(name.casefold())
+        out[lab] = name
+    return out
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -251,6 +262,7 @@ class CollectSummary:
     items: int = 0                # frames or pictures processed in this run
     faces: int = 0                # new crops written
     duplicates: int = 0           # near-duplicate crops not written
+    skipped_files: int = 0        # files in the folders given that are neither pictures nor videos
     failed: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
     seconds: float = 0.0
 
@@ -260,7 +272,7 @@ class CollectSummary:
 
     def to_dict(self) -> dict:
         return {"sources": self.sources, "skipped_sources": self.skipped_sources, "items": self.items,
-                "faces": self.faces, "duplicates": self.duplicates,
+                "faces": self.faces, "duplicates": self.duplicates, "skipped_files": self.skipped_files,
                 "failed": [{"path": p, "error": e} for p, e in self.failed], "seconds": round(self.seconds, 2)}
 
 
@@ -286,7 +298,7 @@ def _detect_job(job: _Job, cfg: CollectConfig) -> _Result:
     from .detect import crop_face, detect_faces
 
     try:
-        img = job.image if job.image is not None else load_image(job.path, "RGB")
+        img = job.image if job.image is not None else load_image(job.path, "RGB", frame=job.page or 0)
         faces = detect_faces(img, threshold=cfg.threshold, detector=cfg.detector)
         out = []
         for f in faces:
@@ -344,7 +356,7 @@ def _time_key(t: float) -> str:
 def _crop_name(source: Path, item_key: str, k: int) -> str:
     h = hashlib.sha1(str(source).encode("utf-8")).hexdigest()[:6]
     tag = item_key.replace("=", "").replace(".", "_")
-    return f"{_safe_name(source.stem)}-{h}_{tag}_{k}.png"
+    return safe_filename(_tidy(source.stem), f"-{h}_{tag}_{k}.png")
 
 
 def _register_source(ws: Workspace, path: Path, kind: str) -> tuple[int, bool]:
@@ -411,12 +423,14 @@ class _Store:
         return len(rows)
 
 
-def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-    """Sorted (path, kind) for every video and picture named, folders searched; missing paths as failures."""
+def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
+    """Sorted (path, kind) for every video and picture named, folders searched; missing paths as
+    failures; and the number of files in the folders that are neither (by ending: IMAGE_EXTS, VIDEO_EXTS)."""
     from .video import VIDEO_EXTS
 
     found: list[tuple[Path, str]] = []
     failed: list[tuple[str, str]] = []
+    skipped = 0
     for raw in inputs:
         p = Path(raw)
         if not p.exists():
@@ -430,11 +444,13 @@ def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path
                 found.append((f.resolve(), "video"))
             elif ext in IMAGE_EXTS:
                 found.append((f.resolve(), "image"))
-            elif p.is_file():
-                failed.append((str(f), f"not a video or picture (unknown file type {ext or 'without an ending'})"))
+            elif p.is_file():       # named directly: tried as a picture, Pillow knows more than endings
+                found.append((f.resolve(), "image"))
+            else:
+                skipped += 1
         if p.is_dir() and len(found) == n_before:
             failed.append((str(p), "folder holds no videos or pictures"))
-    return found, failed
+    return found, failed, skipped
 
 
 def _video_jobs(path: Path, source_id: int, cfg: CollectConfig, done: set[str], errors: list[str]) -> Iterator[_Job]:
@@ -457,12 +473,21 @@ def _resolve_workers(workers: int | None) -> int:
     return max(1, int(n))
 
 
-def _picture_results(ws: Workspace, runner: _Runner, summary: CollectSummary, pictures: Sequence[Path], desc: str,
-                     disable: bool | None) -> Iterator[tuple[_Job, _Result, Path]]:
-    """Register each picture as a source and detect in the pool; yields the readable ones' results.
+#: Frames of an animated picture (GIF, WebP, APNG, ...) that collect and import detect in, evenly spaced.
+ANIMATION_FRAMES = 16
+
+
+def _picture_results(ws: Workspace, runner: _Runner, store: "_Store", summary: CollectSummary,
+                     pictures: Sequence[Path], desc: str, disable: bool | None
+                     ) -> Iterator[tuple[int, Path, list[tuple[_Job, _Result]]]]:
+    """Register each picture as a source and detect in the pool; yields ``(source id, path, [(job,
+    result), ...])`` per readable picture: one job for a still picture (``page=0``), one per sampled
+    frame (``page=k``, :data:`ANIMATION_FRAMES` at most) for an animated one.
 
     Pictures done in an earlier run are skipped; unreadable ones are recorded as failed (by name).
     """
+    from .images import frame_count, frame_picks
+
     pending = []
     for path in pictures:
         summary.sources += 1
@@ -470,14 +495,33 @@ def _picture_results(ws: Workspace, runner: _Runner, summary: CollectSummary, pi
         if done:
             summary.skipped_sources += 1
             continue
-        pending.append(_Job(sid, "page=0", None, 0, path=str(path)))
-    for job, res in progress(runner.map(pending), total=len(pending), desc=desc, unit="pic", disable=disable):
-        if res.error:
-            summary.failed.append((job.path, res.error.split(": ", 1)[-1]))
-            log.warning("%s", res.error)
-            _set_source_status(ws, job.source_id, "failed", res.error)
+        have = store.done_keys(sid)
+        pages = frame_picks(frame_count(path), ANIMATION_FRAMES)
+        jobs = [_Job(sid, f"page={k}", None, k, path=str(path)) for k in pages if f"page={k}" not in have]
+        if not jobs:            # every frame stored by an interrupted run
+            _set_source_status(ws, sid, "done")
             continue
-        yield job, res, Path(job.path)
+        pending.extend(jobs)
+    group: list[tuple[_Job, _Result]] = []
+    for job, res in progress(runner.map(pending), total=len(pending), desc=desc, unit="pic", disable=disable):
+        if group and group[0][0].source_id != job.source_id:
+            yield from _finish_picture(ws, summary, group)
+            group = []
+        group.append((job, res))
+    if group:
+        yield from _finish_picture(ws, summary, group)
+
+
+def _finish_picture(ws: Workspace, summary: CollectSummary, group: list[tuple[_Job, _Result]]
+                    ) -> Iterator[tuple[int, Path, list[tuple[_Job, _Result]]]]:
+    job = group[0][0]
+    errors = [res.error for _, res in group if res.error]
+    if errors:
+        summary.failed.append((job.path, errors[0].split(": ", 1)[-1]))
+        log.warning("%s", errors[0])
+        _set_source_status(ws, job.source_id, "failed", errors[0])
+        return
+    yield job.source_id, Path(job.path), group
 
 
 @contextlib.contextmanager
@@ -487,7 +531,7 @@ def _session(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, 
     the workspace are closed and the time noted however the work ends."""
     t0 = time.perf_counter()
     summary = CollectSummary()
-    sources, failed = _expand_inputs(inputs)
+    sources, failed, summary.skipped_files = _expand_inputs(inputs)
     summary.failed.extend(failed)
     for path, why in failed:
         log.warning("%s: %s", path, why)
@@ -532,9 +576,11 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
                 log.warning("%s: %s", path, errors[0])
             _set_source_status(ws, sid, "failed" if errors else "done", errors[0] if errors else None)
         # pictures: one source each, detection spread over the pool
-        for job, res, path in _picture_results(ws, runner, summary, [p for p, _ in pictures], "pictures", disable):
-            store.add(job, res, path)
-            _set_source_status(ws, job.source_id, "done")
+        for sid, path, results in _picture_results(ws, runner, store, summary, [p for p, _ in pictures],
+                                                   "pictures", disable):
+            for job, res in results:
+                store.add(job, res, path)
+            _set_source_status(ws, sid, "done")
     return summary
 
 
@@ -555,20 +601,25 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
         for v in [p for p, k in sources if k == "video"]:
             summary.failed.append((str(v), "import takes pictures; use `animeid collect` for videos"))
         pictures = [p for p, kind in sources if kind == "image"]
-        for job, res, path in _picture_results(ws, runner, summary, pictures, character, disable):
+        for sid, path, results in _picture_results(ws, runner, store, summary, pictures, character, disable):
+            # an animated picture: the frame with the largest face (a title frame has none)
+            job, res = max(results, key=lambda jr: max((_area(f[0]) for f in jr[1].faces), default=-1))
             if not res.faces and whole_if_none:
                 res = _whole_picture(path, cfg)
             if not res.faces:
                 summary.failed.append((str(path), "no face found"))
                 log.warning("%s: no face found", path)
-                _set_source_status(ws, job.source_id, "done", "no face found")
+                _set_source_status(ws, sid, "done", "no face found")
                 summary.items += 1
                 continue
-            areas = [(b[2] - b[0]) * (b[3] - b[1]) for b, *_ in res.faces]
-            store.add(job, res, path, label=character, label_index=int(np.argmax(areas)),
+            store.add(job, res, path, label=character, label_index=int(np.argmax([_area(f[0]) for f in res.faces])),
                       folder=character)
-            _set_source_status(ws, job.source_id, "done")
+            _set_source_status(ws, sid, "done")
     return summary
+
+
+def _area(box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _whole_picture(path: Path, cfg: CollectConfig) -> _Result:
@@ -620,7 +671,7 @@ def sync(workspace: str | os.PathLike) -> SyncSummary:
                     deletions.append(row["id"])
                 continue
             folder = rel.split("/", 1)[0]
-            label = None if folder in _RESERVED else unicodedata.normalize("NFC", folder)
+            label = None if folder in _RESERVED else normalize_name(folder)
             if rel != row["file"] or label != row["label"] or row["status"] != "ok":
                 if rel != row["file"]:
                     out.moved += 1
@@ -645,7 +696,7 @@ def sync(workspace: str | os.PathLike) -> SyncSummary:
                 manual_src = ws.conn.execute("SELECT id FROM sources WHERE path='<added by hand>'").fetchone()[0]
             w, h = img.size
             new_rows.append((rel, manual_src, None, None, 0, 0, w, h, None, f"{_phash(img):016x}",
-                             unicodedata.normalize("NFC", folder)))
+                             normalize_name(folder)))
         with ws.conn:
             ws.conn.executemany("UPDATE faces SET file=?, label=?, status='ok' WHERE id=?", updates)
             ws.conn.executemany("UPDATE faces SET status='deleted' WHERE id=?", [(i,) for i in deletions])
@@ -721,6 +772,9 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
            fmt: str = "png", overwrite: bool = False) -> dict:
     """Write the labelled faces as ``out/<character>/<character>_0001.png`` plus ``out/split.csv``.
 
+    Folder and file names are portable versions of the character's name (:func:`_portable_folders`:
+    ``What?`` -> ``What_``); ``split.csv``'s ``label`` column keeps the exact name.
+
     Faces are resized to ``size`` x ``size``. The split is seeded and stratified by character;
     crops whose perceptual hashes lie within ``group_distance`` bits are grouped and each group goes
     to one split only, so near-duplicates never straddle train and test.
@@ -748,6 +802,7 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
         splits = _split_groups(labels, groups, seed, (train, val, test))
         od = prepare_output_dir(out, "dataset export", overwrite=overwrite, protect=[ws.root])
         out = od.path
+        folders = _portable_folders(labels)     # the folder is portable; split.csv keeps the real name
         tmp = Path(tempfile.mkdtemp(prefix=".animeid-tmp-", dir=out))
         try:
             index: dict[str, int] = collections.Counter()
@@ -763,8 +818,7 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
                     continue
                 lab = r["label"]
                 index[lab] += 1
-                safe = _safe_name(lab)
-                rel = f"{lab}/{safe}_{index[lab]:04d}.{fmt}"
+                rel = f"{folders[lab]}/{safe_filename(_tidy(lab), f'_{index[lab]:04d}.{fmt}')}"
                 dest = tmp / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 img.resize((size, size), Image.LANCZOS).save(dest)

@@ -23,6 +23,7 @@ import numpy as np
 from ._plot import plot_fonts, save_png
 from .errors import DatasetError, InputError
 from .images import IMAGE_EXTS, load_image, walk_files
+from .names import normalize_name
 
 __all__ = [
     "SPLIT_FILE",
@@ -172,7 +173,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
             if d.name.startswith(".") or d.name in _SKIP_DIRS:
                 continue
             for f in walk_files(d, IMAGE_EXTS):
-                items.append((f, d.name, None))
+                items.append((f, normalize_name(d.name), None))   # NFD and NFC folders: one character
         source = f"stratified_split(seed={seed})"
 
     if check_images:
@@ -238,12 +239,15 @@ def _read_split_csv(root: Path, split_file: Path, skipped: list[tuple[Path, str]
         if sp not in SPLITS:
             raise DatasetError(f"line {n}: split {sp!r} is not one of {', '.join(SPLITS)}", split_file)
         p = root / rel
-        if Path(rel).is_absolute() or not p.resolve().is_relative_to(root_res):
+        # judged by the path as written, not where links lead: a dataset of symbolic links to
+        # pictures elsewhere is a dataset; "../x" or an absolute path is not
+        if Path(rel).is_absolute() or os.path.normpath(rel).split(os.sep)[0] == os.pardir \
+                or not Path(os.path.normpath(root_res / rel)).is_relative_to(root_res):
             raise DatasetError(f"line {n}: path {rel!r} is outside the dataset folder", split_file)
         if not p.is_file():
             skipped.append((p, f"listed in {SPLIT_FILE} but missing"))
             continue
-        items.append((p, lab, sp))
+        items.append((p, normalize_name(lab), sp))
     return items
 
 

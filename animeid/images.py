@@ -6,9 +6,18 @@ Every function in animeid that takes a picture accepts :data:`ImageTyping` and g
 * a path (``str`` / ``os.PathLike``), raw ``bytes``, a binary file object, a ``PIL.Image.Image``,
   or a ``numpy.ndarray`` holding an image (``(H, W, 3)`` RGB or ``(H, W)`` grey, ``uint8``).
   In animeid an ndarray is always a picture, never a feature vector;
-* pictures larger than :data:`MAX_PIXELS` are refused *before* decoding (decompression bombs);
+* pictures larger than :func:`max_pixels` (64 Mpx, or ``ANIMEID_MAX_PIXELS``) are refused *before*
+  decoding (decompression bombs);
 * truncated or corrupt files raise :class:`~animeid.errors.InputError` naming the file;
-* EXIF orientation is applied, transparency is composed onto white.
+* EXIF orientation is applied; every mode Pillow opens becomes 8-bit RGB the right way: 16- and
+  32-bit grey (``I;16``, ``I``) and float (``F``) are scaled, not clipped to white; transparency
+  (``RGBA``, ``LA``, ``P`` with a transparent colour) is composed onto :data:`BACKGROUND`; CMYK,
+  YCbCr, LAB, HSV and 1-bit pictures are converted;
+* animated pictures (GIF, WebP, APNG, ...): :func:`load_image` reads one frame (``frame=``, the
+  first by default), :func:`iter_frames` and :func:`frame_count` read them all.
+
+Which files are pictures is one list, :data:`IMAGE_EXTS`: every ending Pillow opens here
+(``.jfif``, ``.avif`` when this Pillow has AVIF, ``.apng``, ``.qoi``, ...), less video endings.
 """
 from __future__ import annotations
 
@@ -28,7 +37,14 @@ __all__ = [
     "ImageTyping",
     "IMAGE_EXTS",
     "MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "BACKGROUND",
+    "max_pixels",
     "load_image",
+    "iter_frames",
+    "frame_count",
+    "frame_picks",
+    "to_rgb",
     "to_array",
     "describe",
     "iter_image_files",
@@ -38,11 +54,45 @@ __all__ = [
 
 ImageTyping = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
 
-#: File name endings treated as pictures when a folder is scanned.
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
-#: Largest picture animeid decodes (width x height). 8K UHD is 33 Mpx; 20000x20000 is refused.
+def _picture_exts() -> frozenset[str]:
+    """Endings of the formats this Pillow can open, less formats it cannot decode alone (header-only
+    stubs, MPEG (.mpg: a video), EPS (needs Ghostscript), WMF (Windows only))."""
+    Image.init()
+    stubs = {"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF", "PDF"}
+    return frozenset(e.lower() for e, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and fmt not in stubs)
+
+
+#: File name endings treated as pictures, by every command that scans folders (one list). Files
+#: with other endings are skipped (and counted where a command summarises); a file named directly
+#: is always tried.
+IMAGE_EXTS = _picture_exts()
+
+#: Largest picture animeid decodes (width x height) by default. 8K UHD is 33 Mpx; 20000x20000 is
+#: refused. Raise it with the environment variable ``ANIMEID_MAX_PIXELS`` (or ``animeid
+#: --max-pixels N``, which sets it for the command and its worker processes).
 MAX_PIXELS = 64_000_000
+MAX_PIXELS_ENV = "ANIMEID_MAX_PIXELS"
+
+#: What transparent pixels are composed onto: a neutral mid grey (line art stays visible, as do
+#: white and black hair).
+BACKGROUND = (128, 128, 128)
+
+
+def max_pixels() -> int:
+    """The picture size limit in force: ``ANIMEID_MAX_PIXELS`` when set (a positive whole number,
+    ``_`` and ``,`` allowed as separators), else :data:`MAX_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_PIXELS
+    try:
+        n = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels")
+    return n
 
 
 def describe(image: ImageTyping) -> str:
@@ -69,9 +119,12 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     raise InputError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}", describe(arr))
 
 
-def _open(image: ImageTyping, max_pixels: int) -> Image.Image:
+def _open(image: ImageTyping, max_pixels: int, frame: int = 0, max_side: int | None = None) -> Image.Image:
     name = describe(image)
     if isinstance(image, Image.Image):
+        if frame:
+            image.seek(frame)
+            image.load()
         return image
     if isinstance(image, np.ndarray):
         return _from_array(image)
@@ -91,6 +144,8 @@ def _open(image: ImageTyping, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             # we do our own size check below, with a clearer message
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+                Image.MAX_IMAGE_PIXELS = max_pixels    # Pillow's own guard follows a raised limit
             img = Image.open(src)
     except Image.DecompressionBombError:
         raise InputError("picture is too large to decode safely (decompression bomb?)", name) from None
@@ -102,41 +157,181 @@ def _open(image: ImageTyping, max_pixels: int) -> Image.Image:
     if w * h > max_pixels:
         raise InputError(
             f"picture is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
-            "(decompression bomb?)", name)
+            f"(decompression bomb?); to read it, raise the limit: animeid --max-pixels {w * h} ... "
+            f"or {MAX_PIXELS_ENV}={w * h}", name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if frame:
+                n = getattr(img, "n_frames", 1)
+                if frame >= n:
+                    raise InputError(f"has {n} frame(s), no frame {frame}", name)
+                img.seek(frame)
+            if max_side and max(w, h) > max_side and img.format in ("JPEG", "MPO"):
+                img.draft(img.mode, (max(1, w * max_side // max(w, h)), max(1, h * max_side // max(w, h))))
             img.load()
     except Image.DecompressionBombError:
         raise InputError("picture is too large to decode safely (decompression bomb?)", name) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"corrupt or truncated picture ({e})", name) from None
     if isinstance(image, (str, os.PathLike)):
+        if getattr(img, "n_frames", 1) > 1:
+            img = img.copy()            # an animated picture keeps reading its file: detach it
         src.close()
+    if max_side and max(img.size) > max_side:
+        f = max(img.size) // max_side   # whole-number reduction: fast, no resampling blur
+        if f >= 2:
+            img = img.reduce(f)
     return img
 
 
-def load_image(image: ImageTyping, mode: str | None = "RGB", *, max_pixels: int = MAX_PIXELS,
-               background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def load_image(image: ImageTyping, mode: str | None = "RGB", *, max_pixels: int | None = None,
+               background: tuple[int, int, int] = BACKGROUND, frame: int = 0,
+               max_side: int | None = None) -> Image.Image:
     """Open ``image`` (any :data:`ImageTyping`) as a fully decoded ``PIL.Image``.
 
-    ``mode``: convert to this mode (``"RGB"`` by default, ``None`` keeps the file's mode).
-    Transparent pictures are composed onto ``background``. Raises
-    :class:`~animeid.errors.InputError` with the file's name for anything unreadable.
+    ``mode``: ``"RGB"`` (default) gives 8-bit RGB from any mode (see the module docstring),
+    ``None`` keeps the file's mode, anything else is Pillow's ``convert``. Transparent pictures are
+    composed onto ``background``. ``max_pixels``: the size limit (default :func:`max_pixels`).
+    ``frame``: which frame of an animated picture. ``max_side``: a picture whose longer side is
+    more than twice this is decoded reduced by a whole factor (JPEG: at decode time, with
+    ``draft``), its longer side staying at least ``max_side``: for uses that need no more detail.
+    Raises :class:`~animeid.errors.InputError` with the file's name for anything unreadable.
     """
-    img = _open(image, max_pixels)
+    img = _open(image, max_pixels if max_pixels is not None else globals()["max_pixels"](), frame, max_side)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF must not make a good picture unreadable
         pass
     if mode is None or img.mode == mode:
         return img
-    if mode == "RGB" and (img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)):
+    if mode == "RGB":
+        return to_rgb(img, background)
+    return img.convert(mode)
+
+
+def _scale_to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Grey values of a 16/32-bit integer or float picture as uint8: 16-bit (and ``I`` pictures whose
+    values fit in 16 bits, as 16-bit PNG and TIFF open) by their top byte, floats in [0, 1] times 255,
+    anything else stretched from its minimum to its maximum."""
+    a = np.asarray(arr)
+    if mode.startswith("I;16"):
+        return (a.astype(np.uint32) >> 8).astype(np.uint8)
+    a = a.astype(np.float64)
+    finite = a[np.isfinite(a)]
+    if not finite.size:
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = float(finite.min()), float(finite.max())
+    if mode == "F" and lo >= 0 and hi <= 1:
+        out = a * 255
+    elif lo >= 0 and hi <= 255:
+        out = a
+    elif mode == "I" and lo >= 0 and hi <= 65535:
+        out = a / 257
+    else:
+        out = (a - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.nan_to_num(out), 0, 255).round().astype(np.uint8)
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """``img`` in any Pillow mode as 8-bit RGB: high bit depths scaled, transparency composed onto
+    ``background``."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return Image.fromarray(_scale_to_8bit(np.asarray(img), mode), "L").convert("RGB")
+    if mode in ("RGBa", "La"):                         # premultiplied alpha
+        img = img.convert("RGBA" if mode == "RGBa" else "LA")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info) \
+            or (mode in ("L", "RGB", "I") and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, background)
+        out = Image.new("RGB", rgba.size, tuple(background))
         out.paste(rgba, mask=rgba.getchannel("A"))
         return out
-    return img.convert(mode)
+    if mode == "CMYK" and img.info.get("icc_profile"):
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+            return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:                              # a broken profile: the plain conversion below
+            pass
+    return img.convert("RGB")
+
+
+def frame_count(image: ImageTyping) -> int:
+    """How many frames a picture holds (1 for a still picture); the pixels are not decoded."""
+    if isinstance(image, Image.Image):
+        return int(getattr(image, "n_frames", 1))
+    if isinstance(image, np.ndarray):
+        return 1
+    src = check_file(image, "a picture", InputError) if isinstance(image, (str, os.PathLike)) else image
+    if isinstance(src, (bytes, bytearray)):
+        src = io.BytesIO(bytes(src))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                return int(getattr(im, "n_frames", 1))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1                                       # load_image reports what is wrong with it
+    finally:
+        if hasattr(src, "seek"):
+            src.seek(0)
+
+
+def frame_picks(n: int, max_frames: int | None) -> list[int]:
+    """Which of ``n`` frames to read when at most ``max_frames`` are wanted: evenly spaced, the first
+    and the last included (all of them when ``max_frames`` is None or at least ``n``)."""
+    if max_frames is None or n <= max_frames:
+        return list(range(n))
+    if max_frames <= 1:
+        return [0]
+    return sorted({round(i * (n - 1) / (max_frames - 1)) for i in range(max_frames)})
+
+
+class _Named(io.BytesIO):
+    """Bytes with the name of the file they came from, for messages."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+
+def iter_frames(image: ImageTyping, *, max_frames: int | None = None, max_pixels: int | None = None
+                ) -> Iterator[tuple[int, float, Image.Image]]:
+    """``(index, time in seconds, RGB picture)`` for the frames of an animated picture (GIF, WebP,
+    APNG, multi-page TIFF, ...); one frame for a still picture. ``max_frames``: at most this many,
+    evenly spaced over the animation (first and last included). Times add up each frame's
+    ``duration`` (100 ms where the file gives none)."""
+    limit = max_pixels if max_pixels is not None else globals()["max_pixels"]()
+    if isinstance(image, (str, os.PathLike)):
+        p = check_file(image, "a picture", InputError)
+        try:
+            data: ImageTyping = _Named(p.read_bytes(), os.fspath(image))
+        except OSError as e:
+            raise InputError(f"cannot read: {e.strerror or e}", image) from None
+    elif not isinstance(image, Image.Image) and hasattr(image, "read"):
+        data = _Named(image.read(), describe(image))
+    else:
+        data = image
+    img = _open(data, limit)            # frame 0, decoded; later frames are read by seeking on
+    n = int(getattr(img, "n_frames", 1))
+    want = set(frame_picks(n, max_frames))
+    t = 0.0
+    for i in range(n):
+        if i:
+            try:
+                img.seek(i)
+                img.load()
+            except (OSError, SyntaxError, ValueError, EOFError) as e:
+                raise InputError(f"corrupt or truncated animation at frame {i} ({e})", describe(image)) from None
+        if i in want:
+            yield i, t, to_rgb(img)
+        d = img.info.get("duration")
+        t += (float(d) if isinstance(d, (int, float)) and d > 0 else 100.0) / 1000
 
 
 def to_array(image: ImageTyping) -> np.ndarray:

@@ -112,14 +112,10 @@ def _l2n(A: np.ndarray) -> np.ndarray:
 def check_name(name: str) -> str:
     """A character name to enrol, cleaned (NFC, spaces trimmed); :class:`~animeid.errors.InputError`
     for an empty name, ``unknown``, or one that cannot be a folder name (``dataset`` folders use it)."""
-    import unicodedata
-
     from .errors import InputError
+    from .names import check_character_name
 
-    clean = unicodedata.normalize("NFC", str(name)).strip()
-    if not clean or clean in (".", "..") or any(c in clean for c in "/\\\x00") or clean.startswith(".") \
-            or any(unicodedata.category(c) == "Cc" for c in clean):
-        raise InputError(f"invalid character name {name!r}")
+    clean = check_character_name(name, error=InputError)
     if clean.lower() == UNKNOWN:
         raise InputError(f"{UNKNOWN!r} is reserved for faces of no known character")
     return clean

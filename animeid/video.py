@@ -87,7 +87,6 @@ import math
 import os
 import re
 import tempfile
-import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -98,8 +97,9 @@ import numpy as np
 from PIL import Image
 
 from ._util import check_file, log, progress, save_image_atomic
+from .names import fit_bytes, safe_stem
 from .errors import InputError
-from .images import to_array
+from .images import frame_count, iter_frames, to_array
 
 __all__ = [
     "VIDEO_EXTS",
@@ -448,8 +448,43 @@ def sample_frames(path: str | os.PathLike, every: float = 5.0, *, start: float =
     p = check_file(path, "a video", InputError)
     known = {_ms(t) for t in skip_times}
     st = stats if stats is not None else SampleStats()
+    if p.suffix.lower() not in VIDEO_EXTS and frame_count(p) > 1:
+        # an animated picture (GIF, WebP, APNG, ...): its frames, read by Pillow, as a short video
+        return _run_animation(p, float(every), float(start), skip_similar, known, st)
     dec = _Decoder(p)  # opened now, so that a bad file fails at the call; closed when the loop ends
     return _run(dec, p, float(every), float(start), skip_similar, seek, known, st)
+
+
+def _run_animation(p: Path, every: float, start: float, skip_similar: int | None, known: set[int],
+                   st: SampleStats) -> Iterator[Frame]:
+    """:func:`sample_frames`' rule over an animated picture's frames (times from their durations)."""
+    import imagehash
+
+    k = 0
+    prev_hash: Any = None
+    for _, t, img in iter_frames(p):
+        st.decoded += 1
+        st.last_time = t
+        target = start + k * every
+        if t < target - _EPS:
+            continue
+        index = max(k, math.floor((t - start + _EPS) / every))
+        k = index + 1
+        h = None
+        if skip_similar is not None:
+            small = img.convert("L").resize((64, 64), Image.BOX)
+            h = imagehash.dhash(small, hash_size=8)
+        if _ms(t) in known:
+            st.skipped_known += 1
+            prev_hash = h
+            continue
+        if h is not None:
+            if prev_hash is not None and h - prev_hash <= skip_similar:
+                st.skipped_similar += 1
+                continue
+            prev_hash = h
+        st.yielded += 1
+        yield Frame(time=t, index=index, image=np.asarray(img))
 
 
 def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int | None, seek: bool,
@@ -551,25 +586,14 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
 
 # ----------------------------------------------------------------------------- file names
 
-_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*\ud800-\udfff]')
-_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                               *(f"LPT{i}" for i in range(1, 10))})
-_MAX_STEM_BYTES = 180  # leaves room for "_t0000m00.000s.jpeg" under the usual 255-byte limit
+_MAX_STEM_BYTES = 180  # leaves room for "_t0000m00.000s.jpeg" and "~2" under the usual 255-byte limit
 _FRAME_NAME = re.compile(r"^(?P<stem>.*)_t(?P<m>\d{4,})m(?P<s>\d{2})\.(?P<ms>\d{3})s(?P<ext>\.[^.]*)?$")
 
 
 def _safe_stem(stem: str) -> str:
-    """``stem`` made safe as (part of) a file name on Linux, macOS and Windows; Unicode kept."""
-    s = unicodedata.normalize("NFC", stem)
-    s = _UNSAFE_CHARS.sub("_", s)
-    s = s.strip().lstrip(".").rstrip(". ")  # no hidden files, no trailing dots (Windows)
-    if len(s.encode("utf-8")) > _MAX_STEM_BYTES:
-        s = s.encode("utf-8")[:_MAX_STEM_BYTES].decode("utf-8", "ignore").rstrip(". ")
-    if not s:
-        s = "video"
-    if s.split(".")[0].upper() in _WINDOWS_RESERVED:
-        s += "_"
-    return s
+    """``stem`` made safe as (part of) a file name on Linux, macOS and Windows; Unicode kept
+    (:func:`animeid.names.safe_stem`, at most 180 UTF-8 bytes)."""
+    return safe_stem(stem, _MAX_STEM_BYTES, fallback="video")
 
 
 def _name(stem: str, time: float, ext: str) -> str:
@@ -714,7 +738,7 @@ def write_video(frames: Iterable[Any], path: str | os.PathLike, *, fps: float = 
         opts = {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b": "0"}
     opts.update(options or {})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{fit_bytes(path.stem, 200)}.", suffix=ext, dir=path.parent)
     os.close(fd)
     try:
         try:
