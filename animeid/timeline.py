@@ -7,8 +7,9 @@
 Structure
 ---------
 * :func:`build_timeline` - the library call the CLI (``animeid timeline``) and the web app
-  (``POST /api/v1/timeline``) both make: frames every ``every`` seconds
-  (:func:`animeid.video.sample_frames`), faces found and named in batches of frames
+  (``POST /api/v1/timeline``) both make: the frame shown every ``every`` seconds, as ffmpeg's
+  ``fps=1/every`` takes it, upright and at its display aspect (:func:`animeid.video.sample_frames`:
+  variable frame rates, rotation metadata and anamorphic pixels), faces found and named in batches of frames
   (:meth:`animeid.predict.Recognizer.predict_batch`), then :func:`merge_sightings`.
 * :func:`merge_sightings` - pure: per-frame faces -> ``{name: [range, ...]}``.
 * :func:`face_identity` - the name a face counts as (``"unknown"`` for open-set answers).
@@ -19,6 +20,8 @@ The result
 ``{"video", "duration", "every", "characters": {name: [{"start", "end", "n", "mean_p"}]},
 "frames": [{"time", "faces": [{"box", "name", "p"}]}], "partial", "error", "truncated"}``
 
+* frame times are the sample times ``0, every, 2 * every, ...``: a picture held on screen over
+  several sample times (variable frame rate) is seen at each of them;
 * a *sighting* is a sampled frame in which at least one face is named ``name`` (two faces of one
   character in one frame count once, with the higher ``p``);
 * sightings of one name are merged into one range while consecutive sightings are at most
@@ -30,8 +33,11 @@ The result
   are grouped under ``"unknown"``;
 * frames are searched with ``detect="always"``: a frame without a face names nobody (a still
   picture, by contrast, is taken as a face crop when no face is found in it);
-* a video that breaks off part way gives the ranges of the frames that decoded, with
-  ``partial: true`` and ``error``; ``max_frames`` stops early with ``truncated: true``.
+* a video that breaks off part way gives the ranges of the frames before the break; one with
+  damaged data in the middle, where decoding went on after it, gives the ranges of the frames
+  before and after the damage. Both have ``partial: true`` and an ``error`` that says which of
+  the two happened and up to when the video was read; ``max_frames`` stops early with
+  ``truncated: true``.
 """
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ module does the same with PyAV, without an ffmpeg binary.
 Structure
 ---------
 * :data:`VIDEO_EXTS`, :func:`is_video_file` -- which file names are videos (by ending only).
-* :func:`probe` -> :class:`VideoInfo` -- size, length, rate and codec of a file's video stream;
-  checks that the first frame decodes.
+* :func:`probe` -> :class:`VideoInfo` -- size, length, rate, codec, pixel aspect and rotation of
+  a file's video stream; checks that the first frame decodes.
+* :func:`orientation`, :func:`apply_orientation`, :func:`display_size` -- how a stored picture
+  is shown (display matrix, sample aspect ratio).
 * :func:`sample_frames` -> iterator of :class:`Frame` -- the sampler (semantics below).
 * :func:`frame_name` / :func:`parse_frame_name` -- ``<stem>_t0001m05.000s.jpg`` file names.
 * :func:`write_frames` -- sample several videos into one folder, atomically and resumably,
@@ -22,29 +24,32 @@ Sampling semantics (:func:`sample_frames`)
   reports them by default; a ``.ts`` file whose clock starts at 600 s reports 0 for its first
   frame. Frames are taken in presentation order; a frame whose time is not after the previous
   decoded frame's (duplicate or backwards timestamps) is ignored.
-* **Targets** are ``start + k * every`` for ``k = 0, 1, 2, ...``. Each target takes the *first
-  frame whose time is at or after it* (1 microsecond tolerance). A frame is never taken twice:
-  when one frame is the first at-or-after several targets (a gap in the video longer than
-  ``every``), it is reported once, with ``index`` = the number of the *last* of those targets,
-  i.e. ``index = floor((time - start) / every)``; the next target is the first one after it.
-  So normally ``index`` counts 0, 1, 2, ... and ``start + index * every <= time``.
-  Sampling runs until the stream ends; the container's duration is never trusted to stop it,
-  so a target yields a frame exactly when some frame at or after it exists (for a normal file
-  that is ``target < duration``).
+* **Sample times** are ``start + k * every`` for ``k = 0, 1, 2, ...``, exactly as ffmpeg's
+  ``fps=1/every`` filter takes them: each sample time gets the frame *shown* then -- the last
+  frame whose time is at or before it (1 microsecond tolerance) -- whether or not a new frame
+  starts there. A picture held on screen over several sample times (variable frame rate: an
+  MKV whose one frame lasts from 2 s to 14 s) is yielded at each of them; a sample time before
+  the first frame gets the first frame. ``Frame.time`` is the sample time, ``Frame.index`` is
+  ``k``, ``Frame.frame_time`` the shown frame's own time. Sampling runs while the sample time
+  is before the end of the last frame (its time plus its duration, else one nominal frame);
+  the container's duration is never trusted to stop it. A frame that starts at the sample time
+  is taken without decoding the next one, so a constant-frame-rate file costs no more decoding
+  than "the first frame at or after each sample time" did.
 * **Seeking** (``seek=True``) gives the *same frames* as decoding every frame (``seek=False``),
   only faster. Rule: when the next target is more than :data:`SEEK_MIN_GAP` seconds after the
   last decoded frame, a second demuxer on the same file (it reads packets, decodes nothing)
   seeks to the target (``container.seek(pts, stream=s, backward=True, any_frame=False)``) and
   reads one packet: the keyframe at or before the target. Only when that keyframe lies after
   the last decoded frame (and not after the target) does the decoding demuxer seek there and
-  decode forward; otherwise it keeps decoding, as seeking would only decode frames again.
+  decode forward (the frame shown at the target starts at or after that keyframe, so the
+  frames jumped over cannot be it); otherwise it keeps decoding, as seeking would only decode
+  frames again. No seek is needed while an already decoded frame lies after the target.
   So the keyframe interval decides, exactly and per target: sparse keyframes or a small
   ``every`` give linear decoding, dense keyframes give one seek per target. A container that
   cannot say (no index: MPEG-TS/PS; the packet found is not a keyframe) is decoded linearly.
   Safety net: if the decoder's first frame after a seek is not on a keyframe packet or lies
   after the target (the wanted frame could have been jumped over), or a seek raises, the file
-  is reopened and decoded linearly from the top (frames up to the last decoded one are
-  ignored) -- ``stats.linear_fallback`` tells. Frames are only converted to RGB when yielded.
+  is reopened and decoded linearly from the top -- ``stats.linear_fallback`` tells. Frames are only converted to RGB when yielded.
   Identity holds for intact files; where the data itself is damaged, the concealed (damaged)
   frames may differ with and without seeking.
 * ``skip_similar=d``: a sampled frame whose perceptual hash (``imagehash.dhash`` of a 64x64
@@ -61,8 +66,11 @@ Bad input
 Missing, empty, unreadable, non-video (a text file, a picture named ``.mp4``, audio only) and
 corrupt files raise :class:`~animeid.errors.InputError` naming the file, before any frame.
 A video that breaks off part way (truncated download, damaged data) yields the frames that
-decode, logs a warning on the ``animeid`` logger, and then raises :class:`PartialVideoError`
-(an ``InputError``) *after* the last frame. "Breaks off" means: reading or decoding failed
+decode and then raises :class:`PartialVideoError` (an ``InputError``) *after* the last frame;
+nothing is logged as well (the caller reports it once). Its message says which happened: the
+file *breaks off* (every sampled frame is from before the break), or damaged data was skipped
+and decoding *went on* (sampled frames come from before and after the damage;
+``damaged_at < time``). "Breaks off" means: reading or decoding failed
 after some frames (FFmpeg mostly just stops at a cut, so also) the last frame lies more than
 2 s + 2 frames before the end the header announces (its duration, or frame count / rate).
 A caller that keeps the frames and counts the file as partly read catches it around the
@@ -76,9 +84,13 @@ loop; ``stats.partial`` tells the same. No raw PyAV error escapes::
         pass  # the frames above are good; count the file as partly read
     # any other InputError: nothing could be read from the file
 
-Pictures are the decoded frame size (no sample-aspect-ratio correction, rotation metadata
-ignored), converted to RGB with the colour matrix and range the stream declares (BT.601 and
-limited range when it declares none, as ffmpeg does).
+Pictures are what a player shows, as ffmpeg makes them by default: converted to RGB with the
+colour matrix and range the stream declares (BT.601 and limited range when it declares none);
+non-square pixels (an anamorphic DVD rip, 720x480 at 32:27) stretched to the display aspect
+by scaling the width (``scale=iw*sar:ih``: 853x480), in the same swscale pass as the colour
+conversion; then turned upright by the display matrix (phone recordings), as ffmpeg's
+autorotation does (:func:`orientation`: quarter turns and mirroring; other angles are left
+alone). Files with square pixels and no display matrix take none of these extra steps.
 """
 from __future__ import annotations
 
@@ -96,7 +108,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from ._util import check_file, log, progress, save_image_atomic
+from ._util import check_file, progress, save_image_atomic
 from .names import fit_bytes, safe_stem
 from .errors import InputError
 from .images import frame_count, iter_frames, to_array
@@ -111,6 +123,9 @@ __all__ = [
     "SampleStats",
     "PartialVideoError",
     "sample_frames",
+    "orientation",
+    "apply_orientation",
+    "display_size",
     "frame_name",
     "parse_frame_name",
     "write_frames",
@@ -197,10 +212,13 @@ class VideoInfo:
     path: str
     duration: float | None  # seconds (the video stream's, else the container's)
     fps: float | None  # average frame rate
-    width: int
+    width: int  # stored picture size
     height: int
     frames: int | None  # frame count from the header (not counted)
     codec: str  # decoder name, e.g. "h264"
+    sar: Fraction | None = None  # sample (pixel) aspect ratio when pixels are not square (32/27: a DVD rip)
+    rotation: int = 0  # the display matrix's rotation, degrees counter-clockwise (-90: a phone held upright)
+    display_size: tuple[int, int] | None = None  # (W, H) of the sampled pictures: aspect and rotation applied
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -236,10 +254,17 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         if first is None:
             raise InputError("corrupt video: no frame decodes", p)
         cc = stream.codec_context
+        width, height = int(cc.width or first.width), int(cc.height or first.height)
+        sar = _sar(stream)
+        matrix = _display_matrix(first)
+        steps = orientation(first.rotation, matrix) if matrix is not None else ()
+        dw, dh = display_size(width, height, sar)
+        if any(step in ("cw", "ccw", "transpose", "antitranspose") for step in steps):
+            dw, dh = dh, dw
         return VideoInfo(
-            path=os.fspath(p), duration=duration, fps=fps,
-            width=int(cc.width or first.width), height=int(cc.height or first.height),
-            frames=int(stream.frames) or None, codec=cc.name)
+            path=os.fspath(p), duration=duration, fps=fps, width=width, height=height,
+            frames=int(stream.frames) or None, codec=cc.name, sar=sar,
+            rotation=int(first.rotation) if matrix is not None else 0, display_size=(dw, dh))
     finally:
         container.close()
 
@@ -250,9 +275,11 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 class Frame:
     """One sampled frame."""
 
-    time: float  # presentation time in seconds from the start of the stream
-    index: int  # target number: start + index * every <= time (0, 1, 2, ... normally)
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    time: float  # the sample time in seconds from the start of the stream: start + index * every
+    index: int  # target number: 0, 1, 2, ...
+    image: np.ndarray  # (H, W, 3) uint8 RGB, as displayed (rotation and sample aspect ratio applied)
+    frame_time: float | None = None  # presentation time of the frame shown at ``time`` (<= time, but
+    #                                  for a target before the first frame, which shows the first frame)
 
 
 @dataclass
@@ -268,20 +295,24 @@ class SampleStats:
     partial: bool = False  # the video broke off part way: see PartialVideoError
     error: str | None = None  # why it broke off
     last_time: float | None = None  # time of the last decoded frame
+    damaged_at: float | None = None  # partial: time of the last good frame before the first error
 
 
 class PartialVideoError(InputError):
     """The video broke off part way; raised by :func:`sample_frames` after its last good frame.
 
     ``frames``: frames yielded before; ``time``: time of the last decoded frame (``None`` when
-    none decoded).
+    none decoded); ``damaged_at``: time of the last frame decoded before the first error (or
+    ``time`` when the file just stops early). Where damaged data was skipped over and decoding
+    went on, ``time > damaged_at`` and frames after the damage were yielded too.
     """
 
     def __init__(self, message: str, path: str | os.PathLike | None = None, *,
-                 frames: int = 0, time: float | None = None):
+                 frames: int = 0, time: float | None = None, damaged_at: float | None = None):
         super().__init__(message, path)
         self.frames = frames
         self.time = time
+        self.damaged_at = time if damaged_at is None else damaged_at
 
 
 class _Decoder:
@@ -293,7 +324,10 @@ class _Decoder:
         self.tb: Fraction = self.stream.time_base or Fraction(1, 1000)
         self.origin = _origin(self.container, self.stream)
         self.error: str | None = None  # set when reading stopped on an error
+        self.error_time: float | None = None  # time of the last frame decoded before self.error
+        self._last_time: float | None = None
         self.decoded = 0
+        self.sar = _sar(self.stream)
         self.landed_on_key: bool | None = None  # after a seek: was the first packet a keyframe
         self._scout: tuple[Any, Any] | None = None  # second demuxer for keyframe_before()
         self.synthetic_pts = False  # some frame had no timestamp
@@ -349,6 +383,8 @@ class _Decoder:
         self.tb = self.stream.time_base or Fraction(1, 1000)
         self.origin = _origin(self.container, self.stream)
         self.error = None
+        self.error_time = None
+        self._last_time = None
         self._next_pts = None
 
     def _pts(self, t: float) -> int:
@@ -366,7 +402,23 @@ class _Decoder:
             self.synthetic_pts = True
             pts = self._next_pts if self._next_pts is not None else self.origin
         self._next_pts = pts + self._step
-        return float((pts - self.origin) * self.tb)
+        t = float((pts - self.origin) * self.tb)
+        self._last_time = t
+        return t
+
+    def _fail(self, why: str) -> None:
+        if self.error is None:
+            self.error = why
+            self.error_time = self._last_time
+
+    def frame_duration(self, frame: Any) -> float:
+        """How long ``frame`` is shown (s): its own duration, else one nominal frame."""
+        d = frame.duration
+        return float((d if d and d > 0 else self._step) * self.tb)
+
+    def to_rgb(self, frame: Any) -> np.ndarray:
+        """``frame`` as displayed: RGB, stretched to the display aspect, rotated/flipped upright."""
+        return _to_rgb(frame, self.sar)
 
     def frames(self) -> Iterator[Any]:
         """Decoded frames from the current position to the end or to an unrecoverable error."""
@@ -378,7 +430,7 @@ class _Decoder:
             except StopIteration:
                 return
             except (av.error.FFmpegError, OSError) as e:
-                self.error = _av_message(e)
+                self._fail(_av_message(e))
                 yield from self._drain()
                 return
             if self.landed_on_key is None and packet.size:
@@ -388,11 +440,10 @@ class _Decoder:
             except av.error.FFmpegError as e:
                 bad += 1
                 if bad > _MAX_BAD_PACKETS:
-                    self.error = f"{_av_message(e)} ({bad} packets in a row do not decode)"
+                    self._fail(f"{_av_message(e)} ({bad} packets in a row do not decode)")
                     yield from self._drain()
                     return
-                if self.error is None:
-                    self.error = _av_message(e)  # damaged data; reading goes on
+                self._fail(_av_message(e))  # damaged data; reading goes on
                 continue
             bad = 0
             for frame in out:
@@ -416,10 +467,91 @@ def _dhash(frame: Any) -> Any:
     return imagehash.dhash(Image.fromarray(np.ascontiguousarray(small), "L"), hash_size=8)
 
 
-def _to_rgb(frame: Any) -> np.ndarray:
+def _sar(stream: Any) -> Fraction | None:
+    """The stream's sample (pixel) aspect ratio when it is not square, else ``None``."""
+    try:
+        sar = stream.sample_aspect_ratio
+    except (AttributeError, ValueError, ZeroDivisionError):
+        return None
+    if not sar or sar <= 0 or sar == 1 or not Fraction(1, 8) <= sar <= 8:
+        return None
+    return Fraction(sar)
+
+
+def display_size(width: int, height: int, sar: Fraction | None) -> tuple[int, int]:
+    """``(W, H)`` of a ``width`` x ``height`` picture with pixels ``sar`` wide (before any rotation):
+    the width is scaled, as ffmpeg's ``scale=iw*sar:ih`` does (720x480 at 32:27 -> 853x480)."""
+    if not sar or sar == 1:
+        return width, height
+    return max(1, int(Fraction(width) * sar + Fraction(1, 2))), height
+
+
+def _display_matrix(frame: Any) -> np.ndarray | None:
+    for sd in frame.side_data:
+        if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            raw = bytes(sd)
+            if len(raw) >= 36:
+                return np.frombuffer(raw[:36], dtype=np.int32)
+    return None
+
+
+def orientation(rotation: float, matrix: Sequence[int] | None = None) -> tuple[str, ...]:
+    """The steps that turn a stored picture upright, as ffmpeg's autorotation does.
+
+    ``rotation``: the display matrix's counter-clockwise angle (``VideoFrame.rotation``);
+    ``matrix``: its 9 raw int32 entries (for flips). Returns steps applied in order, each one of
+    ``"cw"`` (90 degrees clockwise), ``"ccw"``, ``"transpose"``, ``"antitranspose"``, ``"hflip"``,
+    ``"vflip"``; ``()`` for none. Angles that are not a multiple of 90 degrees are ignored.
+    """
+    m = list(matrix) if matrix is not None else None
+    theta = -round(rotation)
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)  # ffmpeg's get_rotation: [0, 360)
+    if abs(theta - 90) < 1.0:
+        return ("transpose",) if m is not None and m[3] > 0 else ("cw",)
+    if abs(theta - 180) < 1.0:
+        if m is None:
+            return ("hflip", "vflip")
+        return tuple(step for step, neg in (("hflip", m[0] < 0), ("vflip", m[4] < 0)) if neg)
+    if abs(theta - 270) < 1.0:
+        return ("antitranspose",) if m is not None and m[3] < 0 else ("ccw",)
+    if abs(theta) < 1.0 and m is not None and m[4] < 0:
+        return ("vflip",)
+    return ()
+
+
+def apply_orientation(img: np.ndarray, steps: Sequence[str]) -> np.ndarray:
+    """``img`` (H, W[, C]) turned by :func:`orientation`'s ``steps``; C-contiguous."""
+    for step in steps:
+        if step == "cw":
+            img = np.rot90(img, -1)
+        elif step == "ccw":
+            img = np.rot90(img, 1)
+        elif step == "transpose":  # ffmpeg transpose=cclock_flip
+            img = img.swapaxes(0, 1)
+        elif step == "antitranspose":  # ffmpeg transpose=clock_flip
+            img = img[::-1, ::-1].swapaxes(0, 1)
+        elif step == "hflip":
+            img = img[:, ::-1]
+        elif step == "vflip":
+            img = img[::-1]
+        else:
+            raise ValueError(f"unknown orientation step {step!r}")
+    return np.ascontiguousarray(img)
+
+
+def _to_rgb(frame: Any, sar: Fraction | None = None) -> np.ndarray:
     # PyAV passes "unspecified" range to swscale (read as limited); say so when it is full ("pc")
-    kw = {"src_color_range": 2} if frame.color_range == 2 else {}
-    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", **kw))
+    kw: dict[str, Any] = {"src_color_range": 2} if frame.color_range == 2 else {}
+    if sar is not None:  # anamorphic: stretch to the display aspect in the same swscale pass
+        kw["width"], kw["height"] = display_size(frame.width, frame.height, sar)
+        kw["interpolation"] = "BICUBIC"
+    img = frame.to_ndarray(format="rgb24", **kw)
+    matrix = _display_matrix(frame)
+    if matrix is not None:
+        steps = orientation(frame.rotation, matrix)
+        if steps:
+            return apply_orientation(img, steps)
+    return np.ascontiguousarray(img)
 
 
 def _ms(t: float) -> int:
@@ -491,79 +623,106 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
          known: set[int], st: SampleStats) -> Iterator[Frame]:
     try:
         seeking = seek
-        last: float | None = None  # time of the last decoded frame
-        k = 0  # number of the next target
+        last: float | None = None  # time of the last decoded frame (the held one or the one ahead)
+        held: tuple[Any, float] | None = None  # (frame, time): the last decoded frame at or before the target
+        ahead: tuple[Any, float] | None = None  # a decoded frame after the target, kept for later targets
+        ended = False  # the decoder has nothing more (end of stream or of what could be read)
+        k = 0  # number of the target
         prev_hash: Any = None  # hash of the previous kept frame
         prev_pending: Any = None  # or the previous kept frame itself, hashed when needed
+        prev_shown: Any = None  # the frame shown at the previous target (a held frame repeats)
+        prev_image: np.ndarray | None = None  # its picture, when it was converted
         frames = dec.frames()
         check_landing = False
         while True:
             target = start + k * every
-            done = last if last is not None else 0.0
-            if seeking and target - done > SEEK_MIN_GAP:
-                key = dec.keyframe_before(target)
-                if key is None:  # this file cannot seek to keyframes: decode every frame
-                    seeking = False
-                elif done < key <= target + _EPS:  # else seeking would only re-decode frames
-                    try:
-                        dec.seek(target)
-                    except (av.error.FFmpegError, OSError, ValueError):
+            if ahead is None or ahead[1] <= target + _EPS:  # the frame shown at target is not decoded yet
+                done = last if last is not None else 0.0
+                if seeking and not ended and target - done > SEEK_MIN_GAP:
+                    key = dec.keyframe_before(target)
+                    if key is None:  # this file cannot seek to keyframes: decode every frame
                         seeking = False
-                        st.linear_fallback = True
-                        dec.reopen()
-                    else:
-                        st.seeks += 1
-                        check_landing = True
-                    frames = dec.frames()
-            chosen = None
-            restart = False
-            for avf in frames:
-                t = dec.time(avf)
-                if check_landing:
-                    check_landing = False
-                    if not dec.landed_on_key or dec.synthetic_pts or t > target + _EPS:
-                        # not on a keyframe, or past the target (the wanted frame may have been
-                        # jumped over): start again from the top, decoding every frame
-                        restart = True
+                    elif done < key <= target + _EPS:  # else seeking would only re-decode frames
+                        try:
+                            dec.seek(target)
+                        except (av.error.FFmpegError, OSError, ValueError):
+                            seeking = False
+                            st.linear_fallback = True
+                            dec.reopen()
+                            last = None
+                        else:
+                            st.seeks += 1
+                            check_landing = True
+                        held = ahead = None  # the frame shown at target lies at or after the keyframe
+                        frames = dec.frames()
+                if ahead is not None:
+                    held, ahead = ahead, None
+                restart = False
+                got = False
+                for avf in frames:
+                    t = dec.time(avf)
+                    if check_landing:
+                        check_landing = False
+                        if not dec.landed_on_key or dec.synthetic_pts or t > target + _EPS:
+                            # not on a keyframe, or past the target (the frame shown at the target
+                            # may lie before): start again from the top, decoding every frame
+                            restart = True
+                            break
+                    if dec.synthetic_pts:
+                        seeking = False
+                    if last is not None and t <= last:
+                        continue
+                    last = t
+                    st.last_time = t
+                    if t > target + _EPS:
+                        ahead = (avf, t)
+                        got = True
                         break
-                if dec.synthetic_pts:
+                    held = (avf, t)
+                    if t >= target - _EPS:  # starts at the target: shown there, whatever follows
+                        got = True
+                        break
+                else:
+                    ended = not restart
+                st.decoded = dec.decoded
+                if restart or check_landing:  # a bad landing, or nothing at all decoded after a seek
+                    check_landing = False
                     seeking = False
-                if last is not None and t <= last:
+                    st.linear_fallback = True
+                    dec.reopen()
+                    frames = dec.frames()
+                    last = None
+                    held = ahead = None
+                    ended = False
                     continue
-                last = t
-                st.last_time = t
-                if t >= target - _EPS:
-                    chosen = avf
-                    break
-            st.decoded = dec.decoded
-            if restart or check_landing:  # a bad landing, or nothing at all decoded after a seek
-                check_landing = False
-                seeking = False
-                st.linear_fallback = True
-                dec.reopen()
-                frames = dec.frames()
-                continue
-            if chosen is None:
-                break  # end of the stream (or of what could be read)
-            t = last
-            index = max(k, math.floor((t - start + _EPS) / every))
-            k = index + 1
-            if _ms(t) in known:
+                if not got:
+                    ended = True
+            shown = held if held is not None else ahead  # before the first frame: the first frame
+            if shown is None:
+                break  # nothing decoded at all
+            if ended and ahead is None and target >= held[1] + dec.frame_duration(held[0]) - _EPS:
+                break  # past the end of the last frame
+            k += 1
+            avf = shown[0]
+            if _ms(target) in known:
                 st.skipped_known += 1
                 if skip_similar is not None:
-                    prev_hash, prev_pending = None, chosen
+                    prev_hash, prev_pending = None, avf
+                prev_shown, prev_image = avf, None
                 continue
             if skip_similar is not None:
-                h = _dhash(chosen)
+                h = _dhash(avf)
                 if prev_pending is not None:
                     prev_hash, prev_pending = _dhash(prev_pending), None
                 if prev_hash is not None and h - prev_hash <= skip_similar:
                     st.skipped_similar += 1
+                    prev_shown, prev_image = avf, None
                     continue
                 prev_hash = h
-            image = _to_rgb(chosen)
+            image = prev_image if avf is prev_shown and prev_image is not None else dec.to_rgb(avf)
+            prev_shown, prev_image = avf, image
             st.yielded += 1
-            yield Frame(time=t, index=index, image=image)
+            yield Frame(time=target, index=k - 1, image=image, frame_time=shown[1])
         st.decoded = dec.decoded
         last = st.last_time
         if dec.decoded == 0 or last is None:
@@ -576,10 +735,16 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
         if why is not None:
             st.partial = True
             st.error = why
-            msg = (f"video is truncated or damaged ({why}); decoded up to {last:.3f} s, "
-                   f"{st.yielded} frame(s) sampled")
-            log.warning("%s: %s", p, msg)
-            raise PartialVideoError(msg, p, frames=st.yielded, time=last)
+            at = (dec.error_time if dec.error_time is not None else 0.0) if dec.error is not None else last
+            st.damaged_at = at
+            if at < last:  # damaged data was skipped over and decoding went on
+                msg = (f"video is damaged ({why}): damaged data after {at:.3f} s was skipped and decoding "
+                       f"went on to {last:.3f} s; {st.yielded} frame(s) sampled, from before and after "
+                       f"the damage (those just after it may be garbled)")
+            else:
+                msg = (f"video is truncated or damaged ({why}); it breaks off at {last:.3f} s: "
+                       f"{st.yielded} frame(s) sampled, all from before the break")
+            raise PartialVideoError(msg, p, frames=st.yielded, time=last, damaged_at=st.damaged_at)
     finally:
         dec.close()
 
@@ -684,8 +849,7 @@ def write_frames(videos: Sequence[str | os.PathLike], every: float, out: str | o
         except PartialVideoError as e:
             row["status"], row["error"] = "partial", e.message
         except InputError as e:
-            row["status"], row["error"] = "failed", e.message
-            log.warning("%s", e)
+            row["status"], row["error"] = "failed", e.message   # reported by the caller, from the row
         row["existing"] = st.skipped_known
         row["skipped_similar"] = st.skipped_similar
         rows.append(row)

@@ -93,7 +93,7 @@ def test_consecutive_sightings_merge_and_a_missed_sample_splits():
 
 
 def test_jittered_sample_times_still_merge():
-    # sample times are the first frame at or after each target: 0, 2.04, 3.98, 6.1
+    # times given by hand (build_timeline's are exact sample times; merging tolerates others)
     frames = _frames({0: [("a", 1)], 2.04: [("a", 1)], 3.98: [("a", 1)], 6.1: [("a", 1)]})
     assert merge_sightings(frames, every=2)["a"] == [{"start": 0.0, "end": 6.1, "n": 4, "mean_p": 1.0}]
 
@@ -200,6 +200,55 @@ def test_partial_video_keeps_the_frames_before_the_break(tmp_path):
     assert tl["partial"] and tl["error"]
     assert 3 <= len(tl["frames"]) < 30
     assert tl["characters"]["red"][0]["start"] == 0.0
+    assert "breaks off" in tl["error"] and "all from before the break" in tl["error"]
+
+
+def test_variable_frame_rate_held_frame_is_seen_at_each_sample_time(tmp_path):
+    """A red picture held from 2 s to 14 s (one frame) between grey ones: seen at 2, 4, ..., 12 s."""
+    from test_video import write_timed
+
+    pic = {c: np.full((48, 64, 3), c, np.uint8) for c in (RED, GREY)}
+    video = write_timed(tmp_path / "vfr.mkv", [(0, pic[GREY]), (2, pic[RED]), (14, pic[GREY]), (15, pic[GREY])])
+    tl = build_timeline(ColourRecognizer(), video, every=2)
+    assert [f["time"] for f in tl["frames"]] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]
+    assert tl["characters"] == {"red": [{"start": 2.0, "end": 12.0, "n": 6, "mean_p": 0.9}]}
+
+
+class UprightRecognizer(ColourRecognizer):
+    """'red' only for an upright portrait picture whose top half is red (a phone video shown right)."""
+
+    def predict_batch(self, images, cfg=None):
+        out = []
+        for im in images:
+            a = np.asarray(im)
+            h, w = a.shape[:2]
+            top, bottom = a[: h // 2].reshape(-1, 3).mean(0), a[h // 2:].reshape(-1, 3).mean(0)
+            upright = h > w and top[0] > 150 and top[2] < 100 and bottom[0] < 150
+            faces = [{"box": [0, 0, w, h // 2], "candidates": [{"name": "red", "p": 0.9}]}] if upright else []
+            out.append({"path": "", "width": w, "height": h, "faces": faces})
+        return out
+
+
+def test_rotated_phone_video_is_read_upright(tmp_path):
+    from test_video import write_timed
+
+    upright = np.full((64, 48, 3), GREY, np.uint8)
+    upright[:32] = RED                                   # portrait: red on top
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # how the phone stores it: sideways, 64x48
+    video = write_timed(tmp_path / "phone.mp4", [(t, stored) for t in range(4)], rotation=-90)
+    tl = build_timeline(UprightRecognizer(), video, every=1)
+    assert tl["characters"] == {"red": [{"start": 0.0, "end": 3.0, "n": 4, "mean_p": 0.9}]}
+
+
+def test_damaged_video_note_tells_which_frames_were_read(tmp_path):
+    from test_video import damage_packets
+
+    src = _colour_video(tmp_path / "src.mp4", [RED] * 40, fps=2, gop=4)
+    tl = build_timeline(ColourRecognizer(), damage_packets(src, tmp_path / "damaged.mp4", 8, 10), every=1)
+    assert tl["partial"]
+    assert tl["characters"]["red"][-1]["end"] == 19.0            # ranges after the damage ...
+    assert "went on to 19.500 s" in tl["error"] and "after the damage" in tl["error"]   # ... and the note says so
+    assert "breaks off" not in tl["error"]
 
 
 def test_bad_input(tmp_path):

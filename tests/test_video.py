@@ -64,14 +64,13 @@ def has_encoder(name: str) -> bool:
 
 
 def expected(n_frames: int, fps: float, every: float, start: float = 0.0) -> list[tuple[int, int]]:
-    """The documented rule, on frames at i / fps: [(frame number, index), ...]."""
+    """The documented rule (ffmpeg's fps=1/every), on frames at i / fps, each shown for 1 / fps:
+    [(frame number, index), ...] -- at sample time start + k * every, the last frame whose time is
+    at or before it, for every sample time before the end of the last frame."""
     out, k = [], 0
-    for i in range(n_frames):
-        t = i / fps
-        if t >= start + k * every - 1e-6:
-            idx = max(k, math.floor((t - start + 1e-6) / every))
-            out.append((i, idx))
-            k = idx + 1
+    while (t := start + k * every) < n_frames / fps - 1e-6:
+        out.append((min(n_frames - 1, math.floor(t * fps + 1e-6)), k))
+        k += 1
     return out
 
 
@@ -158,19 +157,23 @@ def test_sample_times_and_content(vids):
 
 @pytest.mark.parametrize("every,start", [(5, 0), (2.5, 1.3), (0.3, 0), (1 / 3, 2), (7, 12)])
 def test_sample_rule_at_24fps(vids, every, start):
-    got = summary(list(sample_frames(vids / "f24.mp4", every, start=start)))
+    frames = list(sample_frames(vids / "f24.mp4", every, start=start))
+    got = summary(frames)
     want = expected(20 * 24, 24, every, start)
     assert [(n, i) for _, i, n in got] == [(n, i) for n, i in want]
-    for t, _, n in got:
-        assert t == pytest.approx(n / 24, abs=1e-4)  # the real presentation time of that frame
+    for f in frames:
+        assert f.time == pytest.approx(start + f.index * every)  # the sample time
+        assert f.frame_time == pytest.approx(read_counter(f.image) / 24, abs=1e-4)  # the frame shown then
+        assert f.frame_time <= f.time + 1e-6
 
 
-def test_gap_frame_taken_once(tmp_path):
-    """A frame every 10 s, sampled every 5 s: each frame once, index of the last target it covers."""
+def test_frame_held_over_several_targets_repeats(tmp_path):
+    """A frame every 10 s, sampled every 5 s: each frame is shown at two sample times (ffmpeg's fps
+    filter duplicates it too), up to the end of the last frame (40 s)."""
     p = tmp_path / "slow.mkv"
     write_video((counter(i) for i in range(4)), p, fps=0.1)
     got = summary(list(sample_frames(p, 5)))
-    assert got == [(0.0, 0, 0), (10.0, 2, 1), (20.0, 4, 2), (30.0, 6, 3)]
+    assert got == [(5.0 * k, k, k // 2) for k in range(8)]
     for every in (5, 10, 3):  # the rule holds for seek and linear alike
         assert summary(list(sample_frames(p, every))) == summary(list(sample_frames(p, every, seek=False)))
 
@@ -360,7 +363,9 @@ def test_truncated_video_keeps_its_first_part(tmp_path, vids, caplog, name):
         assert len(got) >= 2 and e.value.frames == len(got) and st.partial
         assert [(f.time, read_counter(f.image)) for f in got] == [(2.0 * k, 8 * k) for k in range(len(got))]
         assert e.value.time is not None and e.value.time < 15
-        assert any(os.fspath(p) in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+        assert e.value.damaged_at == pytest.approx(e.value.time, abs=0.5)  # cut: nothing after the break
+        # the exception is the report: nothing is logged as well (a CLI would print it twice)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_whole_video_is_not_partial(vids):
@@ -438,7 +443,193 @@ def test_write_video_fractional_rate(tmp_path):
     info = probe(p)
     assert info.fps == pytest.approx(23.976, abs=1e-3)
     got = list(sample_frames(p, 1))
-    assert [read_counter(f.image) for f in got] == [0, 24]  # 24 * 1001 / 24000 = 1.001 s
+    # frame 24 starts at 1.001 s, so frame 23 is shown at 1 s; frame 47 is shown until 2.002 s
+    assert [read_counter(f.image) for f in got] == [0, 23, 47]
     for f in got:
-        assert f.time == pytest.approx(read_counter(f.image) * 1001 / 24000, abs=2e-3)
-        assert f.time >= f.index - 1e-6
+        assert f.frame_time == pytest.approx(read_counter(f.image) * 1001 / 24000, abs=2e-3)
+        assert f.time == f.index and f.frame_time <= f.time
+
+
+# ----------------------------------------------------------------------------- variable frame rate
+
+def write_timed(path: Path, shows: list[tuple[float, np.ndarray]], *, codec: str = "libx264",
+                rotation: int | None = None, hflip: bool = False, sar: Fraction | None = None) -> Path:
+    """A video whose pictures start at the given times (s, in a 1/1000 time base): a variable frame
+    rate. ``rotation``/``hflip``: a display matrix (PyAV's set_display_rotation); ``sar``: pixel shape."""
+    tb = Fraction(1, 1000)
+    with av.open(os.fspath(path), "w") as c:
+        h, w = shows[0][1].shape[:2]
+        s = c.add_stream(codec, rate=1)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.time_base = tb
+        s.time_base = tb
+        if sar is not None:
+            s.codec_context.sample_aspect_ratio = sar
+        if rotation is not None or hflip:
+            s.set_display_rotation(rotation or 0, hflip=hflip)
+        for t, img in shows:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            vf.pts, vf.time_base = round(t * 1000), tb
+            for pkt in s.encode(vf):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    return path
+
+
+def test_variable_frame_rate_takes_the_frame_shown_at_each_sample_time(tmp_path):
+    """The issue's file: frame 1 is shown from 2 s to 14 s. Sampled every 5 s, it is the picture at
+    5 s and at 10 s, as ffmpeg's fps=1/5 gives it (formerly 0, 14, 15 s: it never appeared)."""
+    times = [0, 2, 14, 15, 16, 17, 18, 19]
+    p = write_timed(tmp_path / "vfr.mkv", [(t, counter(i)) for i, t in enumerate(times)])
+    for seek in (True, False):
+        got = list(sample_frames(p, 5, seek=seek))
+        assert [(f.time, f.index, read_counter(f.image)) for f in got] == [
+            (0.0, 0, 0), (5.0, 1, 1), (10.0, 2, 1), (15.0, 3, 3)]
+        assert [f.frame_time for f in got] == [0.0, 2.0, 2.0, 15.0]
+    # every 2 s: the held frame fills 2..12 s; a sample time that falls on a frame takes that frame
+    got = [read_counter(f.image) for f in sample_frames(p, 2)]
+    assert got == [0, 1, 1, 1, 1, 1, 1, 2, 4, 6]        # t = 0, 2, 4, ..., 18
+    # write_frames names them by sample time; the held frame is written at each sample time it covers
+    r = write_frames([p], 5, tmp_path / "out")
+    assert r["written"] == 4
+    assert sorted(f.name for f in (tmp_path / "out").iterdir() if f.name != MARKER) == [
+        f"vfr_t0000m{s:02d}.000s.jpg" for s in (0, 5, 10, 15)]
+
+
+def test_variable_frame_rate_seek_equals_linear(tmp_path):
+    """Dense keyframes and long gaps: the seeking path and linear decoding give the same frames."""
+    times, t = [], 0.0
+    for i in range(120):                      # 0.25 s steps with a few long holds
+        times.append(round(t, 3))
+        t += 6.0 if i % 40 == 39 else 0.25
+    p = tmp_path / "vfr_gaps.mp4"
+    write_timed(p, [(t, counter(i)) for i, t in enumerate(times)])
+    for every, start in [(5, 0), (1.7, 0.3), (0.5, 0)]:
+        st = SampleStats()
+        a = list(sample_frames(p, every, start=start, stats=st))
+        b = list(sample_frames(p, every, start=start, seek=False))
+        assert [(f.time, f.frame_time) for f in a] == [(f.time, f.frame_time) for f in b]
+        assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+        assert not st.linear_fallback
+        for f in b:                          # the rule: the last frame starting at or before the sample time
+            want = max(i for i, ft in enumerate(times) if ft <= f.time + 1e-6)
+            assert read_counter(f.image) == want
+
+
+# ----------------------------------------------------------------------------- rotation, anamorphic pixels
+
+def _marked(w: int = 320, h: int = 240) -> np.ndarray:
+    """Grey with a red block in the top-left corner and a blue one in the top-right corner."""
+    a = np.full((h, w, 3), 128, np.uint8)
+    a[: h // 4, : w // 4] = (230, 20, 20)
+    a[: h // 4, -w // 4:] = (20, 20, 230)
+    return a
+
+
+def _corners(img: np.ndarray) -> dict[str, str]:
+    """Which colour sits in each corner: tl, tr, bl, br -> 'red', 'blue' or 'grey'."""
+    h, w = img.shape[:2]
+    out = {}
+    for name, (ys, xs) in {"tl": (slice(0, h // 10), slice(0, w // 10)), "tr": (slice(0, h // 10), slice(-w // 10, None)),
+                           "bl": (slice(-h // 10, None), slice(0, w // 10)),
+                           "br": (slice(-h // 10, None), slice(-w // 10, None))}.items():
+        r, _, b = img[ys, xs].reshape(-1, 3).mean(0)
+        out[name] = "red" if r > 180 else "blue" if b > 180 else "grey"
+    return out
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv"])
+@pytest.mark.parametrize("rotation,hflip,size,corners", [
+    # a phone held upright records sideways with "rotate 90 degrees clockwise" (-90 counter-clockwise)
+    (-90, False, (240, 320), {"tl": "grey", "tr": "red", "bl": "grey", "br": "blue"}),
+    (90, False, (240, 320), {"tl": "blue", "tr": "grey", "bl": "red", "br": "grey"}),
+    (180, False, (320, 240), {"tl": "grey", "tr": "grey", "bl": "blue", "br": "red"}),
+    (0, True, (320, 240), {"tl": "blue", "tr": "red", "bl": "grey", "br": "grey"}),     # mirrored
+])
+def test_rotation_metadata_is_applied(tmp_path, ext, rotation, hflip, size, corners):
+    p = write_timed(tmp_path / f"phone{ext}", [(t, _marked()) for t in (0, 1, 2)], rotation=rotation, hflip=hflip)
+    for seek in (True, False):
+        got = list(sample_frames(p, 1, seek=seek))
+        assert len(got) == 3
+        for f in got:
+            assert f.image.shape == (size[1], size[0], 3) and f.image.flags["C_CONTIGUOUS"]
+            assert _corners(f.image) == corners
+    info = probe(p)
+    assert (info.width, info.height) == (320, 240) and info.display_size == size
+
+
+def test_orientation_steps_follow_ffmpeg_autorotate():
+    from animeid.video import apply_orientation, orientation
+
+    one = 1 << 16
+    assert orientation(0) == () and orientation(0, [one, 0, 0, 0, one, 0, 0, 0, 1 << 30]) == ()
+    assert orientation(-90) == ("cw",) and orientation(90) == ("ccw",)
+    assert orientation(180) == orientation(-180) == ("hflip", "vflip")
+    assert orientation(0, [one, 0, 0, 0, -one, 0, 0, 0, 1 << 30]) == ("vflip",)
+    assert orientation(-90, [0, one, 0, one, 0, 0, 0, 0, 1 << 30]) == ("transpose",)
+    assert orientation(90, [0, -one, 0, -one, 0, 0, 0, 0, 1 << 30]) == ("antitranspose",)
+    assert orientation(45) == ()                                   # not a multiple of 90 degrees: left alone
+    a = np.arange(6).reshape(2, 3)
+    assert apply_orientation(a, ("cw",)).tolist() == [[3, 0], [4, 1], [5, 2]]
+    assert apply_orientation(a, ("ccw",)).tolist() == [[2, 5], [1, 4], [0, 3]]
+    assert apply_orientation(a, ("transpose",)).tolist() == [[0, 3], [1, 4], [2, 5]]
+    assert apply_orientation(a, ("antitranspose",)).tolist() == [[5, 2], [4, 1], [3, 0]]
+    assert apply_orientation(a, ("hflip", "vflip")).tolist() == [[5, 4, 3], [2, 1, 0]]
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".mp4"])
+def test_anamorphic_video_is_stretched_to_its_display_aspect(tmp_path, ext):
+    """A DVD rip: 720x480 stored, pixels 32:27 wide, shown 16:9 (853x480)."""
+    img = np.full((480, 720, 3), 128, np.uint8)
+    img[180:300, 300:420] = (230, 20, 20)                  # a 120x120 stored square, 142 wide on screen
+    p = write_timed(tmp_path / f"dvd{ext}", [(0, img), (1, img)], sar=Fraction(32, 27))
+    got = list(sample_frames(p, 1))
+    assert len(got) == 2
+    f = got[0].image
+    assert f.shape == (480, 853, 3)
+    red = np.argwhere(f[:, :, 0] > 180)
+    assert red[:, 1].max() - red[:, 1].min() + 1 == pytest.approx(120 * 32 / 27, abs=3)
+    assert red[:, 0].max() - red[:, 0].min() + 1 == pytest.approx(120, abs=2)
+    info = probe(p)
+    assert (info.width, info.height, info.display_size, info.sar) == (720, 480, (853, 480), Fraction(32, 27))
+    # square pixels: no resampling at all (the common path does no extra work)
+    sq = write_timed(tmp_path / f"square{ext}", [(0, img), (1, img)])
+    assert list(sample_frames(sq, 1))[0].image.shape == (480, 720, 3) and probe(sq).sar is None
+
+
+# ----------------------------------------------------------------------------- damaged data in the middle
+
+def damage_packets(src: Path, dst: Path, t0: float, t1: float) -> Path:
+    """A copy of ``src`` whose video packets from t0 to t1 s are overwritten with random bytes (the
+    container's structure intact, so decoding can go on after them)."""
+    data = bytearray(src.read_bytes())
+    with av.open(os.fspath(src)) as c:
+        s = c.streams.video[0]
+        spans = [(pkt.pos, pkt.size) for pkt in c.demux(s)
+                 if pkt.size and pkt.pts is not None and t0 <= float(pkt.pts * pkt.time_base) < t1]
+    rng = np.random.default_rng(7)
+    for pos, size in spans:
+        data[pos:pos + size] = rng.bytes(size)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_damaged_middle_says_frames_after_the_damage_were_read(tmp_path):
+    src = tmp_path / "src.mp4"
+    write_video((counter(i) for i in range(40)), src, fps=2, gop=4)
+    p = damage_packets(src, tmp_path / "damaged.mp4", 8, 10)
+    got: list[Frame] = []
+    with pytest.raises(PartialVideoError) as e:
+        for f in sample_frames(p, 1, seek=False):
+            got.append(f)
+    assert got[-1].time == 19.0                                  # decoding went on after the damage
+    assert e.value.time == 19.5 and 5 <= e.value.damaged_at < 8
+    assert "went on to 19.500 s" in e.value.message and "after the damage" in e.value.message
+    # a file cut short says the opposite
+    mkv = tmp_path / "src.mkv"
+    write_video((counter(i) for i in range(40)), mkv, fps=2, gop=4)
+    with pytest.raises(PartialVideoError) as e:
+        list(sample_frames(_cut(mkv, tmp_path / "cut.mkv", 0.5), 1))
+    assert "breaks off" in e.value.message and "all from before the break" in e.value.message
+    assert e.value.damaged_at == e.value.time < 15
