@@ -110,18 +110,44 @@ def _print_summary(s, ws) -> int:
     return 0 if s.ok else 1
 
 
+class _FailuresInSummary(logging.Filter):
+    """animeid.dataset logs each file that fails as a warning (for API users); collect and import print
+    every failure from their summary, so while they run those warnings are dropped: each is said once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and record.module == "dataset")
+
+
+def _workspace_run(a, run) -> int:
+    """collect / import: nothing is created when no input exists or holds a video or picture."""
+    from .dataset import _expand_inputs
+
+    sources, failed = _expand_inputs(a.inputs)[:2]
+    if not sources:
+        _fail_lines(failed)
+        ws = "workspace left as it was" if Path(a.workspace).exists() else "no workspace created"
+        print(f"animeid: error: nothing to read (no video or picture among the inputs); {ws}", file=sys.stderr)
+        return 1
+    quiet = _FailuresInSummary()
+    log.addFilter(quiet)
+    try:
+        s = run()
+    finally:
+        log.removeFilter(quiet)
+    return _print_summary(s, a.workspace)
+
+
 def cmd_collect(a) -> int:
     from .dataset import collect
 
-    s = collect(a.inputs, a.workspace, _collect_cfg(a))
-    return _print_summary(s, a.workspace)
+    return _workspace_run(a, lambda: collect(a.inputs, a.workspace, _collect_cfg(a)))
 
 
 def cmd_import(a) -> int:
     from .dataset import import_illustrations
 
-    s = import_illustrations(a.inputs, a.workspace, a.character, _collect_cfg(a), whole_if_none=not a.detect_only)
-    return _print_summary(s, a.workspace)
+    return _workspace_run(a, lambda: import_illustrations(a.inputs, a.workspace, a.character, _collect_cfg(a),
+                                                          whole_if_none=not a.detect_only))
 
 
 def cmd_dataset_sync(a) -> int:

@@ -85,7 +85,8 @@ def cmd_timeline(a) -> int:
     if not a.no_png:
         png = plot_timeline(tl, a.png or _timeline_png(a.video))
     if tl["partial"]:
-        print(f"animeid: {a.video}: {tl['error']}; the timeline covers the frames before it", file=sys.stderr)
+        # the error says which frames were read: those before a break, or before and after damaged data
+        print(f"animeid: {a.video}: {tl['error']}", file=sys.stderr)
     if a.json:
         print(json.dumps({**tl, "png": str(png) if png else None}, ensure_ascii=False), flush=True)
     else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -96,3 +97,59 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["detect"])
     assert e.value.code == 2
+
+
+# --------------------------------------------------------------------------- each error said once (videos)
+
+def test_frames_says_each_error_once(tmp_path, capsys, caplog):
+    from animeid.video import write_video
+
+    (tmp_path / "broken.mp4").write_text("not a video")
+    write_video([np.full((48, 64, 3), 90, np.uint8)] * 40, tmp_path / "ep.mkv", fps=2, gop=4)
+    data = (tmp_path / "ep.mkv").read_bytes()
+    (tmp_path / "half.mkv").write_bytes(data[: len(data) // 2])
+    code = main(["frames", str(tmp_path / "broken.mp4"), str(tmp_path / "half.mkv"), str(tmp_path / "nope.mkv"),
+                 "--out", str(tmp_path / "f")])
+    assert code == 1
+    err_and_log = capsys.readouterr().err + "".join(r.getMessage() for r in caplog.records)
+    for name in ("broken.mp4", "half.mkv", "nope.mkv"):
+        assert err_and_log.count(f"{tmp_path / name}:") == 1, (name, err_and_log)
+
+
+def test_timeline_says_its_note_once_and_true(tmp_path, capsys, caplog, monkeypatch):
+    from test_timeline import RED, ColourRecognizer, _colour_video
+    from test_video import damage_packets
+
+    from animeid.predict import Recognizer
+
+    monkeypatch.setattr(Recognizer, "load", classmethod(lambda cls, *a, **k: ColourRecognizer()))
+    src = _colour_video(tmp_path / "src.mp4", [RED] * 40, fps=2, gop=4)
+    video = damage_packets(src, tmp_path / "damaged.mp4", 8, 10)
+    assert main(["timeline", "model.animeid", str(video), "--every", "1", "--no-png"]) == 1
+    captured = capsys.readouterr()
+    logged = "".join(r.getMessage() for r in caplog.records)
+    assert (captured.err + logged).count(str(video) + ":") == 1
+    assert "went on to 19.500 s" in captured.err and "covers the frames before" not in captured.err
+    assert "red: 19 frame(s)" in captured.out or "red: 20 frame(s)" in captured.out   # ranges after the damage
+
+
+def test_collect_missing_input_says_so_once_and_creates_no_workspace(tmp_path, capsys, caplog):
+    ws = tmp_path / "ws"
+    assert main(["collect", str(tmp_path / "nosuch.mkv"), "--workspace", str(ws), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    logged = "".join(r.getMessage() for r in caplog.records)
+    assert (err + logged).count("nosuch.mkv") == 1 and "no such file" in err
+    assert "no workspace created" in err
+    assert not ws.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["import", str(empty), "--workspace", str(ws), "--character", "a", "--workers", "1"]) == 1
+    assert not ws.exists()
+    # a file that exists but cannot be read: the workspace records it as failed; said once, after the summary
+    (tmp_path / "broken.mkv").write_text("not a video")
+    caplog.clear()
+    assert main(["collect", str(tmp_path / "broken.mkv"), "--workspace", str(ws), "--workers", "1"]) == 1
+    captured = capsys.readouterr()
+    logged = "".join(r.getMessage() for r in caplog.records)
+    assert (captured.err + logged).count("broken.mkv") == 1 and "not a readable video" in captured.err
+    assert (ws / "manifest.sqlite").exists()

@@ -133,7 +133,7 @@ async function runVideo(file) {
     const names = Object.keys(job.result.characters);
     let note = `${job.result.frames.length} frames of ${job.filename}: ` +
       (names.length ? `${names.length} character${names.length > 1 ? "s" : ""}` : "nobody seen") + ".";
-    if (job.result.partial) note += " The video breaks off: " + job.result.error;
+    if (job.result.partial) note += " Partly read: " + job.result.error + ".";
     if (job.result.truncated) note += " Only the first frames were read (frame limit).";
     setStatus(note, job.result.partial ? "error" : "ok");
   } catch (e) {
