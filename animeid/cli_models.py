@@ -126,6 +126,23 @@ def cmd_predict(a) -> int:
             claim.finish()
 
 
+def _predict_chunks(rec, files: list, cfg, chunk: int = 32):
+    """``(file, result or InputError)`` for each file, in order: files go through ``predict_batch`` in
+    chunks (detection and recognition batched); a chunk holding an unreadable file is redone one by one."""
+    from .errors import InputError
+
+    for s in range(0, len(files), chunk):
+        part = files[s:s + chunk]
+        try:
+            yield from zip(part, rec.predict_batch(part, cfg))
+        except InputError:
+            for f in part:
+                try:
+                    yield f, rec.predict(f, cfg)
+                except InputError as e:
+                    yield f, e
+
+
 def _predict(a) -> int:
     from .detect import draw_faces
     from .errors import InputError
@@ -145,15 +162,18 @@ def _predict(a) -> int:
     if not files:
         print("animeid: no pictures given", file=sys.stderr)
         return 1
-    for f in files:
-        try:
-            res = rec.predict(f, cfg)
-        except InputError as e:
+    for f, res in _predict_chunks(rec, files, cfg):
+        if isinstance(res, InputError):
             failed += 1
-            print(f"animeid: {e}", file=sys.stderr)
+            print(f"animeid: {res}", file=sys.stderr)
             continue
         if a.json:
-            _print_json({"path": res["path"], "faces": res["faces"]})
+            _print_json({k: res[k] for k in ("path", "faces", "whole_picture") if k in res})
+        elif not res["faces"]:
+            whole = res.get("whole_picture")
+            print(f"{res['path']}: no face found" + (
+                "; read whole as a face crop: " + ", ".join(f"{c['name']} {c['p']:.1%}" for c in whole["candidates"])
+                if whole else ""))
         else:
             print(f"{res['path']}: {len(res['faces'])} face(s)")
             for face in res["faces"]:

@@ -29,7 +29,7 @@ def cmd_enroll(a) -> int:
     files = list(iter_image_files(a.images))        # a missing path: InputError, nothing written
     if not files:
         raise InputError(f"no pictures to enrol {a.name!r} from (looked in: {', '.join(a.images)})")
-    r = rec.enroll(a.name, files, PredictConfig(threshold=a.threshold, detector=a.detector))
+    r = rec.enroll(a.name, files, PredictConfig(threshold=a.threshold, detector=a.detector), face_crops=a.face_crops)
     out = rec.save(a.out or a.model)
     what = "new character" if r["new"] else "more pictures of"
     print(f"enrolled {r['name']!r} ({what}) from {r['added']} picture(s); {r['faces']} enrolled picture(s) in all; "
@@ -120,6 +120,9 @@ def add_commands(sub) -> None:
     from .cli_detect import add_detector_opts
 
     add_detector_opts(p)
+    p.add_argument("--face-crops", action="store_true",
+                   help="the pictures are face crops: use each whole, without looking for a face (by default a "
+                        "picture in which no face is found is refused)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_enroll)
 

@@ -162,16 +162,18 @@ class Recognizer:
         return [self._candidates(p, cfg.top, labels, s, t, os_) for p, s in zip(proba, score)]
 
     # -- whole pictures
-    def _locate(self, img, cfg: PredictConfig) -> tuple[list[tuple[list[int], Any]], bool]:
-        """``((box, face crop) pairs, no_face)`` for one picture. ``no_face`` is True when ``detect="auto"``
-        found no face and the one pair is the whole picture, read as if it were a face crop."""
+    def _locate(self, img, cfg: PredictConfig, faces: list | None = None) -> tuple[list[tuple[list[int], Any]], bool]:
+        """``((box, face crop) pairs, no_face)`` for one picture (``faces``: its detected faces, when the
+        caller detected them already). ``no_face`` is True when ``detect="auto"`` found no face and the one
+        pair is the whole picture, read as if it were a face crop."""
         from .detect import crop_face, detect_faces
 
         w, h = img.size
         whole = [([0, 0, w, h], img)]
         if cfg.detect == "never":
             return whole, False
-        faces = detect_faces(img, threshold=cfg.threshold, detector=cfg.detector)
+        if faces is None:
+            faces = detect_faces(img, threshold=cfg.threshold, detector=cfg.detector)
         if not faces:
             return ([], False) if cfg.detect == "always" else (whole, True)
         if cfg.detect == "auto" and len(faces) == 1:
@@ -192,10 +194,14 @@ class Recognizer:
         located: list[tuple[int, list[int], bool]] = []
         crops: list[Any] = []
         results: list[dict[str, Any]] = []
-        for i, image in enumerate(images):
-            img = load_image(image, "RGB")
+        from .detect import detect_faces_batch
+
+        imgs = [load_image(image, "RGB") for image in images]
+        found = (detect_faces_batch(imgs, threshold=cfg.threshold, detector=cfg.detector)  # one batched pass
+                 if cfg.detect != "never" else [None] * len(imgs))
+        for i, (image, img) in enumerate(zip(images, imgs)):
             results.append({"path": describe(image), "width": img.size[0], "height": img.size[1], "faces": []})
-            pairs, no_face = self._locate(img, cfg)
+            pairs, no_face = self._locate(img, cfg, found[i])
             for box, crop in pairs:
                 located.append((i, box, no_face))
                 crops.append(crop)
@@ -277,8 +283,11 @@ class Recognizer:
         if self.openset is None:
             raise ModelFileError("this model has no open-set layer (made by an older animeid): retrain it to "
                                  "forget characters", self.path)
+        from .names import normalize_name
+
         with self._lock:
             os_ = self.openset
+            name = next((lab for lab in os_.labels if normalize_name(lab) == normalize_name(name)), normalize_name(name))
             if name not in os_.labels:
                 raise InputError(f"no character {name!r} in this model (characters: {', '.join(os_.labels)})")
             if len(os_.labels) <= 1:

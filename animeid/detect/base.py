@@ -551,6 +551,7 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
     boxes and scores drawn) are written atomically.
     """
     from .._util import save_image_atomic
+    from ..names import safe_filename
     from ..images import IMAGE_EXTS, load_image, walk_files
 
     used: set[str] = set()
@@ -586,10 +587,10 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
             crops = []
             if out is not None:
                 for k, c in enumerate(crop_faces(img, [x.box for x in faces], margin=margin, size=size)):
-                    dest = Path(out) / f"{stem}_{k}.png"
+                    dest = Path(out) / safe_filename(stem, f"_{k}.png")
                     save_image_atomic(c, dest)
                     crops.append(str(dest))
             if preview is not None:
-                save_image_atomic(draw_faces(img, faces), Path(preview) / f"{stem}.png")
+                save_image_atomic(draw_faces(img, faces), Path(preview) / safe_filename(stem, ".png"))
             yield {"path": str(f), "width": img.size[0], "height": img.size[1],
                    "faces": [x.to_dict() for x in faces], "crops": crops}
