@@ -60,7 +60,10 @@ characters the head alone answers, exactly as before.
 Stored in the model file (:func:`animeid.modelfile.save_model`): arrays ``extra.openset.*``
 (``center``, ``projection``, ``labels`` -- the head's characters, the row order of -- ``sums``,
 ``counts``, ``genuine_mean``, ``genuine_sd``; the gallery ``gallery``, ``gallery_labels``; the
-forgotten trained characters ``masked``) and numbers in the JSON ``thresholds`` (``unknown``,
+forgotten trained characters ``masked``; ``known_quantiles``: the open-set scores of the known
+calibration faces at every 0.5 % of their distribution, which turn a *known-face refusal rate* -- the
+unit ``--unknown-threshold`` is given in -- into a score threshold, :meth:`OpenSet.threshold_for_rate`,
+and back, :meth:`OpenSet.refusal_rate`; models made before it refuse a rate and take raw scores only) and numbers in the JSON ``thresholds`` (``unknown``,
 ``unknown_far``, ``unknown_slope``, ``temperature``, ``pooled_a2``, ``pooled_sd``,
 ``openset_mode``, ``cluster_distance``, ``openset_calibration``; :data:`THRESHOLD_KEYS`). Models
 without them (older ones) predict as before and never answer ``unknown`` unless given a threshold
@@ -277,6 +280,10 @@ class OpenSet:
     cluster_distance: float | None = None   # cosine distance at which clusters stop merging (animeid.cluster)
     calibration: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] | None = None     # what it embeds (openset_inputs); None: as models before it was stored
+    #: open-set scores of the known calibration faces at the shares ``linspace(0, 1, len)`` (the quantile
+    #: function: entry i is the score below which a share i / (len - 1) of known faces lies); None: models
+    #: made before it was stored, which cannot turn a refusal rate into a threshold
+    known_quantiles: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._derive()
@@ -350,6 +357,40 @@ class OpenSet:
             return np.full(len(E), -np.inf)
         return self.zscores(E).max(axis=1)
 
+    # -- the threshold as a share of known faces refused
+    def threshold_for_rate(self, rate: float) -> float:
+        """The open-set score threshold that refuses (answers ``unknown`` for) a share ``rate`` (0..1)
+        of the known characters' calibration faces. :class:`~animeid.errors.ModelFileError` for a model
+        made before the calibration scores were stored."""
+        from .errors import InputError, ModelFileError
+
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0 or math.isnan(rate):
+            raise InputError(f"a known-face refusal rate is a share from 0 to 1 (or 0 % to 100 %), got {rate!r}")
+        if self.known_quantiles is None or not len(self.known_quantiles):
+            raise ModelFileError("this model does not store its known faces' open-set scores (made by an older "
+                                 "animeid), so a refusal rate cannot be turned into a threshold: give a raw open-set score "
+                                 "instead (score:T; its calibrated threshold is "
+                                 f"{self.threshold if self.threshold is None else round(self.threshold, 4)}) "
+                                 "or retrain it")
+        q = np.asarray(self.known_quantiles, dtype=np.float64)
+        if rate <= 0.0:
+            return float(q[0]) - 1e-9          # refuse none of the calibration faces
+        if rate >= 1.0:
+            return math.inf                    # refuse every face
+        return float(np.interp(rate, np.linspace(0.0, 1.0, len(q)), q))
+
+    def refusal_rate(self, threshold: float | None) -> float | None:
+        """The share of the known calibration faces scoring below ``threshold`` (None when unknown)."""
+        if threshold is None or self.known_quantiles is None or not len(self.known_quantiles):
+            return None
+        q = np.asarray(self.known_quantiles, dtype=np.float64)
+        if threshold <= q[0]:
+            return 0.0
+        if threshold > q[-1]:
+            return 1.0
+        return float(np.interp(threshold, q, np.linspace(0.0, 1.0, len(q))))
+
     def p_unknown(self, score: np.ndarray, threshold: float) -> np.ndarray:
         """Probability-like share for the ``unknown`` answer: 0.5 at the threshold, towards 1 below it."""
         return _sigmoid(self.slope * (threshold - np.asarray(score, dtype=np.float64)))
@@ -417,6 +458,8 @@ class OpenSet:
             "gallery_labels": np.asarray(self.gallery_labels, dtype=str).reshape(-1),
             "masked": np.asarray(self.masked, dtype=str).reshape(-1),
         }
+        if self.known_quantiles is not None:
+            arrays["known_quantiles"] = np.asarray(self.known_quantiles, dtype=np.float64).reshape(-1)
         return thresholds, {_PREFIX + k_: v for k_, v in arrays.items()}
 
     @classmethod
@@ -448,7 +491,8 @@ class OpenSet:
                       far=th.get("unknown_far"), mode=str(th.get("openset_mode", "hybrid")),
                       cluster_distance=None if th.get("cluster_distance") is None else float(th["cluster_distance"]),
                       calibration=dict(th.get("openset_calibration") or {}),
-                      inputs=None if th.get("openset_inputs") is None else dict(th["openset_inputs"]))
+                      inputs=None if th.get("openset_inputs") is None else dict(th["openset_inputs"]),
+                      known_quantiles=_quantiles(arr.get("known_quantiles")))
             if len(out.gallery) != len(out.gallery_labels) or out.center.shape[0] != out.projection.shape[0]:
                 raise ValueError("inconsistent array shapes")
         except (KeyError, ValueError, TypeError, IndexError) as e:
@@ -459,6 +503,20 @@ class OpenSet:
 # ----------------------------------------------------------------------------------------------
 # fitting and calibration
 # ----------------------------------------------------------------------------------------------
+#: how many points of the known faces' score distribution a model stores (every 0.5 %)
+N_QUANTILES = 201
+
+
+def _quantiles(q: Any) -> np.ndarray | None:
+    """Stored known-face score quantiles, checked (non-decreasing, finite, at least 2); None if absent."""
+    if q is None:
+        return None
+    q = np.asarray(q, dtype=np.float64).reshape(-1)
+    if len(q) < 2 or not np.all(np.isfinite(q)) or np.any(np.diff(q) < 0):
+        raise ValueError("its known-face score quantiles are not a non-decreasing list of numbers")
+    return q
+
+
 def _class_stats(E: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, ...]:
     """Per class: sum of embeddings, count, leave-one-out cosine mean and sd (nan below 3 faces)."""
     k = E.shape[1]
@@ -620,8 +678,10 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
         "prototype_accuracy": float(np.mean(pred == yi)), "dim": int(os_.projection.shape[1]), "shrink": shrink,
     }
     calibration = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in calibration.items()}
+    quantiles = np.quantile(fin_known, np.linspace(0.0, 1.0, N_QUANTILES)) if len(fin_known) >= 2 else None
     return dataclasses.replace(os_, threshold=threshold, slope=slope, temperature=temperature, far=far,
-                               cluster_distance=cluster_distance, calibration=calibration)
+                               cluster_distance=cluster_distance, calibration=calibration,
+                               known_quantiles=quantiles)
 
 
 def calibrate_for_training(fitted: Any, tr_x: Sequence, tr_y: Sequence[str], va_x: Sequence, va_y: Sequence[str],
