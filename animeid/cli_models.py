@@ -76,8 +76,11 @@ def cmd_evaluate(a) -> int:
         x = rep.extra
         pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
         auroc = "-" if x["auroc"] is None else f"{x['auroc']:.3f}"
-        print(f"unknown faces ({x['n_unknown']} in {a.unknown}): AUROC {auroc}; at the threshold "
-              f"{x['unknown_threshold']}: {pct(x['unknown_rejected'])} of unknown faces rejected, "
+        rate = x.get("unknown_refusal_rate")
+        print(f"unknown faces ({x['n_unknown']} in {a.unknown}): AUROC {auroc}; at the model's threshold "
+              f"{x['unknown_threshold']}"
+              + ("" if rate is None else f" (it refuses {rate:.1%} of the model's known calibration faces)")
+              + f": {pct(x['unknown_rejected'])} of unknown faces rejected, "
               f"{pct(x['known_correct'])} of known faces accepted and named correctly",
               file=sys.stderr if a.json else sys.stdout)
     for p, why in ds.skipped:
@@ -150,9 +153,9 @@ def _predict(a) -> int:
     from .predict import PredictConfig, Recognizer
 
     rec = Recognizer.load(a.model)
-    ut = a.unknown_threshold
-    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect, unknown=ut != "off",
-                        unknown_threshold=None if ut in (None, "off") else float(ut))
+    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect,
+                        **(a.unknown_threshold or {}))
+    rec._threshold(cfg, rec.openset)              # a refusal rate the model cannot use: said once, up front
     failed = 0
     try:
         files = list(iter_image_files(a.images))
@@ -171,14 +174,12 @@ def _predict(a) -> int:
             _print_json({k: res[k] for k in ("path", "faces", "whole_picture") if k in res})
         elif not res["faces"]:
             whole = res.get("whole_picture")
-            print(f"{res['path']}: no face found" + (
-                "; read whole as a face crop: " + ", ".join(f"{c['name']} {c['p']:.1%}" for c in whole["candidates"])
-                if whole else ""))
+            print(f"{res['path']}: no face found" + ("; read whole as a face crop: " + verdict_text(whole)
+                                                     if whole else ""))
         else:
             print(f"{res['path']}: {len(res['faces'])} face(s)")
             for face in res["faces"]:
-                cands = ", ".join(f"{c['name']} {c['p']:.1%}" for c in face["candidates"])
-                print(f"  {face['box']}: {cands}")
+                print(f"  {face['box']}: {verdict_text(face)}")
         if a.preview:
             from .detect import Face
             from ._util import save_image_atomic
@@ -186,20 +187,30 @@ def _predict(a) -> int:
 
             img = load_image(f)
             faces = [Face(tuple(x["box"]), x["candidates"][0]["p"]) for x in res["faces"]]
-            names = [f"{x['candidates'][0]['name']} {x['candidates'][0]['p']:.0%}" for x in res["faces"]]
+            names = ["unknown" if x.get("unknown") else f"{x['candidates'][0]['name']} {x['candidates'][0]['p']:.0%}"
+                     for x in res["faces"]]
             save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / safe_filename(Path(f).stem, ".png"))
     return 1 if failed else 0
 
 
-def _threshold_arg(v: str):
-    if v.strip().lower() == "off":
-        return "off"
+def verdict_text(face: dict) -> str:
+    """One face's answer in words: ``yuki 96.2%, aoba 2.1%`` for a named face, ``unknown (closest:
+    yuki 62.0%, aoba 20.0%)`` for a face of no known character."""
+    cands = ", ".join(f"{c['name']} {c['p']:.1%}" for c in face["candidates"])
+    if face.get("unknown"):
+        return f"unknown (closest: {cands})" if cands else "unknown"
+    return cands
+
+
+def _threshold_arg(v: str) -> dict:
+    from .predict import parse_unknown_threshold
+
     try:
-        return float(v)
-    except ValueError:
+        return parse_unknown_threshold(v)
+    except ValueError as e:
         import argparse
 
-        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {v!r}") from None
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_commands(sub) -> None:
@@ -268,8 +279,9 @@ def add_commands(sub) -> None:
                    help="auto: find faces, a picture that is a face crop is taken whole; never: every picture is a face")
     p.add_argument("--preview", help="folder for pictures with boxes and names drawn (new, empty or an earlier "
                                      "predict --preview folder)")
-    p.add_argument("--unknown-threshold", type=_threshold_arg, metavar="T",
-                   help="open-set score under which a face is answered 'unknown' (default: the model's calibrated "
-                        "threshold; 'off': never)")
+    p.add_argument("--unknown-threshold", type=_threshold_arg, metavar="RATE",
+                   help="when a face is answered 'unknown', as the share of known faces refused on the model's "
+                        "calibration data: 0.05 or 5%% (more: more faces unknown); 'off': never; 'score:T': a raw "
+                        "open-set score threshold (default: the model's calibrated threshold)")
     p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
     p.set_defaults(func=cmd_predict)

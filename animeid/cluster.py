@@ -234,7 +234,7 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
         gid = cluster_embeddings(E, threshold=thr, min_size=min_size, linkage=linkage)
         guesses: list[str] | None = None
         if rec is not None:
-            guesses = [c[0]["name"] for c in rec.predict_faces(files, top=1)]
+            guesses = [r["name"] for r in rec.identify_faces(files, top=1)]
         run = _next_run(w) if store else None
         groups: list[Group] = []
         for g in sorted(set(gid.tolist()), key=lambda v: (v == -1, v)):
@@ -352,12 +352,13 @@ def suggest(ws: str | os.PathLike, model: Any, *, min_p: float = 0.9, accept: bo
         rows = [r for r in w.faces(labeled=False) if (w.root / r["file"]).is_file()]
         ids = [int(r["id"]) for r in rows]
         files = [w.root / r["file"] for r in rows]
-        cands = []
+        verdicts = []
         for i in range(0, len(files), 256):
-            cands += rec.predict_faces(files[i:i + 256], top=1)
+            verdicts += rec.identify_faces(files[i:i + 256], top=1)
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         mname = str(rec.path) if rec.path is not None else None
-        rows_out = [(fid, c[0]["name"], float(c[0]["p"]), mname, created) for fid, c in zip(ids, cands)]
+        # an unknown face: name 'unknown', p its closest character's probability
+        rows_out = [(fid, v["name"], float(v["candidates"][0]["p"]), mname, created) for fid, v in zip(ids, verdicts)]
         with w.conn:
             w.conn.executemany("INSERT OR REPLACE INTO suggestions(face_id, name, p, model, created) VALUES (?,?,?,?,?)",
                                rows_out)

@@ -492,7 +492,8 @@ def evaluate_open_set(model: Any, dataset: str | os.PathLike, unknown: str | os.
     pictures). ``report.extra`` (and so ``to_dict()``) gains ``auroc`` (known-vs-unknown, from the
     open-set score), ``unknown_rejected`` and ``known_correct`` (accepted and named correctly) at the
     model's unknown threshold, ``known_accepted``, ``unknown_threshold``, ``n_known``, ``n_unknown``
-    (see :func:`animeid.openset.open_set_figures`).
+    (see :func:`animeid.openset.open_set_figures`), and ``unknown_refusal_rate``: the share of the
+    model's own known calibration faces that threshold refuses (None for models that do not store them).
     """
     from .images import iter_image_files
     from .openset import open_set_figures
@@ -510,4 +511,5 @@ def evaluate_open_set(model: Any, dataset: str | os.PathLike, unknown: str | os.
     rep = evaluate_predictions(labels, kp, rec.labels)
     correct = np.asarray(rec.labels)[kp.argmax(axis=1)] == np.asarray(labels)
     rep.extra.update(open_set_figures(ks, correct, us, rec.unknown_threshold, rec.unknown_score_kind))
+    rep.extra["unknown_refusal_rate"] = rec.openset.refusal_rate(rec.unknown_threshold) if rec.openset else None
     return rep, ds

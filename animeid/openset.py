@@ -63,7 +63,8 @@ Stored in the model file (:func:`animeid.modelfile.save_model`): arrays ``extra.
 forgotten trained characters ``masked``; ``known_quantiles``: the open-set scores of the known
 calibration faces at every 0.5 % of their distribution, which turn a *known-face refusal rate* -- the
 unit ``--unknown-threshold`` is given in -- into a score threshold, :meth:`OpenSet.threshold_for_rate`,
-and back, :meth:`OpenSet.refusal_rate`; models made before it refuse a rate and take raw scores only) and numbers in the JSON ``thresholds`` (``unknown``,
+and back, :meth:`OpenSet.refusal_rate`; models made before it refuse a rate and take raw scores
+only) and numbers in the JSON ``thresholds`` (``unknown``,
 ``unknown_far``, ``unknown_slope``, ``temperature``, ``pooled_a2``, ``pooled_sd``,
 ``openset_mode``, ``cluster_distance``, ``openset_calibration``; :data:`THRESHOLD_KEYS`). Models
 without them (older ones) predict as before and never answer ``unknown`` unless given a threshold

@@ -2,19 +2,37 @@
 
     >>> model = animeid.load("characters.animeid")            # doctest: +SKIP
     >>> model.predict("screenshot.png")                       # doctest: +SKIP
-    {'path': 'screenshot.png', 'faces': [{'box': [x0, y0, x1, y1], 'candidates': [{'name': 'aoba', 'p': 0.93}, ...]}]}
+    {'path': 'screenshot.png', 'faces': [{'box': [x0, y0, x1, y1], 'name': 'aoba', 'unknown': False,
+      'candidates': [{'name': 'aoba', 'p': 0.93}, ...], 'open_set': {...}}]}
     >>> model.enroll("momiji", ["momiji1.png", "momiji2.png"])   # doctest: +SKIP
     >>> model.save("characters+momiji.animeid")                 # doctest: +SKIP
 
 Unknown faces (open-set models: every model trained by this animeid, see :mod:`animeid.openset`):
-a face whose open-set score is below the unknown threshold (the model's calibrated one, or
-``PredictConfig.unknown_threshold``) gets ``{"name": "unknown", "p": P}`` as its *first* candidate,
-followed by the best named candidates (the best guesses), ``top`` entries in all (at least one
-named), e.g. with ``top=3``:
-``[{"name": "unknown", "p": 0.81}, {"name": "aoba", "p": 0.52}, {"name": "hifumi", "p": 0.3}]``.
-``P`` is 0.5 at the threshold and nears 1 far below it; the named candidates' ``p`` are, as always,
-probabilities among the model's characters. Known faces are answered as before. The open-set score
-of a face comes from :meth:`Recognizer.predict_open_faces`.
+each face gets a *verdict* beside its candidates::
+
+    {"box": [...], "name": "unknown", "unknown": true,
+     "candidates": [{"name": "aoba", "p": 0.62}, {"name": "hifumi", "p": 0.2}, ...],
+     "open_set": {"kind": "prototype_z", "score": -21.3, "threshold": -14.8,
+                  "refusal_rate": 0.15, "known_below": 0.02}}
+
+``name`` is the character's name, or ``"unknown"`` when the face's open-set score is below the
+unknown threshold (then ``unknown`` is true). ``candidates`` are always the ``top`` best *named*
+characters with their probabilities among the model's characters: for an unknown face, the
+characters it is closest to (what it would be if it had to be one of them). ``"unknown"`` is
+never a candidate (earlier versions put it first in ``candidates``, with a
+"probability" that was no probability; read ``name`` / ``unknown`` instead). ``open_set``
+says why: the face's ``score``, the ``threshold`` applied (None: no unknown answers), and, for
+models that store their calibration faces' scores, ``refusal_rate`` -- the share of known faces
+that threshold refuses -- and ``known_below`` -- the share of known faces that score lower than
+this one (the face is unknown when ``known_below`` < ``refusal_rate``).
+
+The threshold: the model's calibrated one by default; :class:`PredictConfig` ``unknown_rate``
+sets it as a *known-face refusal rate* (0.05: the threshold that refuses 5 % of the known
+characters' calibration faces; :meth:`animeid.openset.OpenSet.threshold_for_rate`),
+``unknown_threshold`` as a raw open-set score (the only way for models without stored
+calibration scores; for models without an open-set layer, a threshold on the highest
+probability), ``unknown=False`` never answers unknown. :func:`parse_unknown_threshold` reads the
+CLI's and the web API's form (``off``, ``0.05``, ``5%``, ``score:-14.8``).
 
 A whole illustration or frame is searched for faces first (the study's classifier failed on
 uncropped pictures); each face is cropped as in training (square, the model's margin) and named.
@@ -38,7 +56,7 @@ import numpy as np
 from .features import FeaturePipeline, FeatureSpec
 from .images import ImageTyping, describe, load_image
 
-__all__ = ["PredictConfig", "Recognizer", "load"]
+__all__ = ["PredictConfig", "Recognizer", "load", "parse_unknown_threshold"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +70,36 @@ class PredictConfig:
     fill_ratio: float = 0.6         # a single face whose box side is this share of the picture: a crop
     batch_size: int = 32
     unknown: bool = True            # answer "unknown" for faces below the unknown threshold
-    unknown_threshold: float | None = None   # None: the model's calibrated threshold (if any)
+    unknown_threshold: float | None = None   # a raw open-set score threshold (None: the model's calibrated one)
+    unknown_rate: float | None = None        # or the share of known faces refused, 0 <= rate < 1 (see the notes)
+
+
+def parse_unknown_threshold(text: str | float | None) -> dict[str, Any]:
+    """The :class:`PredictConfig` fields for an unknown threshold as the CLI and the web API take it:
+    ``off`` (never unknown), a known-face refusal rate as a share ``0.05`` or a percentage ``5%``
+    (from 0 up to, not including, 1 / 100 %), or a raw open-set score ``score:-14.8``; ``None`` or
+    ``""``: the model's calibrated threshold (``{}``). ``ValueError`` with a readable message otherwise."""
+    if text is None:
+        return {}
+    t = str(text).strip().lower().replace(" ", "")
+    if not t:
+        return {}
+    if t == "off":
+        return {"unknown": False}
+    try:
+        if t.startswith("score:"):
+            v = float(t[len("score:"):])
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError
+            return {"unknown_threshold": v}
+        rate = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise ValueError(f"expected 'off', a share of known faces to refuse (0.05 or 5%) or 'score:T', "
+                         f"got {text!r}") from None
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"a known-face refusal rate is a share from 0 up to 1 (0 % to 100 %, 100 % excluded), got "
+                         f"{text!r}; for a raw open-set score write score:T")
+    return {"unknown_rate": rate}
 
 
 class Recognizer:
@@ -133,33 +180,64 @@ class Recognizer:
         """What the open-set score is: ``"prototype_z"`` (open-set layer) or ``"max_proba"``."""
         return "prototype_z" if self.openset is not None else "max_proba"
 
-    def _threshold(self, cfg: PredictConfig) -> float | None:
+    def _threshold(self, cfg: PredictConfig, os_: Any = None) -> float | None:
+        """The open-set score threshold ``cfg`` asks for with the layer ``os_`` (None: no unknown answers)."""
+        from .errors import InputError, ModelFileError
+
         if not cfg.unknown:
             return None
-        return cfg.unknown_threshold if cfg.unknown_threshold is not None else self.unknown_threshold
+        if cfg.unknown_rate is not None:
+            if cfg.unknown_threshold is not None:
+                raise InputError("give the unknown threshold as a refusal rate or as a score, not both")
+            if os_ is None:
+                raise ModelFileError("this model has no open-set layer (made by an older animeid), so a refusal "
+                                     "rate means nothing to it: give a threshold on its highest probability "
+                                     "(score:0.5) or retrain it", self.path)
+            try:
+                return os_.threshold_for_rate(cfg.unknown_rate)
+            except ModelFileError as e:
+                raise ModelFileError(e.message, self.path) from None
+        if cfg.unknown_threshold is not None:
+            return float(cfg.unknown_threshold)
+        return os_.threshold if os_ is not None else None
 
-    def _candidates(self, p: np.ndarray, top: int, labels: list[str] | None = None, score: float | None = None,
-                    threshold: float | None = None, os_: Any = None) -> list[dict[str, Any]]:
+    def _candidates(self, p: np.ndarray, top: int, labels: list[str] | None = None) -> list[dict[str, Any]]:
         labels = self.labels if labels is None else labels
-        unknown = threshold is not None and score is not None and score < threshold
-        order = np.argsort(-p, kind="stable")[:max(1, top - 1) if unknown else top]
-        out = [{"name": labels[i], "p": round(float(p[i]), 4)} for i in order]
-        if unknown:
-            from .openset import UNKNOWN
+        return [{"name": labels[i], "p": round(float(p[i]), 4)} for i in np.argsort(-p, kind="stable")[:max(1, top)]]
 
-            pu = float(os_.p_unknown(score, threshold)) if os_ is not None else 1.0 - float(p.max(initial=0.0))
-            out.insert(0, {"name": UNKNOWN, "p": round(pu, 4)})
-        return out
+    def _verdict(self, p: np.ndarray, top: int, labels: list[str], score: float, threshold: float | None,
+                 os_: Any) -> dict[str, Any]:
+        """``{"name", "unknown", "candidates", "open_set"}`` for one face (see the module's notes)."""
+        from .openset import UNKNOWN
+
+        cands = self._candidates(p, top, labels)
+        unknown = threshold is not None and bool(score < threshold)
+        info: dict[str, Any] = {"kind": "prototype_z" if os_ is not None else "max_proba",
+                                "score": round(float(score), 4),
+                                "threshold": None if threshold is None else round(float(threshold), 4)}
+        if os_ is not None and os_.known_quantiles is not None:
+            rate = os_.refusal_rate(threshold)
+            below = os_.refusal_rate(float(score))
+            info["refusal_rate"] = None if rate is None else round(rate, 4)
+            info["known_below"] = None if below is None else round(below, 4)
+        return {"name": UNKNOWN if unknown or not cands else cands[0]["name"], "unknown": unknown or not cands,
+                "candidates": cands, "open_set": info}
+
+    def identify_faces(self, faces: Sequence[ImageTyping], cfg: PredictConfig | None = None, *, top: int = 3
+                       ) -> list[dict[str, Any]]:
+        """A verdict ``{"name", "unknown", "candidates", "open_set"}`` for each face crop (see the
+        module's notes); with ``cfg``, its ``top`` and unknown settings apply."""
+        cfg = cfg or PredictConfig(top=top)
+        self._threshold(cfg, self.openset)            # a bad setting fails before any work
+        proba, score, labels, os_ = self._predict_open(list(faces), cfg.batch_size)
+        t = self._threshold(cfg, os_)
+        return [self._verdict(p, cfg.top, labels, s, t, os_) for p, s in zip(proba, score)]
 
     def predict_faces(self, faces: Sequence[ImageTyping], *, top: int = 3,
                       cfg: PredictConfig | None = None) -> list[list[dict[str, Any]]]:
-        """Top ``top`` candidates ``[{"name", "p"}]`` for each face crop (``unknown`` first for a face
-        below the unknown threshold; see the module's notes). With ``cfg``, its ``top`` and unknown
-        settings apply."""
-        cfg = cfg or PredictConfig(top=top)
-        proba, score, labels, os_ = self._predict_open(list(faces), cfg.batch_size)
-        t = self._threshold(cfg)
-        return [self._candidates(p, cfg.top, labels, s, t, os_) for p, s in zip(proba, score)]
+        """Top ``top`` named candidates ``[{"name", "p"}]`` for each face crop, most likely first (no
+        verdict: whether a face is ``unknown`` is :meth:`identify_faces`'s ``name`` / ``unknown``)."""
+        return [r["candidates"] for r in self.identify_faces(faces, cfg, top=top)]
 
     # -- whole pictures
     def _locate(self, img, cfg: PredictConfig, faces: list | None = None) -> tuple[list[tuple[list[int], Any]], bool]:
@@ -184,13 +262,15 @@ class Recognizer:
         return [(list(f.box), crop_face(img, f.box, margin=self.crop_margin, size=size or 128)) for f in faces], False
 
     def predict_batch(self, images: Sequence[ImageTyping], cfg: PredictConfig | None = None) -> list[dict[str, Any]]:
-        """One result per picture: ``{"path", "width", "height", "faces": [{"box", "candidates"}]}``.
+        """One result per picture: ``{"path", "width", "height", "faces": [{"box", "name", "unknown",
+        "candidates", "open_set"}]}`` (the verdict: see the module's notes).
 
         With ``detect="auto"``, a picture in which no face is found gets ``"faces": []`` and
-        ``"whole_picture": {"box", "candidates"}``: the guess made by reading the whole picture as a
+        ``"whole_picture"`` (the same fields): the guess made by reading the whole picture as a
         face crop (right when it is one the detector missed, meaningless for a picture without a face).
         """
         cfg = cfg or PredictConfig()
+        self._threshold(cfg, self.openset)            # a bad setting fails before any work
         located: list[tuple[int, list[int], bool]] = []
         crops: list[Any] = []
         results: list[dict[str, Any]] = []
@@ -206,9 +286,9 @@ class Recognizer:
                 located.append((i, box, no_face))
                 crops.append(crop)
         proba, score, labels, os_ = self._predict_open(crops, cfg.batch_size)
-        t = self._threshold(cfg)
+        t = self._threshold(cfg, os_)
         for (i, box, no_face), p, s in zip(located, proba, score):
-            entry = {"box": [int(v) for v in box], "candidates": self._candidates(p, cfg.top, labels, s, t, os_)}
+            entry = {"box": [int(v) for v in box], **self._verdict(p, cfg.top, labels, s, t, os_)}
             if no_face:
                 results[i]["whole_picture"] = entry
             else:

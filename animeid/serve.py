@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
 from .errors import AnimeidError, DatasetError, InputError
 from .images import IMAGE_EXTS, load_image
-from .predict import PredictConfig, Recognizer
+from .predict import PredictConfig, Recognizer, parse_unknown_threshold
 
 try:
     from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -94,13 +94,27 @@ class _Open(BaseModel):
 
 
 class Candidate(_Open):
-    name: Optional[str] = Field(description="character name; 'unknown' when an open-set model does not know the face")
-    p: float = Field(description="probability, 0..1")
+    name: Optional[str] = Field(description="a character of the model (never 'unknown')")
+    p: float = Field(description="probability among the model's characters, 0..1")
+
+
+class OpenSetInfo(_Open):
+    kind: str = Field(description="what the score is: 'prototype_z' (open-set layer) or 'max_proba' (older models)")
+    score: float = Field(description="the face's open-set score: low means like no known character")
+    threshold: Optional[float] = Field(description="the face is unknown below this score (null: never unknown)")
+    refusal_rate: Optional[float] = Field(None, description="share of the model's known calibration faces this "
+                                                            "threshold refuses, 0..1")
+    known_below: Optional[float] = Field(None, description="share of the model's known calibration faces that "
+                                                           "score lower than this face, 0..1")
 
 
 class FaceResult(_Open):
     box: list[int] = Field(description="[x0, y0, x1, y1] in the picture's pixels, x1/y1 exclusive")
-    candidates: list[Candidate] = Field(description="most likely first")
+    name: str = Field(description="the verdict: the character's name, or 'unknown' for a face of no known character")
+    unknown: bool = Field(description="true when the verdict is 'unknown'")
+    candidates: list[Candidate] = Field(description="the closest characters, most likely first (named only: for an "
+                                                    "unknown face, who it would be if it had to be one of them)")
+    open_set: OpenSetInfo = Field(description="why the verdict: the face's open-set score against the threshold")
 
 
 class ImageResult(_Open):
@@ -612,19 +626,32 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         summary="Find the faces in pictures and name the characters",
         description="Send a picture (illustration, screenshot or face crop) as the multipart field `image`. "
                     "One `image` gives `{\"filename\", \"width\", \"height\", \"faces\": [{\"box\": [x0, y0, x1, y1], "
-                    "\"candidates\": [{\"name\", \"p\"}]}]}`; several `image` fields give `{\"results\": [...]}` "
-                    "with one such object per picture, in order. A picture in which no face is found is "
-                    "taken as a face crop (`detect=auto`). An open-set model may answer `unknown`.")
+                    "\"name\", \"unknown\", \"candidates\": [{\"name\", \"p\"}], \"open_set\"}]}`; several "
+                    "`image` fields give `{\"results\": [...]}` with one such object per picture, in order. `name` "
+                    "is the verdict: a character, or `unknown` for a face of no known character (then `candidates` "
+                    "are the characters it is closest to). A picture in which no face is found gets `faces: []` "
+                    "and a separate `whole_picture` guess, the picture read as a face crop (`detect=auto`).")
     def recognize(image: list[UploadFile] = File(..., description="one or more pictures"),
                   top: int = Query(3, ge=1, le=50, description="candidates per face"),
                   threshold: float | None = Query(None, ge=0.0, le=1.0, description="face detector score threshold, 0..1 "
                                                   "(default: the detector's own calibrated one)"),
                   detect: Literal["auto", "always", "never"] = Query(
                       "auto", description="auto: find faces, a face crop is taken whole; always: only faces "
-                                          "found; never: the whole picture is one face")):
+                                          "found; never: the whole picture is one face"),
+                  unknown_threshold: Optional[str] = Query(
+                      None, max_length=40, examples=["5%", "0.05", "off", "score:-14.8"],
+                      description="when a face is answered `unknown`: the share of known faces refused on the "
+                                  "model's calibration data, `0.05` or `5%` (more: more faces unknown; from 0 up to "
+                                  "100 % excluded); `off`: never; `score:T`: a raw open-set score threshold. "
+                                  "Default: the model's calibrated threshold")):
+        try:
+            unk = parse_unknown_threshold(unknown_threshold)
+            cfg = PredictConfig(top=top, threshold=threshold, detect=detect, detector=detector, **unk)
+            state.recognizer._threshold(cfg, state.recognizer.openset)
+        except (ValueError, AnimeidError) as e:
+            raise HTTPException(422, f"unknown_threshold: {getattr(e, 'message', None) or e}") from None
         imgs, names = load_uploads(image)
-        results = state.recognizer.predict_batch(imgs, PredictConfig(top=top, threshold=threshold, detect=detect,
-                                                                            detector=detector))
+        results = state.recognizer.predict_batch(imgs, cfg)
         out = [{"filename": n, **{k: v for k, v in r.items() if k != "path"}} for n, r in zip(names, results)]
         return out[0] if len(out) == 1 else {"results": out}
 
@@ -766,17 +793,17 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         rec = state.recognizer
         for i in range(0, len(paths), 64):
             try:
-                cands = rec.predict_faces(paths[i:i + 64], top=1)
+                verdicts = rec.identify_faces(paths[i:i + 64], top=1)
             except InputError:
-                cands = []
+                verdicts = []
                 for p in paths[i:i + 64]:
                     try:
-                        cands.extend(rec.predict_faces([p], top=1))
+                        verdicts.extend(rec.identify_faces([p], top=1))
                     except InputError:
-                        cands.append([])
-            for fid, c in zip(ids[i:i + 64], cands):
-                if c:
-                    state._guesses[fid] = face_identity({"candidates": c})
+                        verdicts.append(None)
+            for fid, v in zip(ids[i:i + 64], verdicts):
+                if v:
+                    state._guesses[fid] = face_identity(v)
         return {r["id"]: state._guesses[r["id"]] for r in rows if r["id"] in state._guesses}
 
     def cluster_groups(unlabeled_ids: list[int]) -> tuple[list[list[int]], str] | None:

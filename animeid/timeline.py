@@ -59,16 +59,17 @@ ProgressCallback = Callable[[float, "float | None", int], None]
 
 
 def face_identity(face: Mapping[str, Any]) -> tuple[str, float]:
-    """``(name, p)`` a predicted face counts as: its top candidate, or :data:`UNKNOWN`.
+    """``(name, p)`` a predicted face counts as: its verdict ``name`` (:data:`UNKNOWN` for a face of no
+    known character) and its top candidate's probability (for an unknown face, its closest character's).
 
-    An open-set answer may mark a face ``"unknown": true``, give the top candidate the name
-    ``"unknown"`` (or ``None``), or mark the candidate ``"unknown": true``; each counts as unknown.
+    Answers without a verdict (older servers) count as unknown when the face is marked ``"unknown":
+    true``, or its top candidate is named ``"unknown"`` (or ``None``) or marked ``"unknown": true``.
     """
     cands = face.get("candidates") or []
     top = cands[0] if cands else {}
     p = float(top.get("p", 0.0) or 0.0)
-    name = top.get("name")
-    if face.get("unknown") or top.get("unknown") or name is None or name == UNKNOWN:
+    name = face.get("name", top.get("name"))
+    if face.get("unknown") or top.get("unknown") or top.get("name") == UNKNOWN or name is None or name == UNKNOWN:
         return UNKNOWN, p
     return str(name), p
 

@@ -44,8 +44,8 @@ def _faces(data: Path, name: str) -> list[Path]:
     return sorted(d.iterdir())
 
 
-def _top(res_faces) -> list[str]:
-    return [c[0]["name"] for c in res_faces]
+def _top(verdicts) -> list[str]:
+    return [v["name"] for v in verdicts]
 
 
 def test_trained_model_carries_a_calibrated_layer_and_known_faces_keep_the_head(model, data):
@@ -69,22 +69,23 @@ def test_an_unknown_characters_faces_are_answered_unknown_at_the_stored_threshol
     import animeid
 
     rec = animeid.load(model)
-    stranger = rec.predict_faces(_faces(data, NEW), top=3)
-    share = np.mean([c[0]["name"] == "unknown" for c in stranger])
+    stranger = rec.identify_faces(_faces(data, NEW), top=3)
+    share = np.mean([v["name"] == "unknown" for v in stranger])
     assert share >= 0.5, share
-    # the format: 'unknown' first with p >= 0.5, then the best named guesses, `top` entries in all
-    c = next(c for c in stranger if c[0]["name"] == "unknown")
-    assert c[0]["p"] >= 0.5 and len(c) == 3 and all(x["name"] in KNOWN for x in c[1:])
-    assert c[1]["p"] >= c[2]["p"]
+    # the format: the verdict 'unknown', with the `top` closest named characters as candidates
+    v = next(v for v in stranger if v["name"] == "unknown")
+    c = v["candidates"]
+    assert v["unknown"] is True and len(c) == 3 and all(x["name"] in KNOWN for x in c)
+    assert c[0]["p"] >= c[1]["p"] >= c[2]["p"] and v["open_set"]["score"] < v["open_set"]["threshold"]
     # known faces mostly stay named (many of these trained the model; the rest are its test faces)
-    known = rec.predict_faces([f for n in KNOWN for f in _faces(data, n)], top=3)
-    assert np.mean([k[0]["name"] == "unknown" for k in known]) <= 0.3
+    known = rec.identify_faces([f for n in KNOWN for f in _faces(data, n)], top=3)
+    assert np.mean([k["name"] == "unknown" for k in known]) <= 0.3
     # adjustable: 'off' never answers unknown, a very high threshold always does
     from animeid.predict import PredictConfig
 
-    off = rec.predict_faces(_faces(data, NEW)[:5], cfg=PredictConfig(unknown=False))
+    off = rec.identify_faces(_faces(data, NEW)[:5], cfg=PredictConfig(unknown=False))
     assert "unknown" not in _top(off)
-    high = rec.predict_faces(_faces(data, KNOWN[0])[:5], cfg=PredictConfig(unknown_threshold=1e9))
+    high = rec.identify_faces(_faces(data, KNOWN[0])[:5], cfg=PredictConfig(unknown_threshold=1e9))
     assert set(_top(high)) == {"unknown"}
 
 
@@ -97,7 +98,7 @@ def test_enrolled_character_is_named_in_its_other_pictures_and_survives_saving(m
     assert r == {"name": NEW, "added": 5, "faces": 5, "new": True}
     assert rec.labels == KNOWN + [NEW]
     rest = new_faces[5:]
-    tops = _top(rec.predict_faces(rest, top=3))
+    tops = _top(rec.identify_faces(rest, top=3))
     named = [t for t in tops if t != "unknown"]
     # 5 pictures, a model trained on 20 faces per character: about 2 in 3 named right (chance: 1 in 7)
     assert np.mean([t == NEW for t in tops]) >= 0.55, tops
@@ -142,7 +143,7 @@ def test_enrol_from_a_whole_illustration_uses_its_largest_face(model, detect_tad
     crop = rec._enrol_crop(pic, PredictConfig())
     assert crop.size[0] == crop.size[1] and crop.size[0] < 512
     assert rec.enroll("tadne girl", [pic])["new"] is True
-    assert rec.predict(pic)["faces"][0]["candidates"][0]["name"] in ("tadne girl", "unknown")
+    assert rec.predict(pic)["faces"][0]["name"] in ("tadne girl", "unknown")
 
 
 def test_forget_removes_enrolled_and_masks_trained_characters(model, data, tmp_path):
@@ -152,12 +153,12 @@ def test_forget_removes_enrolled_and_masks_trained_characters(model, data, tmp_p
     rec.enroll(NEW, _faces(data, NEW)[:5])
     rec.forget(NEW)
     assert rec.labels == KNOWN and len(rec.openset.gallery) == 0
-    assert NEW not in _top(rec.predict_faces(_faces(data, NEW)))
+    assert NEW not in _top(rec.identify_faces(_faces(data, NEW)))
     gone = KNOWN[3]
     r = rec.forget(gone)
     assert r["trained"] is True and gone not in rec.labels and len(rec.labels) == len(KNOWN) - 1
     assert rec.predict_proba_faces(_faces(data, gone)[:3]).shape == (3, len(KNOWN) - 1)
-    assert gone not in _top(rec.predict_faces(_faces(data, gone)))
+    assert gone not in _top(rec.identify_faces(_faces(data, gone)))
     path = rec.save(tmp_path / "five.animeid")
     assert animeid.load(path).labels == rec.labels
     with pytest.raises(InputError, match="no character"):
@@ -220,14 +221,14 @@ def test_cli_enroll_out_forget_predict_and_evaluate_unknown(model, data, tmp_pat
     rest = _faces(data, NEW)[5:]
     from animeid.predict import PredictConfig
 
-    named = _top(animeid.load(out).predict_faces(rest, cfg=PredictConfig(unknown=False)))
+    named = _top(animeid.load(out).identify_faces(rest, cfg=PredictConfig(unknown=False)))
     probe = str(rest[named.index(NEW)])          # the CLI answers as the API does
     assert main(["predict", str(out), probe, "--json", "--unknown-threshold", "off"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["faces"][0]["candidates"][0]["name"] == NEW
-    assert main(["predict", str(m), probe, "--json", "--unknown-threshold", "1e9"]) == 0
+    assert main(["predict", str(m), probe, "--json", "--unknown-threshold", "score:1e9"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["faces"][0]["candidates"][0]["name"] == "unknown"
+    assert res["faces"][0]["name"] == "unknown" and res["faces"][0]["candidates"][0]["name"] in KNOWN
     # in place
     assert main(["forget", str(out), NEW]) == 0
     capsys.readouterr()
