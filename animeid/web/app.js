@@ -6,9 +6,23 @@ let busy = false;
 let lastUrl = null;
 let limits = null;   // from /health: refuse a too large file before uploading it
 
+// The verdict: the face's "name" (a character, or "unknown"); servers before the verdict put an
+// "unknown" pseudo-candidate first, which is read as the verdict and left out of the candidates.
 function isUnknown(face) {
   const top = (face.candidates || [])[0];
-  return !top || face.unknown || top.unknown || top.name === null || top.name === "unknown";
+  return !top || face.unknown === true || face.name === "unknown" || top.unknown || top.name === null ||
+    top.name === "unknown";
+}
+
+function namedCandidates(face) {
+  return (face.candidates || []).filter((c) => !(c.name === null || c.name === "unknown" || c.unknown));
+}
+
+// "yuki 96%" or "unknown (closest: yuki 62%, aoba 20%)"
+function verdictText(face) {
+  const named = namedCandidates(face).map((c) => `${c.name} ${pct(c.p)}`).join(", ");
+  if (!isUnknown(face)) return named;
+  return named ? `unknown (closest: ${named})` : "unknown";
 }
 
 function handleFiles(files) {
@@ -68,37 +82,43 @@ function renderPicture(url, res) {
     box.style.width = (100 * (x1 - x0) / res.width) + "%";
     box.style.height = (100 * (y1 - y0) / res.height) + "%";
     box.style.borderColor = colour;
-    const top = (face.candidates || [])[0];
+    const unknownFace = isUnknown(face);
+    const named = namedCandidates(face);
+    const top = named[0];
     const tag = el("span", { class: "tag" + (y0 < 0.08 * res.height ? " inside" : ""),
-                             text: `${i + 1}. ${isUnknown(face) ? "unknown" : top.name} ${top ? pct(top.p) : ""}` });
+                             text: `${i + 1}. ${unknownFace || !top ? "unknown" : `${top.name} ${pct(top.p)}`}` });
     tag.style.background = colour;
     box.append(tag);
     stage.append(box);
 
     const badge = el("span", { class: "badge", text: String(i + 1) });
     badge.style.background = colour;
-    const cands = el("ul", { class: "cands" });
-    (face.candidates || []).forEach((c, k) => {
-      const unknown = c.name === null || c.name === "unknown" || c.unknown;
+    const cands = el("ul", { class: "cands" + (unknownFace ? " closest" : "") });
+    named.forEach((c, k) => {
       const bar = el("span", { class: "pbar" });
       const fill = el("span", { class: "pfill" });
       fill.style.width = Math.round(c.p * 100) + "%";
-      fill.style.background = k === 0 ? colour : "#adb5bd";
+      fill.style.background = k === 0 && !unknownFace ? colour : "#adb5bd";
       bar.append(fill);
-      cands.append(el("li", { class: unknown ? "unknown" : "" },
-        el("span", { class: "name", text: unknown ? "unknown" : c.name }), bar, el("span", { class: "p", text: pct(c.p) })));
+      cands.append(el("li", {},
+        el("span", { class: "name", text: c.name }), bar, el("span", { class: "p", text: pct(c.p) })));
     });
-    list.append(el("li", { class: "face-card" + (isUnknown(face) ? " is-unknown" : "") },
-      el("div", { class: "face-head" }, badge, el("span", { text: `box ${x0}, ${y0} - ${x1}, ${y1}` })), cands));
+    // an unknown face: the verdict first, then the characters it is closest to
+    const verdict = unknownFace
+      ? el("p", { class: "verdict unknown", text: "Unknown: like none of the model's characters." +
+                  (named.length ? " Closest:" : "") })
+      : null;
+    list.append(el("li", { class: "face-card" + (unknownFace ? " is-unknown" : "") },
+      el("div", { class: "face-head" }, badge, el("span", { text: `box ${x0}, ${y0} - ${x1}, ${y1}` })),
+      ...(verdict ? [verdict] : []), cands));
   });
   const side = el("div", { class: "side" });
   if (!res.faces.length) {
     side.append(el("p", { class: "hint", text: "No face found." }));
     const whole = res.whole_picture;
     if (whole && whole.candidates && whole.candidates.length) {
-      const guess = whole.candidates.map((c) => `${c.name} ${pct(c.p)}`).join(", ");
       side.append(el("p", { class: "hint whole-guess",
-        text: `If the whole picture is a face crop, it reads as: ${guess}.` }));
+        text: `If the whole picture is a face crop, it reads as: ${verdictText(whole)}.` }));
     }
   }
   side.append(list);
