@@ -64,6 +64,7 @@ __all__ = [
     "DETECTORS",
     "DEFAULT_DETECTOR",
     "default_threshold",
+    "check_detector_name",
     "AUTO_UPSCALE_TO",
     "PAD_BELOW",
     "PAD_FRACTION",
@@ -175,6 +176,19 @@ def _is_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.endswith(".onnx") or os.path.exists(name)
 
 
+def check_detector_name(name: str | os.PathLike, option: str | None = None) -> str | os.PathLike:
+    """``name`` when it is a key of :data:`DETECTORS` or looks like a detector file's path (whether
+    the file is one is found when it is opened); :class:`~animeid.errors.UnknownNameError` listing
+    the known names otherwise (``option``: the option that held it, for the message)."""
+    from ..errors import UnknownNameError
+
+    key = os.fspath(name)
+    if key in DETECTORS or _is_path(key):
+        return name
+    raise UnknownNameError(f"unknown face detector {key!r}; known: {', '.join(DETECTORS)}, "
+                           "or the path of a detector file (animeid detector train)", option)
+
+
 def get_detector(name: str | os.PathLike | None = None) -> Detector:
     """The detector called ``name`` (a key of :data:`DETECTORS`, or the path of a detector file;
     ``None``: :data:`DEFAULT_DETECTOR`), built on first use and shared afterwards (thread-safe).
@@ -183,22 +197,18 @@ def get_detector(name: str | os.PathLike | None = None) -> Detector:
     names for an unknown one, :class:`~animeid.errors.ModelFileError` for a detector file that
     is missing or is not one.
     """
-    from ..errors import UnknownNameError
-
     key = DEFAULT_DETECTOR if name is None else os.fspath(name)
     det = _detectors.get(key)
     if det is not None:
         return det
+    check_detector_name(key)
     if key in DETECTORS:
         factory = DETECTORS[key]
-    elif _is_path(key):
+    else:
         from .learned import LearnedDetector
 
         key = os.path.realpath(key)
         factory = lambda: LearnedDetector(key)  # noqa: E731
-    else:
-        raise UnknownNameError(f"unknown face detector {key!r}; known: {', '.join(DETECTORS)}, "
-                               "or the path of a detector file (animeid detector train)")
     with _detectors_lock:
         det = _detectors.get(key)
         if det is None:
