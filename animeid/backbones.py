@@ -155,7 +155,8 @@ BackboneSpec = Union[str, BackboneConfig]
 def get_config(name: BackboneSpec) -> BackboneConfig:
     """The config of backbone ``name``; ``"name@160"`` gives it with ``input_size=160``.
 
-    A :class:`BackboneConfig` is returned as is. Unknown names raise ``ValueError`` listing the valid ones.
+    A :class:`BackboneConfig` is returned as is. Unknown names raise
+    :class:`~animeid.errors.UnknownNameError` (a ``ValueError``) listing the valid ones.
     """
     if isinstance(name, BackboneConfig):
         return name
@@ -163,20 +164,27 @@ def get_config(name: BackboneSpec) -> BackboneConfig:
         raise TypeError(f"a backbone is named by a str, got {type(name).__name__}")
     base, sep, size = name.partition("@")
     if base not in _REGISTRY:
-        raise ValueError(f"unknown backbone {base!r}; backbones {list_backbones()!r} are available")
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown backbone {base!r}; known: {', '.join(list_backbones())}", "backbone")
     cfg = _REGISTRY[base][0]
     if sep:
         try:
             s = int(size)
         except ValueError:
-            raise ValueError(f"bad input size in {name!r}: expected 'name@<pixels>', e.g. '{base}@160'") from None
+            from .errors import ConfigError
+
+            raise ConfigError("backbone", f"bad input size in {name!r}: expected 'name@<pixels>', "
+                                          f"e.g. '{base}@160'") from None
         cfg = cfg.replace(input_size=s)
     return cfg
 
 
 def _builder(cfg: BackboneConfig) -> Builder:
     if cfg.name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {cfg.name!r}; backbones {list_backbones()!r} are available")
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown backbone {cfg.name!r}; known: {', '.join(list_backbones())}", "backbone")
     return _REGISTRY[cfg.name][1]
 
 

@@ -36,7 +36,7 @@ from .errors import DatasetError, InputError
 
 __all__ = ["Group", "cluster_embeddings", "purity", "embed_faces", "default_threshold", "cluster_workspace",
            "latest_groups", "name_group", "suggest",
-           "DEFAULT_THRESHOLD", "GROUPS_DIR"]
+           "DEFAULT_THRESHOLD", "GROUPS_DIR", "CLUSTER_RULES"]
 
 log = logging.getLogger("animeid")
 
@@ -47,6 +47,18 @@ log = logging.getLogger("animeid")
 #: the threshold grows, where average linkage suddenly merges characters (holoen16: 96 % at 0.9,
 #: 44 % at 1.0).
 DEFAULT_THRESHOLD = {"model": 1.0, "plain": 0.4}
+
+
+def _rules() -> dict:
+    from . import options as o
+
+    return {"threshold": o.number(0.0, 2.0, lo_open=True, optional=True, what="a cosine distance"),
+            "min_size": o.whole(1), "linkage": o.choice(("complete", "average", "single")),
+            "min_p": o.share(), "batch_size": o.whole(1, 4096)}
+
+
+#: what the options of :func:`cluster_workspace` and :func:`suggest` may be (:mod:`animeid.options`)
+CLUSTER_RULES = _rules()
 #: Where contact sheets go inside a workspace (hidden: ``dataset sync`` skips it).
 GROUPS_DIR = ".groups"
 
@@ -217,8 +229,11 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
     merging (default: :func:`default_threshold`). ``store``: record the groups in the manifest as a
     new run (``dataset name`` uses the latest run). ``sheets``: draw ``WS/.groups/group-<id>.png``
     and ``WS/.groups/groups.png`` (one row per group). Returns the groups, largest first, then the
-    faces left apart as one :class:`Group` with id -1 (when there are any).
+    faces left apart as one :class:`Group` with id -1 (when there are any). A bad option raises
+    :class:`~animeid.errors.ConfigError` before any work.
     """
+    threshold, min_size, linkage, batch_size = (CLUSTER_RULES[k].check(k, v) for k, v in (
+        ("threshold", threshold), ("min_size", min_size), ("linkage", linkage), ("batch_size", batch_size)))
     rec = _recognizer(model)
     w = _open(ws)
     try:
@@ -344,6 +359,8 @@ def suggest(ws: str | os.PathLike, model: Any, *, min_p: float = 0.9, accept: bo
     from .dataset import label_faces
     from .openset import UNKNOWN
 
+    min_p = CLUSTER_RULES["min_p"].check("min_p", min_p)
+    batch_size = CLUSTER_RULES["batch_size"].check("batch_size", batch_size)
     rec = _recognizer(model)
     if rec is None:
         raise InputError("suggest needs a model")

@@ -243,7 +243,8 @@ class Workspace:
 
 @dataclass
 class CollectConfig:
-    """Options shared by :func:`collect` and :func:`import_illustrations`."""
+    """Options shared by :func:`collect` and :func:`import_illustrations`, checked when the config is
+    made (:mod:`animeid.options`; a bad value raises :class:`~animeid.errors.ConfigError`)."""
 
     every: float = 5.0            # seconds between sampled frames (the study: ffmpeg fps=1/5)
     threshold: float | None = None  # detector score threshold (None: the detector's own; the study: 0.7)
@@ -253,6 +254,14 @@ class CollectConfig:
     skip_similar_frames: int | None = 4   # dhash bits between consecutive frames; None keeps all frames
     detector: str | None = None   # a name or a detector file (None: animeid's default detector)
     workers: int | None = None    # detection processes; None: all cores
+
+    def __post_init__(self):
+        from . import options as o
+
+        o.check_fields(self, {"every": o.SECONDS, "threshold": o.DETECTOR_SCORE, "margin": o.MARGIN,
+                              "crop_size": o.SIDE, "dedupe_distance": o.HASH_BITS,
+                              "skip_similar_frames": o.whole(0, o.MAX_HASH_BITS, optional=True),
+                              "detector": o.detector(), "workers": o.whole(1, 1024, optional=True)})
 
 
 @dataclass
@@ -265,6 +274,7 @@ class CollectSummary:
     skipped_files: int = 0        # files in the folders given that are neither pictures nor videos
     failed: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
     seconds: float = 0.0
+    nothing_to_read: bool = False  # no input exists or holds a video or picture: no workspace made or opened
 
     @property
     def ok(self) -> bool:
@@ -273,7 +283,8 @@ class CollectSummary:
     def to_dict(self) -> dict:
         return {"sources": self.sources, "skipped_sources": self.skipped_sources, "items": self.items,
                 "faces": self.faces, "duplicates": self.duplicates, "skipped_files": self.skipped_files,
-                "failed": [{"path": p, "error": e} for p, e in self.failed], "seconds": round(self.seconds, 2)}
+                "failed": [{"path": p, "error": e} for p, e in self.failed], "seconds": round(self.seconds, 2),
+                "nothing_to_read": self.nothing_to_read}
 
 
 # A unit of detection work: (source key, item key, time, page, picture or path)
@@ -524,32 +535,40 @@ def _finish_picture(ws: Workspace, summary: CollectSummary, group: list[tuple[_J
     yield job.source_id, Path(job.path), group
 
 
-@contextlib.contextmanager
-def _session(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig):
-    """What :func:`collect` and :func:`import_illustrations` share: ``(summary, sources, workspace,
-    detection pool, crop store)``, the inputs expanded (unusable ones noted in the summary); the pool and
-    the workspace are closed and the time noted however the work ends."""
-    t0 = time.perf_counter()
+def _inputs(inputs: Sequence[str | os.PathLike]) -> tuple[CollectSummary, list[tuple[Path, str]]]:
+    """The summary :func:`collect` and :func:`import_illustrations` start from, with the unusable inputs
+    noted in it, and the ``(path, kind)`` of every video and picture among the inputs."""
     summary = CollectSummary()
     sources, failed, summary.skipped_files = _expand_inputs(inputs)
     summary.failed.extend(failed)
     for path, why in failed:
         log.warning("%s: %s", path, why)
+    summary.nothing_to_read = not sources
+    return summary, sources
+
+
+@contextlib.contextmanager
+def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: CollectConfig):
+    """What :func:`collect` and :func:`import_illustrations` share once there is something to read:
+    ``(workspace, detection pool, crop store)``, opened (the workspace created if needed); the pool
+    and the workspace are closed and the time noted however the work ends."""
+    t0 = time.perf_counter()
     ws = Workspace(workspace, create=True)
     runner = None
     try:
         runner = _Runner(_resolve_workers(cfg.workers), cfg)
-        yield summary, sources, ws, runner, _Store(ws, cfg, summary)
+        yield ws, runner, _Store(ws, cfg, summary)
     finally:
         if runner is not None:
             runner.close()
-        summary.seconds = time.perf_counter() - t0
+        summary.seconds += time.perf_counter() - t0
         ws.close()
 
 
 def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig | None = None,
             *, show_progress: bool | None = None) -> CollectSummary:
-    """Frames, detection, crops and near-duplicate removal into ``workspace`` (created if needed).
+    """Frames, detection, crops and near-duplicate removal into ``workspace`` (created if needed;
+    not when no input exists or holds a video or picture: then ``summary.nothing_to_read``).
 
     Videos are sampled every ``cfg.every`` seconds; pictures are taken whole. Every face found at
     ``cfg.threshold`` is cropped (square, ``cfg.margin``) into ``WS/unlabeled/`` unless its perceptual
@@ -558,7 +577,10 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
     """
     cfg = cfg or CollectConfig()
     disable = None if show_progress is None else not show_progress
-    with _session(inputs, workspace, cfg) as (summary, sources, ws, runner, store):
+    summary, sources = _inputs(inputs)
+    if not sources:                  # nothing to read: no workspace is made (summary.nothing_to_read)
+        return summary
+    with _session(summary, workspace, cfg) as (ws, runner, store):
         videos = [(p, k) for p, k in sources if k == "video"]
         pictures = [(p, k) for p, k in sources if k == "image"]
         for path, _ in videos:
@@ -592,12 +614,16 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
     """Pictures of one character: the largest face of each is cropped into ``WS/<character>/``.
 
     Other faces in the same picture go to ``unlabeled/``. A picture where no face is found but which
-    looks like a face crop already (``whole_if_none``: square-ish and small) is taken whole.
+    looks like a face crop already (``whole_if_none``: square-ish and small) is taken whole. As with
+    :func:`collect`, no workspace is made when no input exists or holds a video or picture.
     """
     character = _check_character(character)
     cfg = cfg or CollectConfig()
     disable = None if show_progress is None else not show_progress
-    with _session(inputs, workspace, cfg) as (summary, sources, ws, runner, store):
+    summary, sources = _inputs(inputs)
+    if not sources:                  # nothing to read: no workspace is made (summary.nothing_to_read)
+        return summary
+    with _session(summary, workspace, cfg) as (ws, runner, store):
         for v in [p for p, k in sources if k == "video"]:
             summary.failed.append((str(v), "import takes pictures; use `animeid collect` for videos"))
         pictures = [p for p, kind in sources if kind == "image"]
@@ -785,8 +811,19 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
     (:class:`~animeid.errors.OutputError`). The faces are written into a hidden folder inside
     ``out`` and moved into place when all are done, so a failed export leaves the previous one whole.
     """
+    from . import options as o
+    from .errors import ConfigError
     from .outputs import prepare_output_dir
 
+    size = o.SIDE.check("size", size)
+    seed = o.whole().check("seed", seed)
+    val = o.share(hi_open=True).check("val", val)
+    test = o.share(hi_open=True).check("test", test)
+    if val + test >= 1:
+        raise ConfigError("test", f"val + test must leave faces for training (below 1), got {val:g} + {test:g}")
+    group_distance = o.HASH_BITS.check("group_distance", group_distance)
+    min_per_character = o.whole(1).check("min_per_character", min_per_character)
+    fmt = o.choice(("png", "jpg", "webp")).check("fmt", fmt)
     with Workspace(workspace) as ws:
         rows = ws.faces(labeled=True)
         if not rows:
@@ -797,8 +834,6 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
         labels = [r["label"] for r in keep]
         groups = group_near_duplicates([int(r["phash"], 16) for r in keep], group_distance)
         train = 1.0 - val - test
-        if not (0 < train <= 1 and val >= 0 and test >= 0):
-            raise DatasetError(f"bad split fractions val={val} test={test}")
         splits = _split_groups(labels, groups, seed, (train, val, test))
         od = prepare_output_dir(out, "dataset export", overwrite=overwrite, protect=[ws.root])
         out = od.path

@@ -38,6 +38,12 @@ class FeatureSpec:
     color_weight: float = 1.0             # its weight after both blocks are L2-normalised
     output: str | None = None             # network: name of the ONNX output to read
 
+    def __post_init__(self):
+        from . import options as o
+
+        o.check_fields(self, {"kind": o.choice(("pixels", "backbone", "network")), "size": o.SIDE,
+                              "backbone": o.name_or_path(), "color_weight": o.number(0.0), "output": o.name_or_path()})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

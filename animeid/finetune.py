@@ -107,12 +107,19 @@ class FinetuneConfig:
     time_budget_s: float | None = None  #: stop before an epoch that would not fit; keep the best so far
 
     def __post_init__(self):
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        from . import options as o
+        from .errors import ConfigError
+
+        o.check_fields(self, {
+            "backbone": o.name_or_path(optional=False), "input_size": o.whole(32, 1024, optional=True),
+            "trainable_blocks": o.whole(-1, what="-1: all"), "epochs": o.whole(1), "batch_size": o.whole(1, 4096),
+            "lr": o.number(0.0, lo_open=True), "head_lr": o.number(0.0, lo_open=True, optional=True),
+            "weight_decay": o.number(0.0), "label_smoothing": o.share(hi_open=True), "augment": o.choice(AUGMENTS),
+            "warmup_epochs": o.number(0.0), "dropout": o.share(hi_open=True), "seed": o.whole(),
+            "threads": o.whole(0, optional=True, what="0: leave as is"),
+            "time_budget_s": o.number(0.0, lo_open=True, optional=True)})
         if "@" in self.backbone:
-            raise ValueError("give the input size as input_size, not as backbone='name@size'")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+            raise ConfigError("backbone", "give the input size as input_size, not as backbone='name@size'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

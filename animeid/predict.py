@@ -59,9 +59,23 @@ from .images import ImageTyping, describe, load_image
 __all__ = ["PredictConfig", "Recognizer", "load", "parse_unknown_threshold"]
 
 
+#: the most candidates a face gets (``top``)
+MAX_TOP = 50
+
+
+def _predict_rules() -> dict:
+    from . import options as o
+
+    return {"top": o.whole(1, MAX_TOP), "threshold": o.DETECTOR_SCORE, "detector": o.detector(),
+            "detect": o.choice(("auto", "always", "never")), "fill_ratio": o.number(0.0, 1.0, lo_open=True),
+            "batch_size": o.whole(1, 4096), "unknown_threshold": o.number(optional=True),
+            "unknown_rate": o.share(hi_open=True, optional=True)}
+
+
 @dataclass(frozen=True)
 class PredictConfig:
-    """Options shared by the CLI and the web app."""
+    """Options shared by the CLI and the web app. Every field is checked when the config is made
+    (:mod:`animeid.options`): a bad value raises :class:`~animeid.errors.ConfigError` naming it."""
 
     top: int = 3
     threshold: float | None = None  # face detector score threshold (None: the detector's own default)
@@ -72,6 +86,11 @@ class PredictConfig:
     unknown: bool = True            # answer "unknown" for faces below the unknown threshold
     unknown_threshold: float | None = None   # a raw open-set score threshold (None: the model's calibrated one)
     unknown_rate: float | None = None        # or the share of known faces refused, 0 <= rate < 1 (see the notes)
+
+    def __post_init__(self):
+        from .options import check_fields
+
+        check_fields(self, _predict_rules())
 
 
 def parse_unknown_threshold(text: str | float | None) -> dict[str, Any]:
@@ -331,7 +350,7 @@ class Recognizer:
         :class:`~animeid.errors.InputError` and leaves the model as it was.
         Returns ``{"name", "added", "faces", "new"}`` (``faces``: the character's gallery size).
         """
-        from .errors import InputError, ModelFileError
+        from .errors import CannotEnrollError, InputError
         from .openset import check_name
 
         name = check_name(name)
@@ -341,8 +360,8 @@ class Recognizer:
         if not images:
             raise InputError(f"no pictures given to enrol {name!r}")
         if self.openset is None:
-            raise ModelFileError("this model has no open-set layer (made by an older animeid, or its calibration "
-                                 "failed), so it cannot enrol characters: retrain it with `animeid train`", self.path)
+            raise CannotEnrollError("this model has no open-set layer (made by an older animeid, or its calibration "
+                                    "failed), so it cannot enrol characters: retrain it with `animeid train`", self.path)
         cfg = cfg or PredictConfig()
         crops = [self._enrol_crop(im, cfg, face_crops) for im in images]       # raises before any change
         _, F = self._features(crops, cfg.batch_size, True)
@@ -358,11 +377,11 @@ class Recognizer:
     def forget(self, name: str) -> dict[str, Any]:
         """Remove character ``name``: its enrolled pictures go; a trained character is masked out
         (the head still holds it, but it is never answered). In memory; :meth:`save` writes the file."""
-        from .errors import InputError, ModelFileError
+        from .errors import CannotEnrollError, InputError
 
         if self.openset is None:
-            raise ModelFileError("this model has no open-set layer (made by an older animeid): retrain it to "
-                                 "forget characters", self.path)
+            raise CannotEnrollError("this model has no open-set layer (made by an older animeid): retrain it to "
+                                    "forget characters", self.path)
         from .names import normalize_name
 
         with self._lock:

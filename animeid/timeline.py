@@ -125,8 +125,9 @@ def build_timeline(model: Any, video: str | os.PathLike, *, every: float = 2.0, 
     from .predict import PredictConfig, Recognizer
     from .video import PartialVideoError, probe, sample_frames
 
-    if not (isinstance(every, (int, float)) and math.isfinite(every) and every > 0):
-        raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+    from .options import SECONDS
+
+    every = SECONDS.check("every", every)           # ConfigError before the video is opened
     rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
     cfg = cfg or PredictConfig(detect="always")
     info = probe(video)                                # InputError for a non-video, before any work

@@ -262,8 +262,43 @@ class TrainResult:
 
 def _resolve_method(method: str) -> Method:
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown method {method!r}; methods: {', '.join(METHODS)}", "method")
     return METHODS[method]
+
+
+def _option_rules() -> dict:
+    """What each method option may be (:mod:`animeid.options`); options not listed are passed as given."""
+    from . import options as o
+
+    return {"size": o.SIDE, "n_iter": o.whole(1), "cv": o.whole(2), "n_estimators": o.whole(1),
+            "max_depth": o.whole(1, optional=True), "min_samples_split": o.whole(2), "min_samples_leaf": o.whole(1),
+            "steps": o.whole(1), "learning_rate": o.number(0.0, lo_open=True), "batch_size": o.whole(1, 4096),
+            "label_smoothing": o.share(hi_open=True), "augment": o.whole(0, 1000), "C": o.number(0.0, lo_open=True),
+            "color_weight": o.number(0.0), "input_size": o.whole(32, 1024), "trainable_blocks": o.whole(-1),
+            "epochs": o.whole(1), "weight_decay": o.number(0.0), "time_budget": o.number(0.0, lo_open=True),
+            "min_finetune": o.whole(0), "seed": o.whole(), "backbone": o.name_or_path(optional=False)}
+
+
+def _check_options(m: Method, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (None values dropped) checked against ``m``'s options and their rules
+    (:class:`~animeid.errors.ConfigError` for an option ``m`` does not have or a bad value)."""
+    from .errors import ConfigError
+
+    rules = _option_rules()
+    out = {}
+    for k, v in options.items():
+        if v is None:
+            continue
+        if k not in m.defaults:
+            raise ConfigError(k, f"is not an option of method {m.name!r} (its options: {', '.join(m.defaults)})")
+        out[k] = rules[k].check(k, v) if k in rules else v
+    if "backbone" in out:                    # a registered backbone (UnknownNameError listing them)
+        from .backbones import get_config
+
+        get_config(out["backbone"])
+    return out
 
 
 _CHECKPOINT_FILES = ("finetune.pt",)      # what finetune writes into its checkpoint folder
@@ -304,7 +339,8 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
           **options: Any) -> TrainResult:
     """Train ``method`` on the folder-per-character ``dataset`` and save the model to ``out``.
 
-    ``options`` override the method's defaults (see :data:`METHODS`); unknown options are an error.
+    ``options`` override the method's defaults (see :data:`METHODS`); an option the method does not
+    have, or a value an option cannot take, raises :class:`~animeid.errors.ConfigError` before any work.
     ``out`` is checked before training starts (:class:`~animeid.errors.OutputError`): a folder, a
     file that is not an animeid model, or (without ``overwrite``) an earlier model is refused, and so
     are ``out.curves.png`` / ``out.confusion.png`` when they are pictures animeid did not draw.
@@ -313,11 +349,7 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     from .modelfile import save_model
 
     m = _resolve_method(method)
-    unknown = set(options) - set(m.defaults)
-    if unknown:
-        raise ValueError(f"method {m.name!r} has no option(s) {', '.join(sorted(unknown))}; "
-                         f"options: {', '.join(m.defaults)}")
-    opts = {**m.defaults, **{k: v for k, v in options.items() if v is not None}}
+    opts = {**m.defaults, **_check_options(m, options)}
     out = Path(out)
     own_checkpoints = "checkpoint_dir" in opts and opts["checkpoint_dir"] is None
     if own_checkpoints:       # beside the model: an interrupted training resumes when run again

@@ -558,6 +558,14 @@ def _ms(t: float) -> int:
     return int(round(float(t) * 1000))
 
 
+def _check_sampling(every: float, start: float, skip_similar: int | None) -> tuple[float, float, int | None]:
+    """The sampling options checked by their rules (:mod:`animeid.options`; :class:`ConfigError`)."""
+    from . import options as o
+
+    return (o.SECONDS.check("every", every), o.number(0.0, what="seconds").check("start", start),
+            o.whole(0, o.MAX_HASH_BITS, optional=True).check("skip_similar", skip_similar))
+
+
 def sample_frames(path: str | os.PathLike, every: float = 5.0, *, start: float = 0.0,
                   skip_similar: int | None = None, seek: bool = True,
                   skip_times: Iterable[float] = (), stats: SampleStats | None = None) -> Iterator[Frame]:
@@ -571,12 +579,7 @@ def sample_frames(path: str | os.PathLike, every: float = 5.0, *, start: float =
     :class:`PartialVideoError` after the last frame when the video breaks off part way.
     ``stats`` (optional) is updated as frames are produced.
     """
-    if not every > 0 or not math.isfinite(every):
-        raise ValueError(f"every must be a positive number of seconds, got {every!r}")
-    if not start >= 0 or not math.isfinite(start):
-        raise ValueError(f"start must be >= 0 seconds, got {start!r}")
-    if skip_similar is not None and skip_similar < 0:
-        raise ValueError(f"skip_similar must be >= 0 or None, got {skip_similar!r}")
+    every, start, skip_similar = _check_sampling(every, start, skip_similar)
     p = check_file(path, "a video", InputError)
     known = {_ms(t) for t in skip_times}
     st = stats if stats is not None else SampleStats()
@@ -816,6 +819,7 @@ def write_frames(videos: Sequence[str | os.PathLike], every: float, out: str | o
     """
     from .outputs import prepare_output_dir
 
+    every, start, skip_similar = _check_sampling(every, start, skip_similar)   # before the folder is claimed
     videos = list(videos)
     od = prepare_output_dir(out, "frames", replace=False, protect=videos)
     out = Path(out)
