@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import AnimeidError
+from .errors import AnimeidError, ConfigError
 
 __all__ = ["main", "build_parser"]
 
@@ -119,34 +119,35 @@ class _FailuresInSummary(logging.Filter):
 
 
 def _workspace_run(a, run) -> int:
-    """collect / import: nothing is created when no input exists or holds a video or picture."""
-    from .dataset import _expand_inputs
-
-    sources, failed = _expand_inputs(a.inputs)[:2]
-    if not sources:
-        _fail_lines(failed)
-        ws = "workspace left as it was" if Path(a.workspace).exists() else "no workspace created"
-        print(f"animeid: error: nothing to read (no video or picture among the inputs); {ws}", file=sys.stderr)
-        return 1
+    """collect / import: nothing is created when no input exists or holds a video or picture (the
+    library's rule: ``summary.nothing_to_read``)."""
     quiet = _FailuresInSummary()
     log.addFilter(quiet)
     try:
         s = run()
     finally:
         log.removeFilter(quiet)
+    if s.nothing_to_read:
+        _fail_lines(s.failed)
+        ws = "workspace left as it was" if Path(a.workspace).exists() else "no workspace created"
+        print(f"animeid: error: nothing to read (no video or picture among the inputs); {ws}", file=sys.stderr)
+        return 1
     return _print_summary(s, a.workspace)
 
 
 def cmd_collect(a) -> int:
     from .dataset import collect
 
-    return _workspace_run(a, lambda: collect(a.inputs, a.workspace, _collect_cfg(a)))
+    cfg = _collect_cfg(a)
+    return _workspace_run(a, lambda: collect(a.inputs, a.workspace, cfg))
 
 
 def cmd_import(a) -> int:
-    from .dataset import import_illustrations
+    from .dataset import _check_character, import_illustrations
 
-    return _workspace_run(a, lambda: import_illustrations(a.inputs, a.workspace, a.character, _collect_cfg(a),
+    cfg = _collect_cfg(a)
+    _check_character(a.character)           # a bad name is refused before any picture is read
+    return _workspace_run(a, lambda: import_illustrations(a.inputs, a.workspace, a.character, cfg,
                                                           whole_if_none=not a.detect_only))
 
 
@@ -206,25 +207,32 @@ def cmd_demo(a) -> int:
 
 def _add_detect_opts(p, size_default: int) -> None:
     from .cli_detect import add_detector_opts
+    from .options import MARGIN
 
     add_detector_opts(p)
-    p.add_argument("--margin", type=float, default=0.2, help="margin around the face, share of its size (default 0.2)")
+    p.add_argument("--margin", type=MARGIN.arg("--margin"), default=0.2,
+                   help="margin around the face, share of its size, 0..4 (default 0.2)")
 
 
 def _add_collect_opts(p) -> None:
     p.add_argument("--workspace", "-w", required=True, help="workspace folder (created if needed)")
-    p.add_argument("--every", type=float, default=5.0, help="seconds between sampled frames (default 5)")
+    from . import options as o
+
+    p.add_argument("--every", type=o.SECONDS.arg("--every"), default=5.0,
+                   help="seconds between sampled frames (default 5)")
     from .cli_detect import add_detector_opts
 
     add_detector_opts(p)
-    p.add_argument("--margin", type=float, default=0.2, help="crop margin (default 0.2)")
-    p.add_argument("--crop-size", type=int, default=128, help="side of stored crops in pixels (default 128)")
-    p.add_argument("--dedupe", type=int, default=6,
+    p.add_argument("--margin", type=o.MARGIN.arg("--margin"), default=0.2, help="crop margin, 0..4 (default 0.2)")
+    p.add_argument("--crop-size", type=o.SIDE.arg("--crop-size"), default=128,
+                   help="side of stored crops in pixels (default 128)")
+    p.add_argument("--dedupe", type=o.HASH_BITS.arg("--dedupe"), default=6,
                    help="perceptual-hash distance under which a crop is a near-duplicate (default 6 of 64 bits)")
-    p.add_argument("--skip-similar", type=int, default=4,
+    p.add_argument("--skip-similar", type=o.HASH_BITS.arg("--skip-similar"), default=4,
                    help="skip a frame within this hash distance of the previous kept one (default 4)")
     p.add_argument("--keep-similar", action="store_true", help="keep near-identical consecutive frames")
-    p.add_argument("--workers", type=int, default=None, help="detection processes (default: all cores)")
+    p.add_argument("--workers", type=o.whole(1, 1024).arg("--workers"), default=None,
+                   help="detection processes (default: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,19 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller sample, for a fast check")
     p.set_defaults(func=cmd_demo)
 
+    from . import options as o
+
     p = sub.add_parser("frames", help="sample frames from videos (the study's ffmpeg fps=1/5)")
     p.add_argument("videos", nargs="+", help="video files")
-    p.add_argument("--every", type=float, default=5.0, help="seconds between frames (default 5)")
+    p.add_argument("--every", type=o.SECONDS.arg("--every"), default=5.0, help="seconds between frames (default 5)")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty or an earlier frames output (frames are added)")
-    p.add_argument("--skip-similar", type=int, default=None,
-                   help="skip frames within this perceptual-hash distance of the previous kept one")
+    p.add_argument("--skip-similar", type=o.HASH_BITS.arg("--skip-similar"), default=None,
+                   help="skip frames within this perceptual-hash distance of the previous kept one (0..64)")
     p.set_defaults(func=cmd_frames)
 
     p = sub.add_parser("detect", help="find anime faces and crop them")
     p.add_argument("inputs", nargs="+", help="pictures or folders of pictures")
     _add_detect_opts(p, 96)
-    p.add_argument("--size", type=int, default=96, help="side of the square crops in pixels (default 96)")
+    p.add_argument("--size", type=o.SIDE.arg("--size"), default=96, help="side of the square crops in pixels (default 96)")
     p.add_argument("--out", help="folder for face crops (new, empty or an earlier detect output)")
     p.add_argument("--preview", help="folder for pictures with boxes and scores drawn (same rule as --out)")
     p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
@@ -284,10 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: new or empty (or an earlier export with --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export in --out (only the files it wrote; anything else there is refused)")
-    p.add_argument("--size", type=int, default=96, help="side of the faces in pixels (default 96)")
+    p.add_argument("--size", type=o.SIDE.arg("--size"), default=96, help="side of the faces in pixels (default 96)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val", type=float, default=0.1, help="validation share (default 0.1)")
-    p.add_argument("--test", type=float, default=0.1, help="test share (default 0.1)")
+    p.add_argument("--val", type=o.share(hi_open=True).arg("--val"), default=0.1,
+                   help="validation share, 0 up to 1 (default 0.1)")
+    p.add_argument("--test", type=o.share(hi_open=True).arg("--test"), default=0.1,
+                   help="test share, 0 up to 1; val + test below 1 (default 0.1)")
     p.set_defaults(func=cmd_dataset_export)
     p = d.add_parser("stats", help="faces per character and a contact sheet")
     p.add_argument("path", help="a workspace or a folder-per-character dataset")
@@ -320,6 +332,16 @@ def _add_model_commands(sub) -> None:
     add_commands(sub)
 
 
+#: Python option names (config fields, keyword arguments) whose flag is not ``--`` + the name with dashes
+_FLAGS = {"dedupe_distance": "--dedupe", "skip_similar_frames": "--skip-similar", "time_budget_s": "--time-budget",
+          "lr": "--learning-rate", "unknown_rate": "--unknown-threshold"}
+
+
+def _flag(option: str) -> str:
+    """The command-line flag of the Python option ``option`` (``crop_size`` -> ``--crop-size``)."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
 def _pixels(text: str) -> int:
     try:
         n = int(text.replace("_", "").replace(",", ""))
@@ -341,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="animeid: %(message)s", stream=sys.stderr)
     try:
         return int(a.func(a) or 0)
+    except ConfigError as e:         # an option's value: a usage error, said with the flag's name
+        where = f"{_flag(e.option)}: " if e.option else ""
+        print(f"animeid: error: {where}{e.problem}", file=sys.stderr)
+        return 2
     except AnimeidError as e:
         print(f"animeid: error: {e}", file=sys.stderr)
         return 1

@@ -16,20 +16,19 @@ def _detector_help() -> str:
 
 
 def _score(v: str) -> float:
-    import argparse
+    """``--threshold``: a detector score, 0..1 (the rule :data:`animeid.options.DETECTOR_SCORE`)."""
+    from .options import DETECTOR_SCORE
 
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a detector score is a number between 0 and 1, got {v!r}") from None
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"a detector score is a number between 0 and 1, got {v!r}")
-    return x
+    return DETECTOR_SCORE.arg("--threshold")(v)
 
 
 def add_detector_opts(p) -> None:
-    """``--detector`` and ``--threshold`` (a detector score, 0..1), as every command that finds faces has them."""
-    p.add_argument("--detector", default=None, metavar="NAME|FILE", help=_detector_help())
+    """``--detector`` and ``--threshold`` (a detector score, 0..1), as every command that finds faces has them;
+    both are checked by their rules (:mod:`animeid.options`) while the flags are read."""
+    from .options import detector
+
+    p.add_argument("--detector", type=detector().arg("--detector"), default=None, metavar="NAME|FILE",
+                   help=_detector_help())
     p.add_argument("--threshold", type=_score, default=None, metavar="P",
                    help="keep faces whose detector score is at least P, 0..1 (default: the detector's own: a "
                         "calibrated probability for the learned detector, see 'animeid detector evaluate'; "
@@ -44,14 +43,19 @@ def cmd_train(a) -> int:
 
     from .outputs import prepare_output_file
 
+    from .errors import ConfigError
+
+    try:                     # the options first: a bad value is said before anything is read or written
+        cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=a.input_size,
+                                  seed=a.seed, threads=a.threads, max_steps=a.max_steps, lr=a.lr,
+                                  val_fraction=a.val_fraction, test_fraction=a.test_fraction)
+    except ValueError as e:
+        raise ConfigError(None, str(e)) from None
     out = Path(a.out)
     resuming = (out.parent / (out.name + ".work") / "checkpoint.pt").is_file()
     if not resuming:  # checked before the pictures are read; a resumed training replaces its own file
         out = prepare_output_file(out, own=_is_detector_file, what="a detector file", overwrite=a.overwrite)
     items = load_many(a.boxes, a.format)
-    cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=a.input_size,
-                              seed=a.seed, threads=a.threads, max_steps=a.max_steps, lr=a.lr,
-                              val_fraction=a.val_fraction, test_fraction=a.test_fraction)
     print(f"{len(items)} pictures, {sum(len(x.boxes) for x in items)} boxed faces", file=sys.stderr)
     r = train_detector(items, out, cfg, init=a.init, progress=None if not a.quiet else False,
                        about={"training_data": ", ".join(str(b) for b in a.boxes)},
@@ -123,6 +127,8 @@ def cmd_evaluate(a) -> int:
 
 
 def add_commands(sub) -> None:
+    from .options import number, share
+
     det = sub.add_parser("detector", help="train and evaluate face detectors")
     dsub = det.add_subparsers(dest="detector_command", required=True, metavar="{train,evaluate}")
 
@@ -157,10 +163,13 @@ def add_commands(sub) -> None:
     p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"])
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                    help="score only this part of the seeded split 'detector train' makes (default all)")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="as given to 'detector train' (default 0.05)")
-    p.add_argument("--test-fraction", type=float, default=0.15, help="as given to 'detector train' (default 0.15)")
+    p.add_argument("--val-fraction", type=share(hi_open=True).arg("--val-fraction"), default=0.05,
+                   help="as given to 'detector train' (default 0.05)")
+    p.add_argument("--test-fraction", type=share(hi_open=True).arg("--test-fraction"), default=0.15,
+                   help="as given to 'detector train' (default 0.15)")
     p.add_argument("--seed", type=int, default=0, help="as given to 'detector train' (default 0)")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU a detection needs to count as a hit (default 0.5)")
+    p.add_argument("--iou", type=number(0.0, 1.0, lo_open=True).arg("--iou"), default=0.5,
+                   help="IoU a detection needs to count as a hit, above 0 up to 1 (default 0.5)")
     p.add_argument("--threshold", type=_score, default=None,
                    help="score threshold for precision/recall/F1 (default: each detector's own)")
     p.add_argument("--pr-curve", metavar="PNG", help="draw the precision-recall curves here")

@@ -214,7 +214,13 @@ def _threshold_arg(v: str) -> dict:
 
 
 def add_commands(sub) -> None:
-    from .train import METHODS
+    from .predict import MAX_TOP, _predict_rules
+    from .train import METHODS, _option_rules
+
+    rules = _option_rules()
+
+    def rule(option: str, flag: str):         # the flag is checked by the option's rule while it is read
+        return rules[option].arg(flag)
 
     p = sub.add_parser("train", help="train a recogniser on a folder-per-character dataset")
     p.add_argument("dataset", help="folder with one subfolder of face pictures per character (split.csv honoured)")
@@ -224,19 +230,23 @@ def add_commands(sub) -> None:
                    help="default auto; " +
                    "; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
     p.add_argument("--tune", action="store_true", help="forest: search its parameters (successive-halving random search)")
-    p.add_argument("--n-iter", type=int, help="forest --tune: parameter settings tried (default 12)")
+    p.add_argument("--n-iter", type=rule("n_iter", "--n-iter"), help="forest --tune: parameter settings tried (default 12)")
     p.add_argument("--backbone", help="feature extractor (inception_v3, efficientnet_lite0, ...; name@size allowed)")
-    p.add_argument("--steps", type=int, help="softmax: SGD steps (default 10000, as retrain.py)")
-    p.add_argument("--learning-rate", type=float, help="softmax: learning rate (default 0.01)")
-    p.add_argument("--batch-size", type=int, help="softmax: batch size (default 10)")
-    p.add_argument("--label-smoothing", type=float, help="softmax: label smoothing (the study: 0.1)")
-    p.add_argument("--augment", type=int, help="colour-keeping variants per training face (the study: 64)")
-    p.add_argument("--epochs", type=int, help="finetune: epochs")
-    p.add_argument("--input-size", type=int, help="finetune: input size in pixels")
-    p.add_argument("--trainable-blocks", type=int, help="finetune: how many top blocks train (default 6; -1: all)")
+    p.add_argument("--steps", type=rule("steps", "--steps"), help="softmax: SGD steps (default 10000, as retrain.py)")
+    p.add_argument("--learning-rate", type=rule("learning_rate", "--learning-rate"),
+                   help="softmax: learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=rule("batch_size", "--batch-size"), help="softmax: batch size (default 10)")
+    p.add_argument("--label-smoothing", type=rule("label_smoothing", "--label-smoothing"),
+                   help="softmax: label smoothing (the study: 0.1)")
+    p.add_argument("--augment", type=rule("augment", "--augment"),
+                   help="colour-keeping variants per training face (the study: 64)")
+    p.add_argument("--epochs", type=rule("epochs", "--epochs"), help="finetune: epochs")
+    p.add_argument("--input-size", type=rule("input_size", "--input-size"), help="finetune: input size in pixels")
+    p.add_argument("--trainable-blocks", type=rule("trainable_blocks", "--trainable-blocks"),
+                   help="finetune: how many top blocks train (default 6; -1: all)")
     p.add_argument("--augmentation", choices=["none", "flip", "light", "study", "strong"],
                    help="finetune: augmentation strength (default light)")
-    p.add_argument("--time-budget", type=float,
+    p.add_argument("--time-budget", type=rule("time_budget", "--time-budget"),
                    help="finetune: seconds training may take (default 1140); stops early keeping the best epoch")
     p.add_argument("--seed", type=int, default=0, help="seed of the split when the dataset has no split.csv")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -263,7 +273,8 @@ def add_commands(sub) -> None:
                    help="folder for the models and the table: new or empty (or an earlier compare with --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier compare output in --out (only the files it wrote)")
-    p.add_argument("--augment", type=int, default=64, help="variants per face in the augmented row (default 64)")
+    p.add_argument("--augment", type=rule("augment", "--augment"), default=64,
+                   help="variants per face in the augmented row (default 64)")
     p.add_argument("--no-best", action="store_true", help="leave out animeid's default method")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_compare)
@@ -271,7 +282,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="name the characters in pictures (faces found first)")
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="pictures or folders")
-    p.add_argument("--top", type=int, default=3, help="candidates per face (default 3)")
+    p.add_argument("--top", type=_predict_rules()["top"].arg("--top"), default=3,
+                   help=f"candidates per face, 1..{MAX_TOP} (default 3)")
     from .cli_detect import add_detector_opts
 
     add_detector_opts(p)

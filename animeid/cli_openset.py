@@ -112,6 +112,8 @@ def _dataset_actions(sub) -> "argparse._SubParsersAction | None":
 
 
 def add_commands(sub) -> None:
+    from .cluster import CLUSTER_RULES
+
     p = sub.add_parser("enroll", help="add a character to a model from a few pictures, no retraining")
     p.add_argument("model")
     p.add_argument("name", help="the character's name (any Unicode; 'unknown' is reserved)")
@@ -135,10 +137,11 @@ def add_commands(sub) -> None:
     p = sub.add_parser("cluster", help="group a workspace's unlabeled faces by identity (labelling help)")
     p.add_argument("workspace")
     p.add_argument("--model", help="a model: its embedding groups better, and it guesses each group's name")
-    p.add_argument("--threshold", type=float,
-                   help="cosine distance at which groups stop merging (complete linkage; default: the model's "
-                        "calibrated one, 0.4 without a model)")
-    p.add_argument("--min-size", type=int, default=2, help="smaller groups are left apart (default 2)")
+    p.add_argument("--threshold", type=CLUSTER_RULES["threshold"].arg("--threshold"),
+                   help="cosine distance at which groups stop merging, above 0 up to 2 (complete linkage; default: "
+                        "the model's calibrated one, 0.4 without a model)")
+    p.add_argument("--min-size", type=CLUSTER_RULES["min_size"].arg("--min-size"), default=2,
+                   help="smaller groups are left apart (default 2)")
     p.add_argument("--linkage", choices=["complete", "average", "single"], default="complete",
                    help="how far two groups are: their farthest faces (complete, default), the mean, the nearest")
     p.add_argument("--no-sheets", action="store_true", help="no contact sheets (WS/.groups/*.png)")
@@ -148,7 +151,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("suggest", help="pre-label a workspace's unlabeled faces with a model's guesses")
     p.add_argument("workspace")
     p.add_argument("--model", required=True)
-    p.add_argument("--min-p", type=float, default=0.9, help="a guess this probable is confident (default 0.9)")
+    p.add_argument("--min-p", type=CLUSTER_RULES["min_p"].arg("--min-p"), default=0.9,
+                   help="a guess this probable is confident, 0..1 (default 0.9)")
     p.add_argument("--accept", action="store_true", help="label the confident faces (crops moved to WS/<name>/)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_suggest)

@@ -53,9 +53,6 @@ def cmd_timeline(a) -> int:
     from .predict import PredictConfig
     from .timeline import build_timeline, plot_timeline, summary_lines
 
-    if not 0 < a.every < float("inf"):
-        print(f"animeid: error: --every must be a positive number of seconds, got {a.every:g}", file=sys.stderr)
-        return 2
     if not a.no_png:         # checked before the video is read: a file there that animeid did not draw is refused
         from .outputs import is_animeid_png, prepare_output_file
 
@@ -100,24 +97,29 @@ def cmd_timeline(a) -> int:
 
 
 def add_commands(sub) -> None:
+    from . import options as o
+
     p = sub.add_parser("serve", help="the web app: recognise pictures, video timelines, label a workspace, JSON API")
     p.add_argument("model", help="model file (.animeid)")
     p.add_argument("--workspace", "-w", help="workspace whose unlabeled faces the label page shows")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-upload-mb", type=float, default=20, help="largest picture upload in MB (default 20)")
-    p.add_argument("--max-video-mb", type=float, default=500, help="largest video upload in MB (default 500)")
+    p.add_argument("--port", type=o.whole(0, 65535).arg("--port"), default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=o.MEGABYTES.arg("--max-upload-mb"), default=20,
+                   help="largest picture upload in MB (default 20)")
+    p.add_argument("--max-video-mb", type=o.MEGABYTES.arg("--max-video-mb"), default=500,
+                   help="largest video upload in MB (default 500)")
     p.add_argument("--save-enrolments", action="store_true",
                    help="write MODEL (atomically) after each enrolment or forget through the API, so that it "
                         "survives a restart (default: such changes live in the server's memory only)")
-    p.add_argument("--detector", default=None, metavar="NAME|FILE",
+    p.add_argument("--detector", type=o.detector().arg("--detector"), default=None, metavar="NAME|FILE",
                    help="face detector: 'default' (animeid's learned detector), 'animeface', or a detector file")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("timeline", help="who appears when in a video: time ranges per character and a PNG")
     p.add_argument("model", help="model file (.animeid)")
     p.add_argument("video", help="video file")
-    p.add_argument("--every", type=float, default=2.0, help="seconds between sampled frames (default 2)")
+    p.add_argument("--every", type=o.SECONDS.arg("--every"), default=2.0,
+                   help="seconds between sampled frames (default 2)")
     from .cli_detect import add_detector_opts
 
     add_detector_opts(p)
