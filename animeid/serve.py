@@ -25,8 +25,10 @@ video or a bad character name; 403 for a manifest path outside the workspace; 40
 job, face or route (and every workspace route when the app has no workspace); 413 when the
 request body is over the upload limit -- counted while it is read, so a huge upload is refused
 after ``max_upload_mb`` bytes, not after it has been stored -- or too many pictures are sent;
-422 for a missing or invalid field or parameter; 429 when too many videos wait; 501 for
-enrolment (or forgetting) with a model that cannot do it.
+422 for a missing or invalid field or parameter (a value an option's rule refuses, see
+:mod:`animeid.options`: the same message the CLI gives, e.g. ``top: must be a whole number from 1
+to 50, got 0``); 429 when too many videos wait; 501 for enrolment (or forgetting) with a model
+that cannot do it (:class:`~animeid.errors.CannotEnrollError`).
 Pictures go through :func:`animeid.images.load_image` with ``max_pixels`` (checked before
 decoding: decompression bombs, huge dimensions). Upload file names are only ever echoed back,
 never used as paths; face crops are served by manifest id, from inside the workspace only.
@@ -55,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
-from .errors import AnimeidError, DatasetError, InputError
+from .errors import AnimeidError, CannotEnrollError, ConfigError, InputError
 from .images import IMAGE_EXTS, load_image
 from .predict import PredictConfig, Recognizer, parse_unknown_threshold
 
@@ -267,17 +269,17 @@ def _read_upload(up: UploadFile, label: str) -> _Upload:
     return _Upload(data, label)
 
 
-def _check_name(name: str) -> str:
-    from .dataset import _check_character
+def _check_name(name: str, *, enrol: bool = False) -> str:
+    """A character name from a request, by animeid's one rule (:func:`animeid.names.check_character_name`),
+    with the workspace's reserved folder names (and, to enrol or forget, ``unknown``) refused; 400 otherwise."""
+    from .dataset import _RESERVED
+    from .names import check_character_name
+    from .openset import UNKNOWN
 
-    if len(name) > 200:
-        raise HTTPException(400, "name is longer than 200 characters")
-    if any(not c.isprintable() for c in name):
-        raise HTTPException(400, f"name {name!r} contains control characters")
     try:
-        return _check_character(name)
-    except DatasetError as e:
-        raise HTTPException(400, e.message) from None
+        return check_character_name(name, reserved={*_RESERVED, UNKNOWN} if enrol else _RESERVED)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -458,13 +460,20 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     file after each enrolment or forget through the API (atomically), so that it survives a restart;
     by default such changes live in the server's memory only. ``detector``: the face detector
     (a name or a detector file; ``None``: animeid's default).
+    A bad option raises :class:`~animeid.errors.ConfigError` naming it.
     Raises :class:`~animeid.errors.ModelFileError` / :class:`~animeid.errors.DatasetError` for a
     missing model file (or, with ``save_enrolments``, one in a folder that cannot be written) or a
     folder that is not a workspace.
     """
+    from . import options as o
     from ._util import check_file
     from .errors import ModelFileError
 
+    for k, v, rule in (("max_upload_mb", max_upload_mb, o.MEGABYTES), ("max_video_mb", max_video_mb, o.MEGABYTES),
+                       ("max_pixels", max_pixels, o.whole(1)), ("max_images", max_images, o.whole(1)),
+                       ("max_video_frames", max_video_frames, o.whole(1)), ("page_faces", page_faces, o.whole(1)),
+                       ("detector", detector, o.detector())):
+        rule.check(k, v)                          # ConfigError naming the option, before anything is opened
     mp = check_file(model_path, "an animeid model file", ModelFileError, missing="no such model file")
     if save_enrolments and not os.access(mp.resolve().parent, os.W_OK):
         raise ModelFileError("cannot save enrolments: the model file's folder is not writable", mp)
@@ -520,6 +529,14 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     @app.exception_handler(AnimeidError)
     async def animeid_error(_request: Request, exc: AnimeidError):
         return JSONResponse({"detail": exc.message if isinstance(exc, InputError) else str(exc)}, status_code=400)
+
+    @app.exception_handler(ConfigError)      # a bad option: the rule's message (animeid.options), as the CLI says it
+    async def config_error(_request: Request, exc: ConfigError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(CannotEnrollError)
+    async def cannot_enroll(_request: Request, exc: CannotEnrollError):
+        return JSONResponse({"detail": exc.message}, status_code=501)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -670,7 +687,7 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         if not callable(fn):
             raise HTTPException(501, "this model cannot enrol new characters: this animeid's recogniser has no "
                                      "enroll(); retrain with `animeid train` on a dataset that includes the character")
-        name = _check_name(name)
+        name = _check_name(name, enrol=True)
         imgs, _ = load_uploads(image)
         cfg = PredictConfig(detector=detector)
         return change_model(rec, "enrol", name, lambda: fn(name, imgs, cfg, face_crops=face_crops),
@@ -687,7 +704,7 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         fn = getattr(rec, "forget", None)
         if not callable(fn):
             raise HTTPException(501, "this model cannot forget characters: this animeid's recogniser has no forget()")
-        name = _check_name(name)
+        name = _check_name(name, enrol=True)
         return change_model(rec, "forget", name, lambda: fn(name), {})
 
     def change_model(rec: Recognizer, verb: str, name: str, call: Callable[[], Any], extra: dict) -> dict:
@@ -699,6 +716,8 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                 out = call()
                 state._guesses.clear()           # the label page's guesses came from the old model
                 saved = save_model_file(rec)
+        except CannotEnrollError as e:          # a model without an open-set layer: 501, as documented
+            raise HTTPException(501, f"cannot {verb} {name!r}: {e.message}") from None
         except (AnimeidError, ValueError) as e:
             raise HTTPException(400, f"cannot {verb} {name!r}: {getattr(e, 'message', e)}") from None
         body = {"name": name, **extra, "characters": list(rec.labels)}

@@ -263,7 +263,7 @@ def test_enroll_answers_501_without_enroll_and_calls_it_when_present(model, face
         calls = []
         rec = app.state.animeid.recognizer
 
-        def enroll(name, images):
+        def enroll(name, images, cfg=None, face_crops=False):
             calls.append((name, [im.size for im in images]))
             rec.labels.append(name)
             return {"name": name, "n": len(images)}
