@@ -136,8 +136,9 @@ def add_commands(sub) -> None:
     p.add_argument("boxes", nargs="+", metavar="BOXES_DIR",
                    help="folders (or files) of boxed pictures: boxes.json, COCO .json, YOLO .txt or VOC .xml")
     p.add_argument("--out", "-o", required=True, help="the detector file to write (.onnx)")
-    p.add_argument("--from", dest="init", metavar="CHECKPOINT",
-                   help="start from an earlier training's checkpoint (OUT.work/checkpoint.pt) to fine-tune it")
+    p.add_argument("--from", dest="init", metavar="DETECTOR",
+                   help="fine-tune: start from 'default' (the shipped detector), a detector file (.onnx) or a "
+                        "checkpoint (OUT.work/checkpoint.pt) instead of ImageNet weights")
     p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"],
                    help="annotation format (default: recognised from the files)")
     p.add_argument("--epochs", type=int, default=16, help="passes over the training pictures (default 16)")

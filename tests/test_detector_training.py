@@ -224,3 +224,27 @@ def test_cli_detector_evaluate_json_and_bad_input(scenes, tmp_path):
     assert not (tmp_path / "d.onnx").exists()
     r = _cli("detect", str(scenes / "s00.png"), "--detector", "yolo")
     assert r.returncode != 0 and "unknown face detector 'yolo'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_fine_tuning_starts_from_the_given_detector_file(scenes, tmp_path):
+    torch = pytest.importorskip("torch")
+    from animeid.detect.learned import LearnedDetector
+    from animeid.detect.training import DetectorTrainConfig, FaceNet, load_onnx_weights, train_detector
+
+    items = load_boxes(scenes)
+    cfg = dict(size=128, input_size=128, batch_size=4, epochs=1, threads=1, max_steps=1, warmup_steps=1)
+    first = tmp_path / "first.onnx"
+    train_detector(items, first, DetectorTrainConfig(**cfg), progress=False, log=lambda s: None)
+    # the torch network rebuilt from the ONNX file computes exactly what the file does
+    net = FaceNet(DetectorTrainConfig(**cfg), pretrained=False).eval()
+    load_onnx_weights(net, first)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 160)).astype(np.float32)
+    with torch.no_grad():
+        _, ltrb = net(torch.from_numpy(x))
+    assert np.allclose(ltrb.numpy(), LearnedDetector(first, threads=1).run(x)[1], atol=1e-4)
+    second = tmp_path / "second.onnx"
+    r = train_detector(items, second, DetectorTrainConfig(**cfg), init=first, progress=False, log=lambda s: None)
+    assert second.is_file() and r.metadata["counts"]["train"] > 0
+    with pytest.raises(ValueError, match="not a detector file this network can start from"):
+        bad = FaceNet(DetectorTrainConfig(**{**cfg, "width": 32}), pretrained=False)
+        load_onnx_weights(bad, first)

@@ -183,26 +183,46 @@ class LearnedDetector:
         peaks, ltrb = self._sess.run(["peaks", "ltrb"], {"pixels": batch})
         return peaks, ltrb
 
-    def detect_arrays(self, rgbs: Sequence[np.ndarray], size: int | None = None) -> list[list[Face]]:
-        """Faces in each ``(H, W, 3)`` uint8 picture, best first; boxes in its pixels, clipped.
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The longer sides a picture is resized to, one detection pass each (the passes' faces are
+        merged by non-maximum suppression): ``test_sizes`` of the file, else its ``input_size``."""
+        return tuple(int(v) for v in self.meta.get("test_sizes", [self.input_size]))
 
-        Pictures of the same letterboxed shape run as one batch. Scores are calibrated (0..1);
-        every face down to probability 0.05 is given: threshold them yourself.
-        """
-        size = int(size or self.input_size)
+    def _raw(self, rgbs: Sequence[np.ndarray], size: int, min_peak: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Raw ``(boxes in picture pixels, peak values)`` of each picture at one input size; pictures of
+        the same letterboxed shape run as one batch (16 at most)."""
         prepared = [letterbox(r, size) for r in rgbs]
         groups: dict[tuple, list[int]] = {}
         for i, (x, _) in enumerate(prepared):
             groups.setdefault(x.shape, []).append(i)
-        out: list[list[Face]] = [[] for _ in rgbs]
-        min_peak = self._min_peak()
+        out: list = [None] * len(rgbs)
         for idx in groups.values():
             for s in range(0, len(idx), 16):
                 part = idx[s:s + 16]
                 peaks, ltrb = self.run(np.stack([prepared[i][0] for i in part]))
                 for k, i in enumerate(part):
                     boxes, raw = decode(peaks[k], ltrb[k], self.stride, min_peak)
-                    out[i] = self._faces(boxes / prepared[i][1], self.calibrate(raw), rgbs[i].shape)
+                    out[i] = (boxes / prepared[i][1], raw)
+        return out
+
+    def detect_arrays(self, rgbs: Sequence[np.ndarray], sizes: Sequence[int] | None = None) -> list[list[Face]]:
+        """Faces in each ``(H, W, 3)`` uint8 picture, best first; boxes in its pixels, clipped.
+
+        ``sizes``: the longer sides of the detection passes (default :attr:`sizes`). Scores are
+        calibrated probabilities (0..1); every face down to 0.05 is given: threshold them yourself.
+        """
+        sizes = tuple(sizes or self.sizes)
+        min_peak = self._min_peak()
+        passes = [self._raw(rgbs, int(size), min_peak) for size in sizes]
+        out = []
+        for i, rgb in enumerate(rgbs):
+            boxes = np.concatenate([p[i][0] for p in passes]) if passes else np.zeros((0, 4))
+            raw = np.concatenate([p[i][1] for p in passes]) if passes else np.zeros(0)
+            if len(passes) > 1 and len(raw):
+                keep = nms(boxes, raw, 0.5)
+                boxes, raw = boxes[keep], raw[keep]
+            out.append(self._faces(boxes, self.calibrate(raw), rgb.shape))
         return out
 
     @staticmethod

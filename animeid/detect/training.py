@@ -578,7 +578,7 @@ def export_onnx(net, path: str | os.PathLike, metadata: dict) -> None:
         with torch.no_grad():
             torch.onnx.export(Exported().eval(), (torch.zeros(1, 3, 256, 320),), buf, dynamo=False,
                               input_names=["pixels"], output_names=["peaks", "ltrb"], opset_version=17,
-                              do_constant_folding=True,
+                              do_constant_folding=False,
                               dynamic_axes={"pixels": {0: "batch", 2: "height", 3: "width"},
                                             "peaks": {0: "batch", 1: "h", 2: "w"},
                                             "ltrb": {0: "batch", 2: "h", 3: "w"}})
@@ -626,8 +626,8 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
     """Train a detector on ``items``, write it to ``out`` (an ``.onnx`` detector file).
 
     ``work_dir`` (default ``out`` + ``.work``) holds the checkpoint: run again after a kill and the
-    training continues from the last one (same config needed). ``init``: a checkpoint (``.pt``) of
-    an earlier training to start from (fine-tuning). ``about``: extra metadata (training data,
+    training continues from the last one (same config needed). ``init``: where to start from (fine-tuning):
+    ``"default"`` (the shipped detector), a detector file (``.onnx``) or a checkpoint (``.pt``). ``about``: extra metadata (training data,
     licence). Raises :class:`ValueError` for a config or data that cannot train.
     """
     import torch
@@ -653,7 +653,13 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
         raise ValueError(f"{ckpt_path}: a checkpoint of another training (other data or settings); "
                          "give another --out or remove that folder")
     if ck is None and init is not None:
-        net.load_state_dict(load_checkpoint(Path(init))["model"])
+        from .learned import DEFAULT_DETECTOR_FILE
+
+        init_path = DEFAULT_DETECTOR_FILE if os.fspath(init) == "default" else Path(init)
+        if init_path.suffix == ".onnx":
+            load_onnx_weights(net, init_path)
+        else:
+            net.load_state_dict(load_checkpoint(init_path)["model"])
     opt = _optimizer(net, cfg)
     epoch, start_batch, step, history = 0, 0, 0, []
     if ck is not None:
@@ -706,3 +712,80 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
             **fit_calibration(predict_raw(net, calib_items, cfg.input_size), calib_items), **(about or {})}
     export_onnx(net, out, meta)
     return DetectorTrainResult(out, meta["counts"], history, meta, time.time() - t0)
+
+
+def set_metadata(path: str | os.PathLike, updates: dict) -> dict:
+    """Change keys of a detector file's metadata (atomically); returns the new metadata."""
+    import onnx
+
+    from .._util import atomic_write_bytes
+
+    model = onnx.load(os.fspath(path))
+    meta = {}
+    for p in model.metadata_props:
+        if p.key == "animeid_detector":
+            meta = json.loads(p.value)
+            p.value = json.dumps({**meta, **updates}, ensure_ascii=False)
+            break
+    else:
+        raise ValueError(f"{path}: not an animeid detector file")
+    atomic_write_bytes(path, model.SerializeToString())
+    return {**meta, **updates}
+
+
+def recalibrate(path: str | os.PathLike, items: Sequence[Annotated], sizes: Sequence[int] | None = None) -> dict:
+    """Fit the file's calibration (and default threshold) anew on ``items``, as the ONNX file detects
+    them with the passes ``sizes`` (stored as ``test_sizes``). No torch needed."""
+    from ..images import load_image
+    from .learned import LearnedDetector
+
+    det = LearnedDetector(path)
+    sizes = tuple(sizes or det.sizes)
+    raws = []
+    for a in items:
+        rgb = np.asarray(load_image(a.image, "RGB"))
+        passes = [det._raw([rgb], s, 0.01)[0] for s in sizes]
+        boxes = np.concatenate([p[0] for p in passes])
+        raw = np.concatenate([p[1] for p in passes])
+        if len(sizes) > 1 and len(raw):
+            from .learned import nms
+
+            keep = nms(boxes, raw, 0.5)
+            boxes, raw = boxes[keep], raw[keep]
+        raws.append((boxes, raw))
+    return set_metadata(path, {**fit_calibration(raws, items), "test_sizes": list(sizes)})
+
+
+def load_onnx_weights(net, path: str | os.PathLike) -> None:
+    """Load a detector file's weights into ``net`` (a :func:`FaceNet` of the same width), so that a
+    training can start from a shipped or earlier detector (``detector train --from``). The file keeps
+    the torch parameter names (exported without constant folding)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    model = onnx.load(os.fspath(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:  # the exporter shares equal tensors through Identity nodes
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
+    weights = {n[len("net."):]: v for n, v in inits.items() if n.startswith("net.")}
+    for node in model.graph.node:  # batch-norm statistics may be shared or renamed: find them by their node
+        if node.op_type == "BatchNormalization" and node.input[1].startswith("net.") \
+                and node.input[1].endswith(".weight"):
+            prefix = node.input[1][len("net."):-len(".weight")]
+            for k, key in ((3, "running_mean"), (4, "running_var")):
+                if node.input[k] in inits:
+                    weights[f"{prefix}.{key}"] = inits[node.input[k]]
+    state = net.state_dict()
+    unused = ("backbone._conv_head.", "backbone._bn1.", "backbone._fc.")  # the classifier's end: not in the graph
+    missing = [k for k in state if k not in weights and not k.endswith("num_batches_tracked")
+               and not k.startswith(unused)]
+    if missing:
+        raise ValueError(f"{path}: not a detector file this network can start from "
+                         f"({len(missing)} weights missing, e.g. {missing[0]})")
+    wrong = [k for k, v in state.items() if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(f"{path}: not a detector file this network can start from (other shapes, e.g. {wrong[0]}: "
+                         f"{tuple(weights[wrong[0]].shape)} in the file, {tuple(state[wrong[0]].shape)} here)")
+    net.load_state_dict({k: torch.from_numpy(weights[k].copy()) if k in weights else v for k, v in state.items()})
