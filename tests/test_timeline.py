@@ -52,8 +52,10 @@ def small_model(newgame8: Path, out_dir: Path, per_character: int = 16) -> Path:
     return train(data, out_dir / "small.animeid", method="logistic", progress=False).model_path
 
 
-def pick_faces(rec, newgame8: Path, chars=CHARS, *, composite: bool = True, min_p: float = 0.6) -> dict[str, Path]:
-    """For each character, a face crop the model finds (in a composite frame) and names right with p >= min_p.
+def pick_faces(rec, faces: Path, chars=CHARS, *, composite: bool = True, min_p: float = 0.6,
+               detector: str | None = None) -> dict[str, Path]:
+    """For each character, a face crop (of ``faces/<character>/``) the model finds (in a composite
+    frame, with ``detector``) and names right with p >= min_p.
 
     The tests check that the timeline / the server give what the library gives, not the model's accuracy.
     """
@@ -61,9 +63,9 @@ def pick_faces(rec, newgame8: Path, chars=CHARS, *, composite: bool = True, min_
 
     out = {}
     for ch in chars:
-        for f in sorted((newgame8 / ch).iterdir()):
+        for f in sorted((faces / ch).iterdir()):
             res = rec.predict(face_frame(f) if composite else f,
-                              PredictConfig(detect="always" if composite else "auto"))
+                              PredictConfig(detect="always" if composite else "auto", detector=detector))
             if len(res["faces"]) == 1 and res["faces"][0]["candidates"][0]["name"] == ch \
                     and res["faces"][0]["candidates"][0]["p"] >= min_p:
                 out[ch] = f
