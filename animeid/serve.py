@@ -825,8 +825,10 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                     state._guesses[fid] = face_identity(v)
         return {r["id"]: state._guesses[r["id"]] for r in rows if r["id"] in state._guesses}
 
-    def cluster_groups(unlabeled_ids: list[int]) -> tuple[list[list[int]], str] | None:
-        """Groups from ``animeid.cluster.cluster_workspace`` when it exists (cached), else None."""
+    def cluster_groups(unlabeled_ids: list[int]) -> tuple[list[list[int]], str, set[int]] | None:
+        """Groups from ``animeid.cluster.cluster_workspace`` when it exists (cached), else None; with the
+        ids of the faces the clustering left apart (each shown as a group of one: they are not one
+        character)."""
         try:
             from . import cluster as _cluster
         except ImportError:
@@ -843,31 +845,34 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                         raw = fn(ws_root, model=state.recognizer)
                     except TypeError:
                         raw = fn(ws_root, model=state.model_path)
-                    groups = _normalise_groups(raw)
+                    groups, apart = _normalise_groups(raw)
                 except Exception as e:  # noqa: BLE001 - fall back to manifest order
                     log.warning("clustering the workspace failed (%s: %s); faces shown in manifest order",
                                 type(e).__name__, e)
                     return None
-                cached = state._groups_cache = (key, groups, "cluster")
+                cached = state._groups_cache = (key, groups, apart)
         groups = [[i for i in g if i in key] for g in cached[1]]
         grouped = {i for g in groups for i in g}
         rest = [i for i in unlabeled_ids if i not in grouped]
         groups = [g for g in groups if g] + [[i] for i in rest]
-        return groups, "cluster"
+        return groups, "cluster", cached[2] & key
 
     @app.get("/api/v1/workspace/groups", tags=["workspace"], responses=_errors(404, 422),
              summary="Unlabeled faces grouped by identity, a page at a time",
              description="Groups come from `animeid.cluster` when it is installed; otherwise faces are taken in "
                          "manifest order, a page at a time, and grouped by the model's guess. Each group has "
-                         "the model's `suggestion` (the most common top-1 name among its faces).")
+                         "the model's `suggestion` (the most common top-1 name among its faces). Faces the "
+                         "clustering left apart (like no other face closely enough) are not one character: "
+                         "each is a group of its own, with `left_apart: true`.")
     def workspace_groups(page: int = Query(0, ge=0, le=1_000_000)):
         with open_ws() as ws:
             rows = ws.conn.execute(
                 "SELECT id, file FROM faces WHERE status='ok' AND label IS NULL ORDER BY id").fetchall()
         by_id = {r["id"]: r for r in rows}
         clustered = cluster_groups(list(by_id))
+        apart: set[int] = set()
         if clustered is not None:
-            groups_all, how = clustered
+            groups_all, how, apart = clustered
             pages, cur, n = [], [], 0
             for g in groups_all:
                 if cur and n + len(g) > page_faces:
@@ -898,7 +903,8 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                 top_name, cnt = names.most_common(1)[0]
                 ps = [guess[r["id"]][1] for r in g if guess.get(r["id"], ("",))[0] == top_name]
                 sugg = {"name": top_name, "p": round(sum(ps) / len(ps), 4), "share": round(cnt / len(g), 3)}
-            out.append({"key": f"p{page}g{k}", "suggestion": sugg, "faces": [
+            out.append({"key": f"p{page}g{k}", "suggestion": sugg,
+                        "left_apart": len(g) == 1 and g[0]["id"] in apart, "faces": [
                 {"id": r["id"], "url": f"/api/v1/faces/{r['id']}/crop",
                  "guess": ({"name": guess[r["id"]][0], "p": round(guess[r["id"]][1], 4)} if r["id"] in guess else None)}
                 for r in g]})
@@ -994,14 +1000,20 @@ def encode_multipart(parts: Sequence[tuple[str, str | None, bytes | str, str | N
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
-def _normalise_groups(raw: Any) -> list[list[int]]:
-    """Face-id groups from whatever ``cluster_workspace`` returns (lists, dicts, objects)."""
+def _normalise_groups(raw: Any) -> tuple[list[list[int]], set[int]]:
+    """Face-id groups from whatever ``cluster_workspace`` returns (lists, dicts, objects), and the ids
+    of the faces it left apart: the group with id -1 (:class:`animeid.cluster.Group`, or a dict's
+    ``id`` / ``group_id``, or the key -1 of a ``{group id: faces}`` dict) holds faces that matched no
+    other face, possibly of different characters, so each becomes a group of its own."""
     if isinstance(raw, dict) and "groups" in raw:
         raw = raw["groups"]
     if isinstance(raw, dict):
-        raw = list(raw.values())
-    groups = []
+        raw = [{"id": k, "face_ids": v} for k, v in raw.items()]
+    groups: list[list[int]] = []
+    apart: set[int] = set()
     for g in raw or []:
+        gid = (g.get("id", g.get("group_id")) if isinstance(g, dict)
+               else getattr(g, "id", getattr(g, "group_id", None)))
         for attr in ("face_ids", "ids", "faces"):
             if isinstance(g, dict) and attr in g:
                 g = g[attr]
@@ -1013,8 +1025,16 @@ def _normalise_groups(raw: Any) -> list[list[int]]:
         for x in g:
             x = x.get("id") if isinstance(x, dict) else getattr(x, "id", x)
             ids.append(int(x))
-        groups.append(ids)
-    return groups
+        try:
+            left_apart = int(gid) == -1
+        except (TypeError, ValueError):
+            left_apart = False
+        if left_apart:
+            apart.update(ids)
+            groups.extend([i] for i in ids)
+        else:
+            groups.append(ids)
+    return groups, apart
 
 
 def _version() -> str:

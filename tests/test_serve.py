@@ -4,6 +4,10 @@ upload folder), video timelines as jobs, the label flow updating the workspace m
 
 Two clients: FastAPI's TestClient (in-process) and a real uvicorn server on 127.0.0.1 (a free
 port, in a thread) spoken to with urllib / http.client.
+
+Nothing here depends on real faces: the model and the pictures are drawn ones (``generated_model``,
+tests/conftest.py), so these tests run without ../shared/data. Faces are found by AnimeFace, named
+explicitly (the drawn faces are made for it).
 """
 from __future__ import annotations
 
@@ -28,16 +32,19 @@ pytest.importorskip("uvicorn")
 from animeid.dataset import CollectConfig, Workspace, collect  # noqa: E402
 from animeid.predict import Recognizer  # noqa: E402
 from animeid.serve import create_app, encode_multipart, serve_in_thread  # noqa: E402
-from test_timeline import CHARS, face_frame, face_video, pick_faces, small_model  # noqa: E402
+from test_timeline import face_frame, face_video, pick_faces  # noqa: E402
 
 MB = 1024 * 1024
+#: drawn characters of ``generated_model`` whose faces it names right, also when ``collect`` crops them again
+CHARS = ("akari", "kin", "kuro")
+DETECTOR = "animeface"
 
 
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def model(newgame8, tmp_path_factory) -> Path:
-    return small_model(newgame8, tmp_path_factory.mktemp("serve-model"))
+def model(generated_model) -> Path:
+    return generated_model.path
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +53,22 @@ def rec(model) -> Recognizer:
 
 
 @pytest.fixture(scope="module")
-def faces(rec, newgame8) -> dict[str, Path]:
-    """A real face crop per character that the library names right (as a crop)."""
-    return pick_faces(rec, newgame8, CHARS, composite=False)
+def faces(rec, generated_model) -> dict[str, Path]:
+    """A face crop (JPEG) per character that the library names right (as a crop)."""
+    return pick_faces(rec, generated_model.faces, CHARS, composite=False, detector=DETECTOR)
 
 
 @pytest.fixture(scope="module")
-def screenshot_faces(rec, newgame8) -> dict[str, Path]:
-    return pick_faces(rec, newgame8, CHARS[:2], composite=True)
+def screenshot_faces(rec, generated_model) -> dict[str, Path]:
+    return pick_faces(rec, generated_model.faces, CHARS[:2], composite=True, detector=DETECTOR)
 
 
 @pytest.fixture()
-def workspace(newgame8, tmp_path) -> Path:
-    """A workspace with 12 unlabeled faces of two characters, collected from real crops."""
-    files = [f for ch in CHARS[:2] for f in sorted((newgame8 / ch).iterdir())[-6:]]
+def workspace(generated_model, tmp_path) -> Path:
+    """A workspace with about 12 unlabeled faces of two characters, collected from crops the model did not see."""
+    files = [f for ch in CHARS[:2] for f in generated_model.held_out(ch)]
     ws = tmp_path / "ws"
-    s = collect(files, ws, CollectConfig(workers=1))
+    s = collect(files, ws, CollectConfig(workers=1, detector=DETECTOR))
     assert s.faces >= 10, s
     return ws
 
@@ -70,7 +77,7 @@ def workspace(newgame8, tmp_path) -> Path:
 def server(model, tmp_path_factory):
     """A real server (no workspace) on 127.0.0.1 with a 2 MB upload limit and a private upload folder."""
     tmp = tmp_path_factory.mktemp("srv-tmp")
-    app = create_app(model, max_upload_mb=2, max_video_mb=4, tmp_dir=tmp)
+    app = create_app(model, max_upload_mb=2, max_video_mb=4, tmp_dir=tmp, detector=DETECTOR)
     with serve_in_thread(app) as url:
         yield url, tmp, app
     assert not list(tmp.iterdir()), "the upload folder is removed at shutdown"
@@ -132,15 +139,17 @@ def _bomb_png() -> bytes:
 
 # --------------------------------------------------------------------------- recognition (TestClient)
 
-def test_recognize_a_real_face_equals_the_library(model, rec, faces):
+def test_recognize_a_face_equals_the_library(model, rec, faces):
+    from animeid.predict import PredictConfig
+
     TestClient = _test_client()
 
-    with TestClient(create_app(model)) as c:
+    with TestClient(create_app(model, detector=DETECTOR)) as c:
         for ch, f in faces.items():
             r = c.post("/api/v1/recognize", files={"image": (f.name, f.read_bytes(), "image/jpeg")})
             assert r.status_code == 200, r.text
             body = r.json()
-            lib = rec.predict(f)
+            lib = rec.predict(f, PredictConfig(detector=DETECTOR))
             assert body["faces"] == lib["faces"]
             assert body["faces"][0]["candidates"][0]["name"] == ch
             assert len(body["faces"][0]["candidates"]) == 3
@@ -156,7 +165,7 @@ def test_several_images_give_results_in_order(model, faces):
     TestClient = _test_client()
 
     names = list(faces)
-    with TestClient(create_app(model)) as c:
+    with TestClient(create_app(model, detector=DETECTOR)) as c:
         r = c.post("/api/v1/recognize",
                    files=[("image", (faces[n].name, faces[n].read_bytes(), "image/jpeg")) for n in names])
         assert r.status_code == 200
@@ -170,7 +179,7 @@ def test_screenshot_gets_a_box_around_the_face(model, rec, screenshot_faces):
     ch, f = next(iter(screenshot_faces.items()))
     buf = io.BytesIO()
     Image.fromarray(face_frame(f)).save(buf, format="PNG")
-    with TestClient(create_app(model)) as c:
+    with TestClient(create_app(model, detector=DETECTOR)) as c:
         r = c.post("/api/v1/recognize", files={"image": ("shot.png", buf.getvalue(), "image/png")})
     body = r.json()
     assert (body["width"], body["height"]) == (640, 360) and len(body["faces"]) == 1
@@ -182,7 +191,7 @@ def test_screenshot_gets_a_box_around_the_face(model, rec, screenshot_faces):
 def test_pages_docs_characters_health(model, rec):
     TestClient = _test_client()
 
-    with TestClient(create_app(model)) as c:
+    with TestClient(create_app(model, detector=DETECTOR)) as c:
         h = c.get("/health").json()
         assert h["status"] == "ok" and h["model"] == model.name and h["model_loaded"] is False  # lazy
         chars = c.get("/api/v1/characters").json()
@@ -212,7 +221,7 @@ def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
     import shutil
 
     TestClient = _test_client()
-    with TestClient(create_app(model)) as c:
+    with TestClient(create_app(model, detector=DETECTOR)) as c:
         r = c.get("/characters")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         for marker in ('id="enrol-form"', 'id="enrol-name"', 'type="file" id="enrol-files"', "multiple",
@@ -244,7 +253,7 @@ def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
         assert r.status_code == 400 and "reserved" in r.json()["detail"]
     mf = tmp_path / "copy.animeid"
     shutil.copy(model, mf)
-    with TestClient(create_app(mf, save_enrolments=True)) as c:
+    with TestClient(create_app(mf, save_enrolments=True, detector=DETECTOR)) as c:
         assert c.get("/api/v1/characters").json()["saves_enrolments"] is True
 
 
@@ -254,7 +263,7 @@ def test_enroll_answers_501_without_enroll_and_calls_it_when_present(model, face
     monkeypatch.delattr(Recognizer, "enroll", raising=False)
     f = faces[CHARS[0]]
     files = [("image", (f.name, f.read_bytes(), "image/jpeg"))] * 2
-    app = create_app(model)
+    app = create_app(model, detector=DETECTOR)
     with TestClient(app) as c:
         r = c.post("/api/v1/enroll", data={"name": "newcomer"}, files=files)
         assert r.status_code == 501 and "cannot enrol" in r.json()["detail"]
@@ -289,7 +298,7 @@ def test_save_enrolments_writes_the_model_file(model, faces, tmp_path):
     shutil.copy(model, mf)
     f = faces[CHARS[0]]
     files = [("image", (f.name, f.read_bytes(), "image/jpeg"))] * 2
-    with TestClient(create_app(mf, save_enrolments=True)) as c:
+    with TestClient(create_app(mf, save_enrolments=True, detector=DETECTOR)) as c:
         r = c.post("/api/v1/enroll", data={"name": "滝本ひふみ"}, files=files)
         assert r.status_code == 200, r.text
         assert r.json()["saved"] is True and "滝本ひふみ" in r.json()["characters"]
@@ -311,7 +320,7 @@ def test_without_save_enrolments_the_model_file_is_untouched(model, faces, tmp_p
     shutil.copy(model, mf)
     before = mf.read_bytes()
     f = faces[CHARS[0]]
-    with TestClient(create_app(mf)) as c:
+    with TestClient(create_app(mf, detector=DETECTOR)) as c:
         r = c.post("/api/v1/enroll", data={"name": "newcomer"}, files=[("image", (f.name, f.read_bytes(), "image/jpeg"))])
         assert r.status_code == 200, r.text
         assert r.json()["saved"] is False and "newcomer" in c.get("/api/v1/characters").json()["characters"]
@@ -519,7 +528,7 @@ def test_bad_videos_are_refused_at_upload(server, tmp_path):
 def test_label_flow_updates_the_manifest(model, workspace):
     TestClient = _test_client()
 
-    with TestClient(create_app(model, workspace)) as c:
+    with TestClient(create_app(model, workspace, detector=DETECTOR)) as c:
         info = c.get("/api/v1/workspace").json()
         n = info["unlabeled"]
         assert info["labeled"] == 0 and n >= 10
@@ -567,7 +576,7 @@ def test_label_refuses_bad_names_ids_and_paths_outside_the_workspace(model, work
 
     outside = tmp_path / "outside.png"
     Image.new("RGB", (8, 8)).save(outside)
-    with TestClient(create_app(model, workspace)) as c:
+    with TestClient(create_app(model, workspace, detector=DETECTOR)) as c:
         fid = c.get("/api/v1/workspace/groups").json()["groups"][0]["faces"][0]["id"]
         for bad in ("../evil", "/etc/evil", "a/b", "a\\b", "a\x00b", "..", ".", "", "   ", "unlabeled", ".hidden",
                     "x" * 300):
@@ -608,43 +617,59 @@ def test_create_app_checks_its_files(model, tmp_path):
         create_app(model, tmp_path)
 
 
-def test_label_page_uses_animeid_cluster_when_present(model, workspace, monkeypatch):
-    """Groups come from ``animeid.cluster.cluster_workspace`` (faked here) and are cached; a failing
-    clustering falls back to the model's guesses."""
-    import sys
-    import types
-
-    import animeid
+def test_label_page_groups_with_animeid_cluster_and_shows_faces_left_apart_one_by_one(model, rec, generated_model,
+                                                                                     tmp_path, monkeypatch):
+    """Groups come from the real ``animeid.cluster.cluster_workspace`` and are cached. The faces it leaves
+    apart (here one face each of two more characters) are not one character: each is a group of its
+    own, marked ``left_apart``, named one by one. A failing clustering falls back to the model's guesses."""
+    import animeid.cluster as cluster
 
     TestClient = _test_client()
+    files = [f for ch in CHARS[:2] for f in generated_model.held_out(ch)] + \
+            [generated_model.held_out(ch)[0] for ch in (CHARS[2], "midori")]
+    workspace = tmp_path / "ws"
+    collect(files, workspace, CollectConfig(workers=1, detector=DETECTOR))
     with Workspace(workspace) as ws:
-        ids = [r["id"] for r in ws.faces()]
+        who = {r["id"]: Path(r["file"]).name.split("_")[0] for r in ws.faces()}
+    real = cluster.cluster_workspace(workspace, rec, store=False)          # what the page must show
+    groups = [g.face_ids for g in real if g.id != -1]
+    apart = [i for g in real if g.id == -1 for i in g.face_ids]
+    assert len(groups) == 2 and {who[i] for i in apart} == {CHARS[2], "midori"}, [(g.id, g.face_ids) for g in real]
+
     calls = []
 
-    def cluster_workspace(ws, model=None):
+    def spy(ws, model=None, **kw):                                          # the real one, counted
         calls.append((Path(ws), model))
-        return {"groups": [{"face_ids": ids[::2]}, {"face_ids": ids[1::2]}]}
+        return real_fn(ws, model, **kw)
 
-    fake = types.ModuleType("animeid.cluster")
-    fake.cluster_workspace = cluster_workspace
-    monkeypatch.setitem(sys.modules, "animeid.cluster", fake)
-    monkeypatch.setattr(animeid, "cluster", fake, raising=False)
-    with TestClient(create_app(model, workspace)) as c:
+    real_fn = cluster.cluster_workspace
+    monkeypatch.setattr(cluster, "cluster_workspace", spy)
+    with TestClient(create_app(model, workspace, detector=DETECTOR)) as c:
         g = c.get("/api/v1/workspace/groups").json()
-        assert g["grouping"] == "cluster"
-        assert [[f["id"] for f in gr["faces"]] for gr in g["groups"]] == [ids[::2], ids[1::2]]
+        assert g["grouping"] == "cluster" and g["unlabeled"] == len(who)
+        assert [[f["id"] for f in gr["faces"]] for gr in g["groups"]] == groups + [[i] for i in apart]
+        assert [gr["left_apart"] for gr in g["groups"]] == [False] * len(groups) + [True] * len(apart)
         assert calls[0][0] == workspace.resolve() and isinstance(calls[0][1], Recognizer)
         assert all(gr["suggestion"] for gr in g["groups"])
-        assert c.post("/api/v1/workspace/label", json={"ids": ids[:1], "name": "someone"}).status_code == 200
+        # no group offered for one name holds faces of two characters
+        assert all(len({who[f["id"]] for f in gr["faces"]}) == 1 for gr in g["groups"])
+        first = groups[0]
+        assert c.post("/api/v1/workspace/label", json={"ids": first[:1], "name": "someone"}).status_code == 200
         g = c.get("/api/v1/workspace/groups").json()
-        assert [[f["id"] for f in gr["faces"]] for gr in g["groups"]] == [ids[2::2], ids[1::2]]
+        assert [[f["id"] for f in gr["faces"]] for gr in g["groups"]] == [first[1:]] + groups[1:] + [[i] for i in apart]
         assert len(calls) == 1                                          # cached: faces only went away
+        # a face left apart is named on its own
+        r = c.post("/api/v1/workspace/label", json={"ids": apart[:1], "name": "another"})
+        assert r.status_code == 200 and r.json()["labelled"] == 1
+        g = c.get("/api/v1/workspace/groups").json()
+        assert [[f["id"] for f in gr["faces"]] for gr in g["groups"]][-1] == apart[1:2] and g["groups"][-1]["left_apart"]
 
-        def broken(ws, model=None):
+        def broken(ws, model=None, **kw):
             raise RuntimeError("no clusters today")
 
-        fake.cluster_workspace = broken
-        app = create_app(model, workspace)
+        monkeypatch.setattr(cluster, "cluster_workspace", broken)
+        app = create_app(model, workspace, detector=DETECTOR)
     with TestClient(app) as c:
         g = c.get("/api/v1/workspace/groups").json()
-        assert g["grouping"] == "model guess" and g["unlabeled"] == len(ids) - 1
+        assert g["grouping"] == "model guess" and g["unlabeled"] == len(who) - 2
+        assert not any(gr["left_apart"] for gr in g["groups"])

@@ -78,9 +78,11 @@ async function applyName(card) {
 }
 
 function renderGroup(g, k) {
-  const card = el("article", { class: "group", "data-key": g.key });
+  // a face the clustering left apart is like no other face: a group of its own, named on its own
+  const card = el("article", { class: g.left_apart ? "group left-apart" : "group", "data-key": g.key });
   const s = g.suggestion;
-  card.append(el("h3", {}, `Group ${k + 1}`, el("span", { class: "count", text: ` · ${g.faces.length} face${g.faces.length > 1 ? "s" : ""}` }),
+  const title = g.left_apart ? `Face ${g.faces[0].id}, left apart` : `Group ${k + 1}`;
+  card.append(el("h3", {}, title, el("span", { class: "count", text: ` · ${g.faces.length} face${g.faces.length > 1 ? "s" : ""}` }),
     s ? el("span", { class: "suggest", text: ` · probably ${s.name} (${pct(s.p)})` }) : null));
   const thumbs = el("div", { class: "thumbs" });
   for (const f of g.faces) {
@@ -119,7 +121,8 @@ async function loadPage() {
   try {
     const data = await api("/api/v1/workspace/groups?page=" + page);
     pages = data.pages;
-    box.replaceChildren(...data.groups.map(renderGroup));
+    let n = 0;                     // groups are numbered; faces left apart are not a group
+    box.replaceChildren(...data.groups.map((g) => renderGroup(g, g.left_apart ? -1 : n++)));
     document.getElementById("page-info").textContent = pages ? `page ${page + 1} of ${pages}` : "";
     document.getElementById("prev").disabled = page <= 0;
     document.getElementById("next").disabled = page + 1 >= pages;
