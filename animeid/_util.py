@@ -12,7 +12,7 @@ from typing import IO, Any, Iterable, Iterator, TypeVar
 from .names import fit_bytes
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "save_image_atomic", "check_file", "progress",
-           "log"]
+           "bar_options", "stage", "plural", "log"]
 
 log = logging.getLogger("animeid")
 _TMP_NAME_BYTES = 200    # of the final name in the temporary one: "." + 200 + "." + 8 + ".tmp" < 255
@@ -103,8 +103,70 @@ def check_file(path: str | os.PathLike, what: str, error_cls: type[Exception], *
 
 
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it",
-             disable: bool | None = None) -> Iterable[T]:
-    """A tqdm progress bar on stderr, shown only on a terminal (``disable=None``)."""
+             disable: bool | None = None, summary: bool = False) -> Iterable[T]:
+    """A tqdm progress bar (with ETA) on stderr, shown only on a terminal (``disable=None``).
+
+    ``summary=True``: where stderr is not a terminal (so no bar is drawn), one line
+    ``desc: N units, S s`` is written on stderr when the iteration ends instead. ``disable=True``:
+    neither. :func:`bar_options` turns a function's ``progress`` flag into these two arguments.
+    """
     from tqdm.auto import tqdm
 
+    if disable is not True and summary and not _stderr_is_terminal():
+        return _summarised(iterable, desc or "progress", unit)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True)
+
+
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _summarised(iterable: Iterable[T], desc: str, unit: str) -> Iterator[T]:
+    import sys
+    import time
+
+    t0, n = time.perf_counter(), 0
+    for x in iterable:
+        n += 1
+        yield x
+    print(f"{desc}: {plural(n, unit)}, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+def bar_options(progress: bool | None) -> dict:
+    """``progress`` flag of animeid's functions -> :func:`progress`'s ``disable``/``summary``.
+
+    ``True``: a bar on a terminal, one summary line per stage on stderr otherwise; ``None``: a bar on a
+    terminal only; ``False``: nothing.
+    """
+    if progress is False:
+        return {"disable": True, "summary": False}
+    return {"disable": None, "summary": progress is True}
+
+
+def stage(text: str, progress: bool | None, *, on_terminal: bool = True) -> None:
+    """One line about a finished stage (``finetune: epoch 3/6, val top-1 95.1 %, 42 s``) on stderr when
+    ``progress`` is True (``on_terminal=False``: only where stderr is not a terminal, as a bar's summary);
+    always logged at INFO level."""
+    import sys
+
+    log.info("%s", text)
+    if progress is True and (on_terminal or not _stderr_is_terminal()):
+        print(text, file=sys.stderr, flush=True)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 face``, ``2 faces`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or _plural_of(word))}"
+
+
+def _plural_of(word: str) -> str:
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"

@@ -39,6 +39,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from ._util import atomic_write_bytes, log, progress as _progress
+from ._util import atomic_write_bytes, bar_options, log, plural, progress as _progress, stage
 from .errors import ModelFileError
 from .images import ImageTyping, load_image
 
@@ -350,7 +351,7 @@ class FeatureExtractor:
         except Exception as e:  # a damaged cache file: remove it so that the next call re-exports
             if path.is_file():
                 path.unlink(missing_ok=True)
-            raise ModelFileError(f"cannot load the exported backbone ({type(e).__name__}: {e}); "
+            raise ModelFileError(f"cannot load the exported backbone ({e}); "
                                  "it was removed and will be exported again", path) from None
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
@@ -366,7 +367,8 @@ class FeatureExtractor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         starts = range(0, len(images), batch_size)
-        bar = _progress(starts, total=len(starts), desc=cfg.name, unit="batch", disable=None if progress else True)
+        bar = _progress(starts, total=len(starts), desc=f"features ({cfg.name})", unit="batch",
+                        **bar_options(progress if progress else False))
         for i in bar:
             chunk = images[i:i + batch_size]
             out[i:i + len(chunk)] = self.run(preprocess(chunk, cfg))
@@ -450,18 +452,20 @@ class _FeatureDB:
 
 
 def extract_features(name: BackboneSpec, images: Sequence[ImageTyping], *, batch_size: int = 32,
-                     cache: bool = True, progress: bool = False) -> np.ndarray:
+                     cache: bool = True, progress: bool = False, desc: str | None = None) -> np.ndarray:
     """``(N, feature_dim)`` float32 features of ``images`` by backbone ``name`` (ONNX Runtime).
 
     With ``cache=True`` features are kept in ``<cache dir>/features-v1.sqlite``, keyed by the backbone's
     :attr:`~BackboneConfig.key` and the SHA-256 of the file's bytes (paths, bytes, file objects) or of the
-    decoded pixels (arrays, PIL images); pictures seen before are not run again.
+    decoded pixels (arrays, PIL images); pictures seen before are not run again. ``progress``: a bar on
+    a terminal, one line ``desc: N faces, S s`` on stderr otherwise (``desc`` default ``features (NAME)``).
     """
     cfg = get_config(name)
     images = list(images)
     ext = create_extractor(cfg)
     if not cache:
         return ext.extract(images, batch_size=batch_size, progress=progress)
+    desc = desc or f"features ({cfg.name})"
     out = np.empty((len(images), cfg.feature_dim), np.float32)
     keyed = [_image_key(im) for im in images]
     db = _FeatureDB(cache_dir() / _FEATURE_DB)
@@ -478,15 +482,24 @@ def extract_features(name: BackboneSpec, images: Sequence[ImageTyping], *, batch
             if k not in todo:
                 order.append((k, im))
             todo.setdefault(k, []).append(i)
-        chunk = max(batch_size, 256)  # store as we go: an interrupted run keeps its work
-        starts = range(0, len(order), chunk)
-        for s in _progress(starts, total=len(starts), desc=cfg.name, unit="chunk",
-                           disable=None if progress and len(starts) > 1 else True):
-            part = order[s:s + chunk]
-            feats = ext.extract([im for _, im in part], batch_size=batch_size, progress=False)
+        t0 = time.perf_counter()
+        starts = range(0, len(order), batch_size)
+        pending: list[tuple[str, np.ndarray]] = []       # stored as we go: an interrupted run keeps its work
+        for s in _progress(starts, total=len(starts), desc=desc, unit="batch", disable=None if progress else True):
+            part = order[s:s + batch_size]
+            feats = ext.run(preprocess([im for _, im in part], cfg))
             for (k, _), f in zip(part, feats):
                 out[todo[k]] = f
-            db.put(cfg.key, [(k, f) for (k, _), f in zip(part, feats) if not k.startswith("#")])
+            pending += [(k, f) for (k, _), f in zip(part, feats) if not k.startswith("#")]
+            if len(pending) >= 256:
+                db.put(cfg.key, pending)
+                pending = []
+        if pending:
+            db.put(cfg.key, pending)
+        cached = len(images) - sum(len(v) for v in todo.values())
+        stage(f"{desc}: {plural(len(images), 'face')}"
+              + (f" ({cached} from the cache)" if cached else "") + f", {time.perf_counter() - t0:.0f} s",
+              progress if progress else False, on_terminal=False)
     finally:
         db.close()
     return out
@@ -595,7 +608,7 @@ def _build_inception(cfg: BackboneConfig):
             warnings.simplefilter("ignore", DeprecationWarning)  # "torch.jit.load is deprecated"
             scripted = torch.jit.load(os.fspath(path), map_location="cpu")
     except Exception as e:
-        raise ModelFileError(f"not a loadable TorchScript file ({type(e).__name__}: {e})", path) from None
+        raise ModelFileError(f"not a loadable TorchScript file ({e})", path) from None
     return _inception_class()(scripted).eval()
 
 
@@ -612,7 +625,7 @@ def _build_lite(cfg: BackboneConfig):
     try:
         state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelFileError(f"not a loadable state dict ({type(e).__name__}: {e})", path) from None
+        raise ModelFileError(f"not a loadable state dict ({e})", path) from None
     model = efficientnet_lite(variant, state, image_size=cfg.input_size)
     model.reset_classifier(0)  # forward -> pooled 1280-d features
     return model.eval()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +33,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._util import bar_options, plural, progress as bar, stage
 from .errors import DatasetError, InputError
 
 __all__ = ["Group", "cluster_embeddings", "purity", "embed_faces", "default_threshold", "cluster_workspace",
-           "latest_groups", "name_group", "suggest",
+           "latest_groups", "name_group", "group_labels", "suggest",
            "DEFAULT_THRESHOLD", "GROUPS_DIR", "CLUSTER_RULES"]
 
 log = logging.getLogger("animeid")
@@ -221,7 +223,7 @@ def _next_run(ws) -> int:
 
 def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, threshold: float | None = None,
                       min_size: int = 2, linkage: str = "complete", store: bool = True, sheets: bool = False,
-                      batch_size: int = 32) -> list[Group]:
+                      batch_size: int = 32, progress: bool | None = False) -> list[Group]:
     """Group the unlabeled faces of workspace ``ws`` by identity; see the module's notes.
 
     ``model``: a model file or a :class:`~animeid.predict.Recognizer` (better groups, and each group
@@ -230,7 +232,7 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
     new run (``dataset name`` uses the latest run). ``sheets``: draw ``WS/.groups/group-<id>.png``
     and ``WS/.groups/groups.png`` (one row per group). Returns the groups, largest first, then the
     faces left apart as one :class:`Group` with id -1 (when there are any). A bad option raises
-    :class:`~animeid.errors.ConfigError` before any work.
+    :class:`~animeid.errors.ConfigError` before any work. ``progress``: as in :func:`animeid.train.train`.
     """
     threshold, min_size, linkage, batch_size = (CLUSTER_RULES[k].check(k, v) for k, v in (
         ("threshold", threshold), ("min_size", min_size), ("linkage", linkage), ("batch_size", batch_size)))
@@ -244,12 +246,19 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
         sheet_dir = _claim_sheets(w.root) if sheets else None     # checked before the work
         files = [w.root / r["file"] for r in rows]
         ids = [int(r["id"]) for r in rows]
-        E = embed_faces(files, rec, batch_size=batch_size)
+        t0 = time.perf_counter()
+        parts, guesses = [], ([] if rec is not None else None)
+        starts = range(0, len(files), 256)
+        for s in bar(starts, total=len(starts), desc="embedding faces", unit="chunk",
+                     disable=bar_options(progress)["disable"]):
+            parts.append(embed_faces(files[s:s + 256], rec, batch_size=batch_size))
+            if rec is not None:       # the model's guess of each face
+                guesses += [r["name"] for r in rec.identify_faces(files[s:s + 256], top=1)]
+        E = np.concatenate(parts)
+        stage(f"cluster: {plural(len(files), 'face')} embedded, {time.perf_counter() - t0:.0f} s", progress,
+              on_terminal=False)
         thr = float(threshold) if threshold is not None else default_threshold(rec)
         gid = cluster_embeddings(E, threshold=thr, min_size=min_size, linkage=linkage)
-        guesses: list[str] | None = None
-        if rec is not None:
-            guesses = [r["name"] for r in rec.identify_faces(files, top=1)]
         run = _next_run(w) if store else None
         groups: list[Group] = []
         for g in sorted(set(gid.tolist()), key=lambda v: (v == -1, v)):
@@ -350,8 +359,25 @@ def name_group(ws: str | os.PathLike, group: int, name: str, *, run: int | None 
     return label_faces(ws, ids, name) if ids else 0
 
 
+def group_labels(ws: str | os.PathLike, group: int, *, run: int | None = None) -> dict[str, int]:
+    """What the faces of ``group`` (of the latest clustering, or ``run``) are now: ``{name: count}``
+    for labelled faces, ``""`` for still unlabeled ones, ``"(deleted)"`` for rejected ones."""
+    from .dataset import Workspace
+
+    with _open(Workspace(ws)) as w:
+        if run is None:
+            run = w.conn.execute("SELECT MAX(run) FROM face_groups").fetchone()[0]
+        out: dict[str, int] = {}
+        for label, status in w.conn.execute(
+                "SELECT f.label, f.status FROM face_groups g JOIN faces f ON f.id = g.face_id "
+                "WHERE g.run=? AND g.group_id=?", (run, int(group))):
+            key = "(deleted)" if status != "ok" else (label or "")
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 def suggest(ws: str | os.PathLike, model: Any, *, min_p: float = 0.9, accept: bool = False,
-            batch_size: int = 32) -> dict[str, Any]:
+            batch_size: int = 32, progress: bool | None = False) -> dict[str, Any]:
     """The model's top-1 guess and probability for each unlabeled face of ``ws``, stored in the
     manifest's ``suggestions`` table. ``accept``: faces whose guess reaches ``min_p`` (and is not
     ``unknown``) are labelled with it (crops moved). Returns ``{"faces", "confident", "accepted",
@@ -370,8 +396,12 @@ def suggest(ws: str | os.PathLike, model: Any, *, min_p: float = 0.9, accept: bo
         ids = [int(r["id"]) for r in rows]
         files = [w.root / r["file"] for r in rows]
         verdicts = []
-        for i in range(0, len(files), 256):
+        t0 = time.perf_counter()
+        starts = range(0, len(files), 256)
+        for i in bar(starts, total=len(starts), desc="guessing", unit="chunk", disable=bar_options(progress)["disable"]):
             verdicts += rec.identify_faces(files[i:i + 256], top=1)
+        stage(f"suggest: {plural(len(files), 'face')} guessed, {time.perf_counter() - t0:.0f} s", progress,
+              on_terminal=False)
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         mname = str(rec.path) if rec.path is not None else None
         # an unknown face: name 'unknown', p its closest character's probability

@@ -133,12 +133,15 @@ class FeaturePipeline:
     def _run_onnx(self, images: Sequence[ImageTyping], batch_size: int) -> np.ndarray:
         return self.run_outputs(images, [self.main_output()], batch_size)[0]
 
-    def _deep(self, images: Sequence[ImageTyping], batch_size: int, cache: bool, progress: bool) -> np.ndarray:
+    def _deep(self, images: Sequence[ImageTyping], batch_size: int, cache: bool, progress: bool,
+              mirrored: bool = False) -> np.ndarray:
         if self.onnx_bytes is not None:
             return self._run_onnx(images, batch_size)
         from .backbones import extract_features
 
-        return extract_features(self.backbone_config, images, batch_size=batch_size, cache=cache, progress=progress)
+        desc = f"features ({self.backbone_config.name}{', mirrored' if mirrored else ''})"
+        return extract_features(self.backbone_config, images, batch_size=batch_size, cache=cache, progress=progress,
+                                desc=desc)
 
     # -- public
     def transform(self, images: Sequence[ImageTyping], *, batch_size: int = 32, cache: bool = True,
@@ -153,7 +156,7 @@ class FeaturePipeline:
             raise ValueError("no pictures")
         feats = self._deep(images, batch_size, cache, progress)
         if self.spec.tta_flip:
-            feats = 0.5 * (feats + self._deep(_flip(images), batch_size, cache, progress))
+            feats = 0.5 * (feats + self._deep(_flip(images), batch_size, cache, progress, mirrored=True))
         if self.spec.color_hist:
             feats = combine_features(feats, color_histograms(images), weights=[1.0, self.spec.color_weight])
         return feats.astype(np.float32)

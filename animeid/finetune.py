@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ._util import atomic_write, log, progress as _progress
+from ._util import atomic_write, log, progress as _progress, stage as _stage
 from .images import ImageTyping, load_image
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -435,7 +435,8 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
     later one on ties) and fill ``val_acc`` in the history. ``checkpoint_dir``: where
     ``finetune.pt`` is written after every epoch; with ``resume=True`` an existing checkpoint of the
     same configuration and classes is continued (a different one raises ``ValueError``; pass
-    ``resume=False`` to start over). ``progress``: a tqdm bar per epoch (None: only on a terminal).
+    ``resume=False`` to start over). ``progress``: a tqdm bar per epoch (None: only on a terminal; True: and one line per
+    epoch on stderr; False: neither).
     """
     import torch
     from torch.nn import functional as F
@@ -538,6 +539,8 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
                 if elapsed + need > cfg.time_budget_s:
                     log.warning("time budget: stopping before epoch %d (%.0f s spent, ~%.0f s needed)",
                                 epoch, elapsed, need)
+                    _stage(f"finetune: time budget reached, stopping before epoch {epoch}/{cfg.epochs} "
+                           f"({elapsed:.0f} s spent)", progress)
                     stopped_early = True
                     break
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, 1]).generate_state(1)[0]))
@@ -556,7 +559,7 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
             n_seen, n_correct, loss_sum = 0, 0, 0.0
             bar = _progress(_Prefetch(make, range(len(batches))), total=len(batches),
                             desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                            disable=None if progress is None else not progress)
+                            disable=True if progress is False else None)   # a bar only on a terminal
             for xb, yb in bar:
                 f = lr_factor(step)
                 for g in opt.param_groups:
@@ -578,8 +581,8 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
             history.append({"epoch": epoch, "step": step, "lr": opt.param_groups[-1]["lr"],
                             "train_loss": loss_sum / max(1, n_seen), "train_acc": n_correct / max(1, n_seen),
                             "val_loss": val_loss, "val_acc": val_acc, "seconds": ep_seconds})
-            log.info("epoch %d: train acc %.3f loss %.3f, val acc %s (%.0f s)", epoch, n_correct / max(1, n_seen),
-                     loss_sum / max(1, n_seen), "-" if val_acc is None else f"{val_acc:.3f}", ep_seconds)
+            _stage(f"finetune: epoch {epoch}/{cfg.epochs}, train top-1 {n_correct / max(1, n_seen):.1%}"
+                   + ("" if val_acc is None else f", val top-1 {val_acc:.1%}") + f", {ep_seconds:.0f} s", progress)
             score = -1.0 if val_acc is None else val_acc
             if score >= best[0]:
                 best = (score, epoch)
@@ -597,6 +600,7 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
         reference = B.create_torch_model(bcfg) if cfg.trainable_blocks > 0 else None
         exported = _Exported.make(net, cfg.tta_flip, reference, cfg.trainable_blocks)
         onnx_bytes = _export_onnx(exported, size)
+        _stage(f"finetune: kept epoch {best[1]}, exported, {time.perf_counter() - t_start:.0f} s", progress)
     finally:
         torch.set_num_threads(old_threads)
     seconds = spent_before + (time.perf_counter() - t_start)

@@ -214,7 +214,7 @@ def _read_member(z: zipfile.ZipFile, name: str, path: Path) -> bytes:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise ModelFileError(f"damaged model file: cannot read {name} ({e})", path) from None
     except Exception as e:  # zlib.error and friends
-        raise ModelFileError(f"damaged model file: cannot read {name} ({type(e).__name__}: {e})", path) from None
+        raise ModelFileError(f"damaged model file: cannot read {name} ({e})", path) from None
 
 
 def read_model(path: str | os.PathLike) -> ModelBundle:
@@ -264,7 +264,7 @@ def read_model(path: str | os.PathLike) -> ModelBundle:
         with np.load(io.BytesIO(blobs[ARRAYS_NAME]), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as e:  # ValueError (pickled data), BadZipFile, OSError, EOFError...
-        raise ModelFileError(f"damaged model file: {ARRAYS_NAME} is unreadable ({type(e).__name__}: {e})", path) from None
+        raise ModelFileError(f"damaged model file: {ARRAYS_NAME} is unreadable ({e})", path) from None
 
     try:
         head_meta = meta["head"]
@@ -273,7 +273,7 @@ def read_model(path: str | os.PathLike) -> ModelBundle:
         head_arrays = {k[5:]: v for k, v in arrays.items() if k.startswith("head.")}
         head = head_from_arrays(head_meta["type"], head_arrays, head_meta.get("params") or {})
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ModelFileError(f"damaged or incompatible model file: cannot rebuild the head ({type(e).__name__}: {e})",
+        raise ModelFileError(f"damaged or incompatible model file: cannot rebuild the head ({e})",
                              path) from None
     if [str(c) for c in head.classes_] != labels:
         raise ModelFileError("damaged model file: labels do not match the head's classes", path)

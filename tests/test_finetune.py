@@ -108,16 +108,21 @@ def test_onnx_matches_torch(tiny_run, tiny_data):
     assert np.abs(oi[:, -1280:] - oe).max() > 1e-2
 
 
-def test_resume_continues_and_matches(tiny_run, tiny_data, tmp_path):
+def test_resume_continues_and_matches(tiny_run, tiny_data, tmp_path, capsys):
     (xtr, ytr), (xv, yv) = tiny_data
     # a time budget of 1 s stops after the first epoch: an interrupted run
     first = finetune(xtr, ytr, xv, yv, FinetuneConfig(**{**TINY, "time_budget_s": 1.0}),
                      checkpoint_dir=tmp_path, progress=False)
     assert first.stopped_early and [h["epoch"] for h in first.history] == [1]
     assert (tmp_path / "finetune.pt").is_file()
-    second = finetune(xtr, ytr, xv, yv, FinetuneConfig(**TINY), checkpoint_dir=tmp_path, progress=False)
+    capsys.readouterr()
+    second = finetune(xtr, ytr, xv, yv, FinetuneConfig(**TINY), checkpoint_dir=tmp_path, progress=True)
     assert not second.stopped_early
     assert [h["epoch"] for h in second.history] == [1, 2]  # epoch 1 not repeated
+    # progress=True off a terminal: one line per epoch and one at the end on stderr, no bar (issue 13)
+    err = capsys.readouterr().err
+    assert "finetune: epoch 2/2, train top-1 " in err and ", val top-1 " in err and "epoch 1/2" not in err
+    assert "finetune: kept epoch " in err and "\r" not in err
     assert second.history[0] == first.history[0]
     # same seeds per epoch, same thread count: the same numbers as the uninterrupted run
     for key in ("train_loss", "train_acc", "val_acc", "val_loss", "step"):
