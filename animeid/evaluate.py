@@ -470,19 +470,73 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
 
 
 def evaluate_model(model: Any, dataset: str | os.PathLike, *, split: str | None = None, batch_size: int = 32,
-                   progress: bool = False) -> tuple[Report, FolderDataset]:
+                   progress: bool | None = False) -> tuple[Report, FolderDataset]:
     """Evaluate a saved model (a path or a :class:`animeid.predict.Recognizer`) on the face crops of a
     folder-per-character dataset: every picture, or one ``split`` of its ``split.csv``.
 
-    Pictures in folders whose name the model does not know count as errors (never skipped).
+    Pictures in folders whose name the model does not know count as errors (never skipped); a dataset
+    with none of the model's characters raises :class:`~animeid.errors.DatasetError`.
+    ``report.extra["seen_in_training"]`` (see :func:`training_overlap`) says how many of the faces the
+    model was trained or validated on. ``progress``: as in :func:`animeid.train.train`.
     """
     from .predict import Recognizer
 
     rec = model if isinstance(model, Recognizer) else Recognizer.load(model)
     ds = read_folder_dataset(dataset, split, require_training=False)
     paths, labels = ds
-    proba = rec.predict_proba_faces(paths, batch_size=batch_size)
-    return evaluate_predictions(labels, proba, rec.labels), ds
+    _check_known(rec, labels, dataset)
+    proba = _proba_in_chunks(rec, paths, batch_size, progress)
+    rep = evaluate_predictions(labels, proba, rec.labels)
+    rep.extra["seen_in_training"] = training_overlap(rec, paths, dataset)
+    return rep, ds
+
+
+def _check_known(rec: Any, labels: Sequence[str], dataset: Any) -> None:
+    from .names import normalize_name
+
+    known = {normalize_name(x) for x in rec.labels}
+    present = sorted(set(labels))
+    if present and not any(normalize_name(x) in known for x in present):
+        def some(xs):
+            return ", ".join(xs[:8]) + (", ..." if len(xs) > 8 else "")
+        raise DatasetError(f"none of its {len(present)} character folder{'s' if len(present) != 1 else ''} "
+                           f"({some(present)}) is a character the model knows ({some(list(rec.labels))}): "
+                           "nothing to evaluate", dataset)
+
+
+def _proba_in_chunks(rec: Any, paths: Sequence, batch_size: int, progress: bool | None) -> np.ndarray:
+    from ._util import bar_options, plural, progress as bar, stage
+    import time
+
+    t0 = time.perf_counter()
+    chunk = max(batch_size, 128)
+    starts = range(0, len(paths), chunk)
+    parts = [rec.predict_proba_faces(paths[s:s + chunk], batch_size=batch_size)
+             for s in bar(starts, total=len(starts), desc="evaluating", unit="chunk",
+                          disable=bar_options(progress)["disable"])]
+    stage(f"evaluate: {plural(len(paths), 'face')}, {time.perf_counter() - t0:.0f} s", progress, on_terminal=False)
+    return np.concatenate(parts) if parts else np.zeros((0, len(rec.labels)))
+
+
+def training_overlap(rec: Any, paths: Sequence, dataset: Any = None) -> dict[str, Any]:
+    """How many of ``paths`` the model ``rec`` learnt from: ``{"train": n, "val": n, "n": len(paths),
+    "checked": True}`` from the face hashes the model records (:func:`animeid.train.training_fingerprint`).
+    A model made by an older animeid records none: ``checked`` is False and ``same_dataset_name`` says
+    whether the dataset it was trained on had ``dataset``'s folder name."""
+    from .train import FACE_HASH, face_hash
+
+    training = getattr(getattr(rec, "bundle", None), "training", None) or {}
+    faces = training.get("faces") or {}
+    out: dict[str, Any] = {"n": len(paths), "train": None, "val": None, "checked": False}
+    if faces.get("hash") == FACE_HASH:
+        hashes = [face_hash(p) for p in paths]
+        for part in ("train", "val"):
+            seen = set(faces.get(part) or ())
+            out[part] = sum(1 for h in hashes if h and h in seen)
+        out["checked"] = True
+    elif dataset is not None and training.get("dataset"):
+        out["same_dataset_name"] = Path(str(training["dataset"])).name == Path(dataset).resolve().name
+    return out
 
 
 def evaluate_open_set(model: Any, dataset: str | os.PathLike, unknown: str | os.PathLike | Sequence, *,
@@ -502,6 +556,7 @@ def evaluate_open_set(model: Any, dataset: str | os.PathLike, unknown: str | os.
     rec = model if isinstance(model, Recognizer) else Recognizer.load(model)
     ds = read_folder_dataset(dataset, split, require_training=False)
     paths, labels = ds
+    _check_known(rec, labels, dataset)
     folder = isinstance(unknown, (str, os.PathLike))
     unk = list(iter_image_files([unknown])) if folder else list(unknown)
     if not unk:
@@ -512,4 +567,5 @@ def evaluate_open_set(model: Any, dataset: str | os.PathLike, unknown: str | os.
     correct = np.asarray(rec.labels)[kp.argmax(axis=1)] == np.asarray(labels)
     rep.extra.update(open_set_figures(ks, correct, us, rec.unknown_threshold, rec.unknown_score_kind))
     rep.extra["unknown_refusal_rate"] = rec.openset.refusal_rate(rec.unknown_threshold) if rec.openset else None
+    rep.extra["seen_in_training"] = training_overlap(rec, paths, dataset)
     return rep, ds

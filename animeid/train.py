@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._util import plural, stage
 from .errors import DatasetError
 from .features import FeaturePipeline, FeatureSpec
 
@@ -72,10 +73,11 @@ def list_methods() -> list[str]:
     return list(METHODS)
 
 
-def _load_all(paths: Sequence[Path]) -> list[np.ndarray]:
+def _load_all(paths: Sequence[Path], progress: bool | None = False, desc: str = "loading faces") -> list[np.ndarray]:
+    from ._util import bar_options, progress as bar
     from .images import to_array
 
-    return [to_array(p) for p in paths]
+    return [to_array(p) for p in bar(paths, total=len(paths), desc=desc, unit="face", **bar_options(progress))]
 
 
 # --------------------------------------------------------------------------- methods
@@ -93,7 +95,10 @@ def _fit_forest(train_x, train_y, val_x, val_y, *, size, tune, n_iter, cv, n_est
                          min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
                          max_features=max_features, random_state=seed, oob_score=True, n_jobs=-1)
     info: dict[str, Any] = {}
+    t0 = time.perf_counter()
     if tune:
+        stage(f"forest: searching {n_iter} parameter settings ({cv}-fold successive halving) on "
+              f"{plural(len(X), 'face')}...", progress)
         from sklearn.experimental import enable_halving_search_cv  # noqa: F401
         from sklearn.model_selection import HalvingRandomSearchCV, StratifiedKFold
 
@@ -110,8 +115,12 @@ def _fit_forest(train_x, train_y, val_x, val_y, *, size, tune, n_iter, cv, n_est
         info["search"] = {"best_params": best, "best_cv_accuracy": float(search.best_score_), "n_iter": n_iter,
                           "cv": cv, "space": {k: [str(v) for v in vs] for k, vs in space.items()}}
         forest = forest.set_params(**best, oob_score=True, n_jobs=-1)
+        stage(f"forest: search done, cross-validated {search.best_score_:.1%}, {time.perf_counter() - t0:.0f} s",
+              progress)
     forest.fit(X, np.asarray(train_y))
     info["oob_score"] = float(forest.oob_score_)
+    stage(f"forest: {forest.n_estimators} trees, out-of-bag {forest.oob_score_:.1%}, "
+          f"{time.perf_counter() - t0:.0f} s", progress)
     return Fitted(forest, pipe, {}, info)
 
 
@@ -140,7 +149,9 @@ def _fit_softmax(train_x, train_y, val_x, val_y, *, backbone, steps, learning_ra
     Xv = pipe.transform(val_x, progress=progress) if len(val_x) else None
     head = SoftmaxHead(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
                        label_smoothing=label_smoothing, validation_fraction=0.1, random_state=seed)
+    t0 = time.perf_counter()
     head.fit(X, y, Xv, list(val_y) if Xv is not None else None)
+    stage(f"softmax: {steps} steps, {time.perf_counter() - t0:.0f} s", progress)
     return Fitted(head, pipe, _curves(head.history_), {"augment": augment, "label_smoothing": label_smoothing})
 
 
@@ -164,11 +175,12 @@ def _fit_logistic(train_x, train_y, val_x, val_y, *, backbone, tta_flip, color_h
     pipe = FeaturePipeline(FeatureSpec(kind="backbone", backbone=backbone, tta_flip=tta_flip,
                                        color_hist=color_hist, color_weight=color_weight))
     X, y = _features_with_augmentation(pipe, train_x, train_y, augment, seed, progress)
+    t0 = time.perf_counter()
     head = LogisticHead(C=C).fit(X, y)
     hist: dict[str, list[float]] = {}
     if len(val_x):
         # a learning curve: accuracy against the number of training faces (one fit per point)
-        Xv, yv = pipe.transform(val_x), np.asarray(val_y)
+        Xv, yv = pipe.transform(val_x, progress=progress), np.asarray(val_y)
         y_arr = np.asarray(y)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(y_arr))
@@ -183,6 +195,9 @@ def _fit_logistic(train_x, train_y, val_x, val_y, *, backbone, tta_flip, color_h
         hist.setdefault("step", []).append(float(len(y_arr)))
         hist.setdefault("train_accuracy", []).append(float(np.mean(head.predict(X) == y_arr)))
         hist.setdefault("val_accuracy", []).append(float(np.mean(head.predict(Xv) == yv)))
+    stage(f"logistic: fitted on {plural(len(y), 'face')}"
+          + (f", val top-1 {hist['val_accuracy'][-1]:.1%}" if hist else "") + f", {time.perf_counter() - t0:.0f} s",
+          progress)
     return Fitted(head, pipe, hist, {"augment": augment}, x_label="training faces")
 
 
@@ -233,6 +248,8 @@ def _fit_auto(train_x, train_y, val_x, val_y, *, min_finetune, time_budget, chec
     acc = {name: float(np.mean(f.head.predict(f.pipeline.transform(val_x)) == yv)) for name, f in
            (("logistic", lo), ("finetune", ft))}
     best = ft if acc["finetune"] > acc["logistic"] else lo
+    stage(f"auto: val top-1 finetune {acc['finetune']:.1%}, logistic {acc['logistic']:.1%}: "
+          f"{'finetune' if best is ft else 'logistic'} kept", progress)
     best.info.update({"chosen": "finetune" if best is ft else "logistic", "val_accuracy": acc})
     return best
 
@@ -258,6 +275,28 @@ class TrainResult:
         for k in ("model_path", "curves_png", "confusion_png"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d
+
+
+#: How :func:`training_fingerprint` names a face: the first 16 hex digits of the SHA-256 of its file's bytes
+FACE_HASH = "sha256-16"
+
+
+def face_hash(path: str | os.PathLike) -> str:
+    """A face file's fingerprint (:data:`FACE_HASH`); "" for a file that cannot be read."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def training_fingerprint(train_paths: Sequence[Path], val_paths: Sequence[Path]) -> dict[str, Any]:
+    """What a model records of the faces it learnt from (``training.faces`` in the model file): the
+    hashes of its training and validation faces' files, sorted, so that ``evaluate`` can tell when it
+    is shown them again. No names or paths."""
+    return {"hash": FACE_HASH, "train": sorted({h for h in map(face_hash, train_paths) if h}),
+            "val": sorted({h for h in map(face_hash, val_paths) if h})}
 
 
 def _resolve_method(method: str) -> Method:
@@ -344,6 +383,10 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     ``out`` is checked before training starts (:class:`~animeid.errors.OutputError`): a folder, a
     file that is not an animeid model, or (without ``overwrite``) an earlier model is refused, and so
     are ``out.curves.png`` / ``out.confusion.png`` when they are pictures animeid did not draw.
+    ``progress``: True: a bar per stage (with ETA) on a terminal, one summary line per stage on stderr
+    otherwise; None: bars on a terminal only; False: nothing.
+    The model records the dataset's folder name, counts and the hashes of its training and validation
+    faces (:func:`training_fingerprint`), never a path.
     """
     from .evaluate import evaluate_predictions, plot_confusion, plot_curves, read_folder_dataset
     from .modelfile import save_model
@@ -355,7 +398,7 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     if own_checkpoints:       # beside the model: an interrupted training resumes when run again
         opts["checkpoint_dir"] = out.with_name(out.name + ".checkpoints")
     _check_outputs(out, overwrite, opts["checkpoint_dir"] if own_checkpoints else None)
-    show = bool(progress) if progress is not None else False
+    show = progress
     t0 = time.perf_counter()
     ds = read_folder_dataset(dataset, test_size=test_size, val_size=val_size, seed=seed)
     tr_p, tr_y = ds.subset("train")
@@ -365,16 +408,18 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
         raise DatasetError("the training part holds fewer than two characters", dataset)
     log.info("training %s on %d faces (%d val, %d test) of %d characters", m.name, len(tr_p), len(va_p), len(te_p),
              len(set(tr_y)))
-    tr_x, va_x = _load_all(tr_p), _load_all(va_p)
+    tr_x, va_x = _load_all(tr_p, show, "loading training faces"), _load_all(va_p, show, "loading validation faces")
     fitted = m.fit(tr_x, tr_y, va_x, va_y, progress=show, **opts)
     seconds = time.perf_counter() - t0
 
     test_report = None
     confusion_png = None
     if te_p:
-        te_x = _load_all(te_p)
-        proba = fitted.head.predict_proba(fitted.pipeline.transform(te_x))
+        t_te = time.perf_counter()
+        te_x = _load_all(te_p, show, "loading test faces")
+        proba = fitted.head.predict_proba(fitted.pipeline.transform(te_x, progress=show))
         rep = evaluate_predictions(te_y, proba, list(fitted.head.classes_))
+        stage(f"test: top-1 {rep.top1:.1%} on {plural(rep.n, 'face')}, {time.perf_counter() - t_te:.0f} s", show)
         test_report = rep.to_dict()
         confusion_png = plot_confusion(rep, out.with_name(out.name + ".confusion.png"),
                                        title=f"{m.name}: test top-1 {rep.top1:.1%} (n={rep.n})")
@@ -388,8 +433,10 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
         cfg = fitted.pipeline.backbone_config
         backbone = dataclasses.asdict(cfg)
     training = {
-        "method": m.name, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()},
-        "dataset": str(Path(dataset).resolve()),
+        "method": m.name,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items() if k != "checkpoint_dir"},
+        "dataset": Path(dataset).resolve().name,        # its name only: no path of the machine it was trained on
+        "faces": training_fingerprint(tr_p, va_p),
         "split": ds.split_source, "seed": seed, "n_train": len(tr_p), "n_val": len(va_p), "n_test": len(te_p),
         "seconds": round(seconds, 2), "info": fitted.info,
         "test": {k: test_report[k] for k in ("top1", "top5", "n")} if test_report else None,
@@ -397,7 +444,9 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     }
     from .openset import calibrate_for_training  # open-set layer: unknown threshold, prototypes (issue 5)
 
+    t_os = time.perf_counter()
     os_thresholds, os_arrays = calibrate_for_training(fitted, tr_x, tr_y, va_x, va_y)
+    stage(f"open-set calibration: {time.perf_counter() - t_os:.0f} s", show)
     save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
                features={**spec.to_dict(), "crop_margin": 0.2}, training=training, thresholds=os_thresholds,
                extra_arrays=os_arrays)
