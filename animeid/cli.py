@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._util import plural
 from .errors import AnimeidError, ConfigError
 
 __all__ = ["main", "build_parser"]
@@ -76,7 +77,7 @@ def _detect(a) -> int:
     failed = 0
     n_pics = n_faces = 0
     for rec in detect_files(a.inputs, out=a.out, preview=a.preview, threshold=a.threshold, margin=a.margin,
-                            size=a.size, detector=a.detector):
+                            size=a.crop_size, detector=a.detector):
         if rec.get("error"):
             failed += 1
             print(f"animeid: {rec['path']}: {rec['error']}", file=sys.stderr)
@@ -86,9 +87,9 @@ def _detect(a) -> int:
         if a.json:
             _print_json({k: rec[k] for k in ("path", "width", "height", "faces")})
         else:
-            print(f"{rec['path']}: {len(rec['faces'])} face(s)")
+            print(f"{rec['path']}: {plural(len(rec['faces']), 'face')}")
     if not a.json:
-        print(f"{n_faces} face(s) in {n_pics} picture(s)" + (f"; crops in {a.out}" if a.out else "")
+        print(f"{plural(n_faces, 'face')} in {plural(n_pics, 'picture')}" + (f"; crops in {a.out}" if a.out else "")
               + (f"; previews in {a.preview}" if a.preview else ""))
     return 1 if failed else 0
 
@@ -96,16 +97,18 @@ def _detect(a) -> int:
 def _collect_cfg(a):
     from .dataset import CollectConfig
 
-    return CollectConfig(every=a.every, threshold=a.threshold, detector=a.detector, margin=a.margin, crop_size=a.crop_size,
-                         dedupe_distance=a.dedupe, workers=a.workers,
-                         skip_similar_frames=None if a.keep_similar else a.skip_similar)
+    video = {} if not hasattr(a, "every") else {       # import reads no videos: no frame options
+        "every": a.every, "skip_similar_frames": None if a.keep_similar else a.skip_similar}
+    return CollectConfig(threshold=a.threshold, detector=a.detector, margin=a.margin, crop_size=a.crop_size,
+                         dedupe_distance=a.dedupe, workers=a.workers, **video)
 
 
 def _print_summary(s, ws) -> int:
-    print(f"{s.sources} source(s) ({s.skipped_sources} already done), {s.items} frame(s)/picture(s) processed, "
-          f"{s.faces} new face(s), {s.duplicates} near-duplicate(s) dropped, {s.seconds:.1f} s; workspace {ws}")
+    print(f"{plural(s.sources, 'source')} ({s.skipped_sources} already done), "
+          f"{plural(s.items, 'frame or picture', 'frames or pictures')} processed, {plural(s.faces, 'new face')}, "
+          f"{plural(s.duplicates, 'near-duplicate')} dropped, {s.seconds:.1f} s; workspace {ws}")
     if s.skipped_files:
-        print(f"{s.skipped_files} file(s) in the folders skipped: neither pictures nor videos by their ending")
+        print(f"{plural(s.skipped_files, 'file')} in the folders skipped: neither pictures nor videos by their ending")
     _fail_lines(s.failed)
     return 0 if s.ok else 1
 
@@ -155,7 +158,7 @@ def cmd_dataset_sync(a) -> int:
     from .dataset import sync
 
     s = sync(a.workspace)
-    print(f"{s.labeled} labelled, {s.unlabeled} unlabelled, {s.moved} moved, {s.deleted} deleted, {s.added} added by hand")
+    print(f"{s.labeled} labeled, {s.unlabeled} unlabeled, {s.moved} moved, {s.deleted} deleted, {s.added} added by hand")
     for name, n in sorted(s.characters.items()):
         print(f"  {name}: {n}")
     return 0
@@ -165,7 +168,8 @@ def cmd_dataset_export(a) -> int:
     from .dataset import export
 
     r = export(a.workspace, a.out, size=a.size, seed=a.seed, val=a.val, test=a.test, overwrite=a.overwrite)
-    print(f"{r['faces']} faces of {len(r['characters'])} character(s), {r['size']}x{r['size']}, written to {r['out']} "
+    print(f"{plural(r['faces'], 'face')} of {plural(len(r['characters']), 'character')}, {r['size']}x{r['size']}, "
+          f"written to {r['out']} "
           "(split in split.csv)")
     for name, c in r["characters"].items():
         print(f"  {name}: train {c['train']}, val {c['val']}, test {c['test']}")
@@ -185,15 +189,44 @@ def cmd_dataset_stats(a) -> int:
     print("character".ljust(width) + "".join(c.rjust(8) for c in cols))
     for name, c in r["characters"].items():
         print(name.ljust(width) + "".join(str(c.get(k, 0)).rjust(8) for k in cols))
-    print(f"total {r['total']} faces; contact sheet: {r['contact_sheet']}")
+    print(f"total {plural(r['total'], 'face')}; contact sheet: {r['contact_sheet']}")
     return 0
 
 
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def cmd_dataset_label(a) -> int:
+    """``dataset label WS --name NAME ID...`` (``--unlabel ID...``); the older ``dataset label WS NAME ID...``
+    still works when NAME is not a number, with a note."""
     from .dataset import label_faces
 
-    n = label_faces(a.workspace, a.ids, None if a.unlabel else a.name)
-    print(f"{n} face(s) labelled {a.name!r}" if not a.unlabel else f"{n} face(s) unlabelled")
+    words, name = list(a.ids), a.name
+    if name is None and not a.unlabel and words and _whole(words[0]) is None:
+        name = words.pop(0)
+        print(f"animeid: note: 'dataset label WS NAME ID...' is now 'dataset label WS --name NAME ID...'; "
+              f"read as --name {name!r}", file=sys.stderr)
+    if name is not None and a.unlabel:
+        print("animeid dataset label: error: give --name NAME or --unlabel, not both", file=sys.stderr)
+        return 2
+    if name is None and not a.unlabel:
+        hint = (f"; to name {'face' if len(words) == 2 else 'faces'} {' '.join(words[1:])} the character {words[0]!r}: --name {words[0]} "
+                f"{' '.join(words[1:])}" if len(words) > 1 else "")
+        print("animeid dataset label: error: no name given (every word after WS is read as a face id): "
+              f"dataset label WS --name NAME ID...{hint}", file=sys.stderr)
+        return 2
+    ids = [_whole(w) for w in words]
+    bad = [w for w, i in zip(words, ids) if i is None]
+    if bad or not ids:
+        print(f"animeid dataset label: error: face ids are whole numbers (see the manifest), got "
+              f"{', '.join(repr(w) for w in bad) or 'none'}", file=sys.stderr)
+        return 2
+    n = label_faces(a.workspace, ids, name)
+    print(f"{plural(n, 'face')} labeled {name!r}" if not a.unlabel else f"{plural(n, 'face')} unlabeled")
     return 0
 
 
@@ -205,6 +238,20 @@ def cmd_demo(a) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+def renamed(new: str, *old: str, note: str = "") -> type:
+    """An argparse action for an option ``new`` that also answers to its older spellings ``old``: they
+    keep working, with a one-line note on stderr (``animeid: note: --size is now --crop-size``)."""
+
+    class _Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string in old:
+                print(f"animeid: note: {option_string} is now {new}{note}; the old spelling still works for now",
+                      file=sys.stderr)
+            setattr(namespace, self.dest, values)
+
+    return _Renamed
+
+
 def _add_detect_opts(p, size_default: int) -> None:
     from .cli_detect import add_detector_opts
     from .options import MARGIN
@@ -214,23 +261,28 @@ def _add_detect_opts(p, size_default: int) -> None:
                    help="margin around the face, share of its size, 0..4 (default 0.2)")
 
 
-def _add_collect_opts(p) -> None:
+def _add_collect_opts(p, video: bool = True) -> None:
+    """The options of ``collect`` and ``import`` (``video=False``: without the frame options, ``import``
+    reads no videos)."""
     p.add_argument("--workspace", "-w", required=True, help="workspace folder (created if needed)")
     from . import options as o
 
-    p.add_argument("--every", type=o.SECONDS.arg("--every"), default=5.0,
-                   help="seconds between sampled frames (default 5)")
+    if video:
+        p.add_argument("--every", type=o.SECONDS.arg("--every"), default=5.0,
+                       help="seconds between sampled frames (default 5)")
     from .cli_detect import add_detector_opts
 
     add_detector_opts(p)
     p.add_argument("--margin", type=o.MARGIN.arg("--margin"), default=0.2, help="crop margin, 0..4 (default 0.2)")
     p.add_argument("--crop-size", type=o.SIDE.arg("--crop-size"), default=128,
-                   help="side of stored crops in pixels (default 128)")
+                   help="side of the square crops stored in the workspace, px (default 128: larger than detect's "
+                        "96 so that 'dataset export --size' can make any size up to it)")
     p.add_argument("--dedupe", type=o.HASH_BITS.arg("--dedupe"), default=6,
                    help="perceptual-hash distance under which a crop is a near-duplicate (default 6 of 64 bits)")
-    p.add_argument("--skip-similar", type=o.HASH_BITS.arg("--skip-similar"), default=4,
-                   help="skip a frame within this hash distance of the previous kept one (default 4)")
-    p.add_argument("--keep-similar", action="store_true", help="keep near-identical consecutive frames")
+    if video:
+        p.add_argument("--skip-similar", type=o.HASH_BITS.arg("--skip-similar"), default=4,
+                       help="skip a frame within this hash distance of the previous kept one (default 4)")
+        p.add_argument("--keep-similar", action="store_true", help="keep near-identical consecutive frames")
     p.add_argument("--workers", type=o.whole(1, 1024).arg("--workers"), default=None,
                    help="detection processes (default: all cores)")
 
@@ -265,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="find anime faces and crop them")
     p.add_argument("inputs", nargs="+", help="pictures or folders of pictures")
     _add_detect_opts(p, 96)
-    p.add_argument("--size", type=o.SIDE.arg("--size"), default=96, help="side of the square crops in pixels (default 96)")
+    p.add_argument("--crop-size", "--size", dest="crop_size", type=o.SIDE.arg("--crop-size"), default=96,
+                   action=renamed("--crop-size", "--size"),
+                   help="side of the square crops, px (default 96, the study's; --size is the old spelling)")
     p.add_argument("--out", help="folder for face crops (new, empty or an earlier detect output)")
     p.add_argument("--preview", help="folder for pictures with boxes and scores drawn (same rule as --out)")
     p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
@@ -281,21 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--character", "-c", required=True, help="the character's name (any Unicode)")
     p.add_argument("--detect-only", action="store_true",
                    help="never take a whole picture as a face when no face is detected in it")
-    _add_collect_opts(p)
+    _add_collect_opts(p, video=False)
     p.set_defaults(func=cmd_import)
 
     d = sub.add_parser("dataset", help="workspace tools: sync, export, stats, label").add_subparsers(
         dest="dataset_command", metavar="ACTION", required=True)
     p = d.add_parser("sync", help="record labels from the character folders you sorted crops into")
-    p.add_argument("workspace")
+    p.add_argument("workspace", help="the workspace folder (from collect or import)")
     p.set_defaults(func=cmd_dataset_sync)
     p = d.add_parser("export", help="write the folder-per-character dataset with a leak-free split")
-    p.add_argument("workspace")
+    p.add_argument("workspace", help="the workspace folder whose labeled faces are written")
     p.add_argument("--out", required=True, help="output folder: new or empty (or an earlier export with --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export in --out (only the files it wrote; anything else there is refused)")
     p.add_argument("--size", type=o.SIDE.arg("--size"), default=96, help="side of the faces in pixels (default 96)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     p.add_argument("--val", type=o.share(hi_open=True).arg("--val"), default=0.1,
                    help="validation share, 0 up to 1 (default 0.1)")
     p.add_argument("--test", type=o.share(hi_open=True).arg("--test"), default=0.1,
@@ -304,13 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = d.add_parser("stats", help="faces per character and a contact sheet")
     p.add_argument("path", help="a workspace or a folder-per-character dataset")
     p.add_argument("--sheet", help="where to write the contact sheet PNG")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     p.set_defaults(func=cmd_dataset_stats)
-    p = d.add_parser("label", help="name faces by id (see the manifest)")
-    p.add_argument("workspace")
-    p.add_argument("name", nargs="?", default=None)
-    p.add_argument("ids", nargs="+", type=int)
-    p.add_argument("--unlabel", action="store_true")
+    p = d.add_parser("label", help="name faces by id (see the manifest): dataset label WS --name NAME ID...")
+    p.add_argument("workspace", help="the workspace folder")
+    p.add_argument("ids", nargs="+", metavar="ID", help="face ids (the manifest's faces.id)")
+    p.add_argument("--name", "-n", help="the character's name (any Unicode, numbers too)")
+    p.add_argument("--unlabel", action="store_true", help="make the faces unlabeled again (crops back to unlabeled/)")
     p.set_defaults(func=cmd_dataset_label)
 
     _add_model_commands(sub)

@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._util import plural
+
 __all__ = ["add_commands"]
 
 
@@ -27,13 +29,14 @@ def _method_options(a) -> dict:
 def cmd_train(a) -> int:
     from .train import train
 
-    r = train(a.dataset, a.out, method=a.method, progress=None if not a.quiet else False, seed=a.seed,
+    r = train(a.dataset, a.out, method=a.method, progress=not a.quiet, seed=a.seed,
               overwrite=a.overwrite, **_method_options(a))
     chosen = f" ({r.info['chosen']})" if r.info.get("chosen") else ""
-    print(f"trained {r.method}{chosen} on {r.n_train} faces of {len(r.labels)} characters in {r.seconds:.1f} s "
+    print(f"trained {r.method}{chosen} on {plural(r.n_train, 'face')} of {plural(len(r.labels), 'character')} "
+          f"in {r.seconds:.1f} s "
           f"({r.n_val} validation, {r.n_test} test)")
     if r.test:
-        print(f"held-out test: top-1 {r.test['top1']:.1%}, top-5 {r.test['top5']:.1%} on {r.test['n']} faces")
+        print(f"held-out test: top-1 {r.test['top1']:.1%}, top-5 {r.test['top5']:.1%} on {plural(r.test['n'], 'face')}")
     if r.info.get("oob_score") is not None:
         print(f"out-of-bag score {r.info['oob_score']:.1%}")
     if r.info.get("search"):
@@ -48,6 +51,26 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _overlap_warning(seen: dict | None, dataset: str) -> str | None:
+    """The warning when the evaluated faces are faces the model learnt from (or may be)."""
+    if not seen:
+        return None
+    if seen.get("checked"):
+        n_tr, n_va, n = seen.get("train") or 0, seen.get("val") or 0, seen["n"]
+        if not (n_tr or n_va):
+            return None
+        parts = [f"{n_tr} of {n} were its training faces" if n_tr else "",
+                 f"{n_va} of {n} its validation faces (which chose its settings)" if n_va else ""]
+        return ("animeid: warning: the model has seen these faces: " + "; ".join(p for p in parts if p)
+                + ". Accuracy on them says little about new faces: evaluate on faces it was not trained on "
+                  "(the dataset's test part: --split test).")
+    if seen.get("same_dataset_name"):
+        return (f"animeid: warning: the model was trained on a dataset also named {Path(dataset).resolve().name!r} "
+                "and, made by an older animeid, does not record which faces; if these are its training faces, "
+                "the accuracy says little about new faces (--split test evaluates the held-out part)")
+    return None
+
+
 def cmd_evaluate(a) -> int:
     from .evaluate import evaluate_model, plot_confusion
     from .outputs import is_animeid_png, prepare_output_file
@@ -55,23 +78,24 @@ def cmd_evaluate(a) -> int:
     out = Path(a.confusion) if a.confusion else Path(a.model).with_name(
         f"{Path(a.model).name}.{Path(a.dataset).resolve().name}.confusion.png")
     prepare_output_file(out, own=is_animeid_png, what="a plot", overwrite=True, option="--confusion")
+    progress = not a.quiet
 
     if a.unknown:            # open set: known faces of DATASET against faces of characters the model lacks
         from .evaluate import evaluate_open_set
 
         rep, ds = evaluate_open_set(a.model, a.dataset, a.unknown, split=a.split)
     else:
-        rep, ds = evaluate_model(a.model, a.dataset, split=a.split)
+        rep, ds = evaluate_model(a.model, a.dataset, split=a.split, progress=progress)
     plot_confusion(rep, out, title=f"{Path(a.dataset).name}: top-1 {rep.top1:.1%} (n={rep.n})")
     d = rep.to_dict()
-    if a.json:
-        d["confusion_png"] = str(out)
-        d["skipped"] = [[str(p), why] for p, why in ds.skipped]
-        print(rep.to_markdown(), file=sys.stderr)
-        _print_json(d)
-    else:
-        print(rep.to_markdown())
-        print(f"confusion matrix: {out}")
+    # everything else first: with --json the JSON object is the last line printed
+    for p, why in ds.skipped:
+        print(f"animeid: {p}: skipped, {why}", file=sys.stderr)
+    warning = _overlap_warning(rep.extra.get("seen_in_training"), a.dataset)
+    if warning:
+        print(warning, file=sys.stderr)
+    text = sys.stderr if a.json else sys.stdout
+    print(rep.to_markdown(), file=text)
     if a.unknown:
         x = rep.extra
         pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
@@ -81,10 +105,13 @@ def cmd_evaluate(a) -> int:
               f"{x['unknown_threshold']}"
               + ("" if rate is None else f" (it refuses {rate:.1%} of the model's known calibration faces)")
               + f": {pct(x['unknown_rejected'])} of unknown faces rejected, "
-              f"{pct(x['known_correct'])} of known faces accepted and named correctly",
-              file=sys.stderr if a.json else sys.stdout)
-    for p, why in ds.skipped:
-        print(f"animeid: {p}: skipped, {why}", file=sys.stderr)
+              f"{pct(x['known_correct'])} of known faces accepted and named correctly", file=text)
+    print(f"confusion matrix: {out}", file=text)
+    if a.json:
+        d["confusion_png"] = str(out)
+        d["skipped"] = [[str(p), why] for p, why in ds.skipped]
+        sys.stderr.flush()
+        _print_json(d)
     return 1 if ds.skipped else 0
 
 
@@ -106,7 +133,8 @@ def _compare(a, out: Path) -> int:
         t1 = f"{row['top1']:.1%}" if row["top1"] is not None else "-"
         print(f"  {row['method']}: top-1 {t1}, {row['train_seconds']:.0f} s", file=sys.stderr, flush=True)
 
-    rows = compare(a.dataset, out, augment=a.augment, include_best=not a.no_best, seed=a.seed, on_row=show)
+    rows = compare(a.dataset, out, augment=a.augment, include_best=not a.no_best, seed=a.seed,
+                   on_row=None if a.quiet else show, progress=not a.quiet)
     md = compare_markdown(rows)
     (out / "compare.md").write_text(md + "\n", encoding="utf-8")
     (out / "compare.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -177,7 +205,7 @@ def _predict(a) -> int:
             print(f"{res['path']}: no face found" + ("; read whole as a face crop: " + verdict_text(whole)
                                                      if whole else ""))
         else:
-            print(f"{res['path']}: {len(res['faces'])} face(s)")
+            print(f"{res['path']}: {plural(len(res['faces']), 'face')}")
             for face in res["faces"]:
                 print(f"  {face['box']}: {verdict_text(face)}")
         if a.preview:
@@ -249,12 +277,14 @@ def add_commands(sub) -> None:
     p.add_argument("--time-budget", type=rule("time_budget", "--time-budget"),
                    help="finetune: seconds training may take (default 1140); stops early keeping the best epoch")
     p.add_argument("--seed", type=int, default=0, help="seed of the split when the dataset has no split.csv")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress: by default a bar with ETA per stage on a terminal, one line per stage on "
+                        "stderr otherwise (feature extraction, fine-tuning epochs, forest tuning, testing)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="top-1/top-5, per-character accuracy and a confusion matrix")
-    p.add_argument("model")
+    p.add_argument("model", help="model file (.animeid) from 'animeid train'")
     p.add_argument("dataset", help="folder with one subfolder of face pictures per character")
     p.add_argument("--split", choices=["train", "val", "test"], help="only this split of the dataset's split.csv")
     p.add_argument("--confusion", help="where to write the confusion matrix PNG")
@@ -263,12 +293,15 @@ def add_commands(sub) -> None:
                         "known-vs-unknown AUROC and, at the model's threshold, the share of unknown faces "
                         "rejected and of known faces accepted and named correctly (auroc, unknown_rejected, "
                         "known_correct in the JSON)")
-    p.add_argument("--json", action="store_true", help="the last line printed is one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="the last line printed is one JSON object (the table goes to stderr)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar (on a terminal) or summary line (otherwise)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="the study's Table 7 (forest, tuned forest, softmax, +augmentation) "
                                        "next to animeid's default, on any dataset")
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="folder with one subfolder of face pictures per character (split.csv honoured)")
     p.add_argument("--out", default="compare-output",
                    help="folder for the models and the table: new or empty (or an earlier compare with --overwrite)")
     p.add_argument("--overwrite", action="store_true",
@@ -276,11 +309,13 @@ def add_commands(sub) -> None:
     p.add_argument("--augment", type=rule("augment", "--augment"), default=64,
                    help="variants per face in the augmented row (default 64)")
     p.add_argument("--no-best", action="store_true", help="leave out animeid's default method")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split when the dataset has no split.csv (default 0)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress: neither bars and stage lines nor a line per finished row")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("predict", help="name the characters in pictures (faces found first)")
-    p.add_argument("model")
+    p.add_argument("model", help="model file (.animeid) from 'animeid train'")
     p.add_argument("images", nargs="+", help="pictures or folders")
     p.add_argument("--top", type=_predict_rules()["top"].arg("--top"), default=3,
                    help=f"candidates per face, 1..{MAX_TOP} (default 3)")

@@ -827,7 +827,7 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
     with Workspace(workspace) as ws:
         rows = ws.faces(labeled=True)
         if not rows:
-            raise DatasetError("no labelled faces to export: sort crops into character folders, then "
+            raise DatasetError("no labeled faces to export: sort crops into character folders, then "
                                "`animeid dataset sync`", ws.root)
         counts = collections.Counter(r["label"] for r in rows)
         keep = [r for r in rows if counts[r["label"]] >= min_per_character]

@@ -89,7 +89,7 @@ def _run_demo(out: Path, *, quick: bool) -> int:
     for name in names:
         s = import_illustrations([out / "sample" / "illustrations" / name], ws, name, cfg, show_progress=False)
         n_imp += s.faces
-    _say(f"[2/6] import: {n_imp} labelled faces from the illustrations -> {ws}")
+    _say(f"[2/6] import: {n_imp} labeled faces from the illustrations -> {ws}")
 
     s = collect([out / "sample" / truth["video"]], ws, cfg, show_progress=False)
     _say(f"[3/6] collect: episode sampled every 5 s, {s.items} frames, {s.faces} new faces, "
@@ -97,8 +97,8 @@ def _run_demo(out: Path, *, quick: bool) -> int:
 
     moved, left = _sort_like_a_user(ws, truth)
     r = sync(ws)
-    _say(f"[4/6] label: the demo sorts {moved} unlabelled crops into character folders as a user would "
-         f"({left} left unlabelled), then `dataset sync`: {r.labeled} labelled faces")
+    _say(f"[4/6] label: the demo sorts {moved} unlabeled crops into character folders as a user would "
+         f"({left} left unlabeled), then `dataset sync`: {r.labeled} labeled faces")
 
     data = out / "dataset"
     e = export(ws, data, size=96, seed=0)

@@ -149,8 +149,11 @@ def _open(image: ImageTyping, max_pixels: int, frame: int = 0, max_side: int | N
             img = Image.open(src)
     except Image.DecompressionBombError:
         raise InputError("picture is too large to decode safely (decompression bomb?)", name) from None
+    except Image.UnidentifiedImageError:
+        raise InputError("not a readable picture (no picture format animeid reads recognises its contents)",
+                         name) from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"not a readable picture ({type(e).__name__}: {e})", name) from None
+        raise InputError(f"not a readable picture ({e or 'damaged or unsupported'})", name) from None
     w, h = img.size
     if w < 1 or h < 1:
         raise InputError(f"picture has no pixels ({w}x{h})", name)

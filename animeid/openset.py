@@ -709,7 +709,7 @@ def calibrate_for_training(fitted: Any, tr_x: Sequence, tr_y: Sequence[str], va_
             os_ = dataclasses.replace(os_, mode="prototype" if proto_acc > head_acc + 0.005 else "hybrid",
                                       calibration={**os_.calibration, "head_accuracy": round(head_acc, 4)})
     except Exception as e:  # never lose a trained model to the open-set layer
-        log.warning("open-set calibration skipped: %s: %s", type(e).__name__, e)
+        log.warning("open-set calibration skipped: %s", e or type(e).__name__)
         return {}, {}
     log.info("open-set layer: unknown threshold %.3f (%s)", os_.threshold, os_.calibration)
     return os_.to_model_parts()

@@ -86,7 +86,7 @@ def test_dataset_export_and_stats_commands(tmp_path, capsys):
             os.replace(ws / f"unlabeled/{c}_{i}.png", ws / f"{name}/{c}_{i}.png")
     assert main(["dataset", "sync", str(ws)]) == 0
     assert main(["dataset", "export", str(ws), "--out", str(tmp_path / "data"), "--size", "32"]) == 0
-    assert "30 faces of 3 character(s)" in capsys.readouterr().out
+    assert "30 faces of 3 characters" in capsys.readouterr().out
     assert main(["dataset", "stats", str(tmp_path / "data"), "--json"]) == 0
     r = json.loads(_lines(capsys)[-1])
     assert r["characters"]["初音ミク"]["train"] >= 6 and Path(r["contact_sheet"]).is_file()

@@ -121,7 +121,7 @@ def test_dataset_name_labels_a_whole_group(newgame8, tmp_path, capsys):
         run = w.conn.execute("SELECT MAX(run) FROM face_groups").fetchone()[0]
         ids = [r[0] for r in w.conn.execute("SELECT face_id FROM face_groups WHERE run=? AND group_id=1", (run,))]
     assert main(["dataset", "name", str(ws), "1", "Kou Yagami"]) == 0
-    assert f"{len(ids)} face(s) of group 1" in capsys.readouterr().out
+    assert f"{len(ids)} faces of group 1" in capsys.readouterr().out
     files = sorted((ws / "Kou Yagami").iterdir())
     assert len(files) == len(ids)
     with Workspace(ws) as w:
@@ -129,6 +129,11 @@ def test_dataset_name_labels_a_whole_group(newgame8, tmp_path, capsys):
     assert all(labels[i] == "Kou Yagami" for i in ids)
     s = sync(ws)                                   # dataset sync sees the labels where the crops are
     assert s.characters == {"Kou Yagami": len(ids)} and s.moved == 0
+    # naming an already named group again: nothing to do, and the message says why (issue 13)
+    assert main(["dataset", "name", str(ws), "1", "other"]) == 1
+    err = capsys.readouterr().err
+    assert "no face of group 1 labeled 'other'" in err and f"labeled already ('Kou Yagami': {len(ids)})" in err
+    assert main(["dataset", "name", str(ws), "1", "Kou Yagami"]) == 0       # what was asked is already so
     assert main(["dataset", "name", str(ws), "999", "x"]) == 1
     assert main(["dataset", "name", str(ws), "-1", "x"]) == 1
     assert "no group 999" in capsys.readouterr().err
@@ -148,7 +153,7 @@ def test_suggest_stores_guesses_and_accepts_the_confident_ones(model, newgame8, 
     known = [(Path(f).name.split("__")[0], n) for f, n, _ in rows if not f.split("/")[-1].startswith("yagami")]
     assert np.mean([t == n for t, n in known]) >= 0.7
     # --accept moves the confident guesses; the doubtful stay unlabeled
-    assert main(["suggest", str(ws), "--model", str(model), "--min-p", "0.9", "--accept", "--json"]) == 0
+    assert main(["suggest", str(model), str(ws), "--min-p", "0.9", "--accept", "--json"]) == 0
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert d["accepted"] == d["confident"] == r["confident"] and len(d["doubtful"]) == 24 - d["confident"]
     moved = [f for n in d["by_name"] for f in (ws / n).glob("*")] if d["confident"] else []

@@ -278,7 +278,7 @@ def test_export_with_no_labels_is_a_clear_error_and_keeps_the_old_export(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("old")
-    with pytest.raises(DatasetError, match="no labelled faces"):
+    with pytest.raises(DatasetError, match="no labeled faces"):
         export(ws, out)
     assert (out / "keep.txt").read_text() == "old"
 
