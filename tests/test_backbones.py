@@ -40,21 +40,16 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def faces(tmp_path_factory) -> list[Path]:
-    """Eight 128x128 pictures: real face crops when the shared data is there, drawn ones otherwise."""
-    shared = Path(os.environ.get("ANIMEID_SHARED_DATA", ROOT.parent / "shared" / "data")) / "holoen16-dev"
-    if shared.is_dir():
-        files = sorted(shared.glob("*/*.jpg"))
-        if len(files) >= 8:
-            return files[:: max(1, len(files) // 8)][:8]
+    """Eight 128x128 drawn faces (animeid.sample), the same on every machine: nothing here depends
+    on real faces (shapes, batching, caching, ONNX against torch)."""
+    from animeid.sample import CHARACTERS, render_face
+
     d = tmp_path_factory.mktemp("faces")
     rng = np.random.default_rng(0)
     out = []
     for i in range(8):
-        yy, xx = np.mgrid[0:128, 0:128]
-        img = np.stack([(xx * (i + 1)) % 256, (yy * 3 + i * 40) % 256, ((xx + yy) * 2) % 256], -1)
-        img = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
         p = d / f"face{i}.png"
-        Image.fromarray(img).save(p)
+        render_face(CHARACTERS[i % len(CHARACTERS)], rng, size=128).save(p)
         out.append(p)
     return out
 
