@@ -60,6 +60,12 @@ Sampling semantics (:func:`sample_frames`)
   rounded time is in it is not converted to RGB nor yielded; it still counts as *kept* for
   ``skip_similar`` (hashed only if needed), so a resumed run yields exactly the frames the
   uninterrupted run would have.
+* ``similar_restart=S``: the ``skip_similar`` chain starts again at each multiple of ``S`` seconds
+  (the first sample time at or after it is always kept), so that a video cut into segments at those
+  borders (``start=j*S, stop=(j+1)*S``, one segment per cluster task) gives exactly the frames one
+  pass over the whole video gives.
+* ``stop``: sampling ends before the first sample time at or after ``stop`` (a segment's end);
+  a video that ends there is not reported as truncated (only damage met before ``stop`` is).
 
 Bad input
 ---------
@@ -568,11 +574,12 @@ def _check_sampling(every: float, start: float, skip_similar: int | None) -> tup
 
 def sample_frames(path: str | os.PathLike, every: float = 5.0, *, start: float = 0.0,
                   skip_similar: int | None = None, seek: bool = True,
-                  skip_times: Iterable[float] = (), stats: SampleStats | None = None) -> Iterator[Frame]:
+                  skip_times: Iterable[float] = (), stats: SampleStats | None = None,
+                  stop: float | None = None, similar_restart: float | None = None) -> Iterator[Frame]:
     """Yield one :class:`Frame` per target time ``start, start + every, ...`` of ``path``.
 
-    See the module docstring for the exact rule, seeking, ``skip_similar`` and ``skip_times``.
-    The file is opened by this call: a missing, empty or non-video file raises
+    See the module docstring for the exact rule, seeking, ``skip_similar``, ``skip_times``,
+    ``stop`` and ``similar_restart``. The file is opened by this call: a missing, empty or non-video file raises
     :class:`InputError` here; a file whose frames do not decode raises it at the first
     ``next()``; the file is closed when the iteration ends or the iterator is closed (or
     garbage-collected). Raises
@@ -580,31 +587,48 @@ def sample_frames(path: str | os.PathLike, every: float = 5.0, *, start: float =
     ``stats`` (optional) is updated as frames are produced.
     """
     every, start, skip_similar = _check_sampling(every, start, skip_similar)
+    from . import options as o
+
+    stop = o.number(0.0, what="seconds", optional=True).check("stop", stop)
+    similar_restart = o.number(0.0, lo_open=True, what="seconds", optional=True).check(
+        "similar_restart", similar_restart)
     p = check_file(path, "a video", InputError)
     known = {_ms(t) for t in skip_times}
     st = stats if stats is not None else SampleStats()
+    span = (None if stop is None else float(stop), None if similar_restart is None else float(similar_restart))
     if p.suffix.lower() not in VIDEO_EXTS and frame_count(p) > 1:
         # an animated picture (GIF, WebP, APNG, ...): its frames, read by Pillow, as a short video
-        return _run_animation(p, float(every), float(start), skip_similar, known, st)
+        return _run_animation(p, float(every), float(start), skip_similar, known, st, span)
     dec = _Decoder(p)  # opened now, so that a bad file fails at the call; closed when the loop ends
-    return _run(dec, p, float(every), float(start), skip_similar, seek, known, st)
+    return _run(dec, p, float(every), float(start), skip_similar, seek, known, st, span)
+
+
+def _chain_part(t: float, similar_restart: float | None) -> int:
+    """Which part of the video sample time ``t`` lies in, for ``similar_restart`` (0 when None)."""
+    return 0 if similar_restart is None else math.floor((t + _EPS) / similar_restart)
 
 
 def _run_animation(p: Path, every: float, start: float, skip_similar: int | None, known: set[int],
-                   st: SampleStats) -> Iterator[Frame]:
+                   st: SampleStats, span: tuple[float | None, float | None] = (None, None)) -> Iterator[Frame]:
     """:func:`sample_frames`' rule over an animated picture's frames (times from their durations)."""
     import imagehash
 
+    stop, chain_every = span
     k = 0
     prev_hash: Any = None
+    part = None
     for _, t, img in iter_frames(p):
         st.decoded += 1
         st.last_time = t
         target = start + k * every
         if t < target - _EPS:
             continue
+        if stop is not None and t >= stop - _EPS:
+            break
         index = max(k, math.floor((t - start + _EPS) / every))
         k = index + 1
+        if _chain_part(t, chain_every) != part:
+            part, prev_hash = _chain_part(t, chain_every), None
         h = None
         if skip_similar is not None:
             small = img.convert("L").resize((64, 64), Image.BOX)
@@ -623,7 +647,10 @@ def _run_animation(p: Path, every: float, start: float, skip_similar: int | None
 
 
 def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int | None, seek: bool,
-         known: set[int], st: SampleStats) -> Iterator[Frame]:
+         known: set[int], st: SampleStats, span: tuple[float | None, float | None] = (None, None)) -> Iterator[Frame]:
+    stop, chain_every = span
+    stopped = False  # sampling reached ``stop`` (a segment's end), not the video's end
+    part = None  # the similar_restart part of the previous target
     try:
         seeking = seek
         last: float | None = None  # time of the last decoded frame (the held one or the one ahead)
@@ -639,6 +666,9 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
         check_landing = False
         while True:
             target = start + k * every
+            if stop is not None and target >= stop - _EPS:
+                stopped = True
+                break
             if ahead is None or ahead[1] <= target + _EPS:  # the frame shown at target is not decoded yet
                 done = last if last is not None else 0.0
                 if seeking and not ended and target - done > SEEK_MIN_GAP:
@@ -707,6 +737,8 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
                 break  # past the end of the last frame
             k += 1
             avf = shown[0]
+            if _chain_part(target, chain_every) != part:  # the skip_similar chain starts again here
+                part, prev_hash, prev_pending = _chain_part(target, chain_every), None, None
             if _ms(target) in known:
                 st.skipped_known += 1
                 if skip_similar is not None:
@@ -733,7 +765,7 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
             raise InputError(f"corrupt video: no frame decodes{why}", p)
         why = dec.error
         end = dec.expected_end()
-        if why is None and end is not None and last < end - dec.end_tolerance():
+        if why is None and not stopped and end is not None and last < end - dec.end_tolerance():
             why = f"the file says it lasts {end:.3f} s: truncated?"
         if why is not None:
             st.partial = True
