@@ -53,4 +53,4 @@ if [ ${#APT_PKGS[@]} -gt 0 ]; then
   fi
 fi
 # ---- end of the browser block --------------------------------------------------------------------
-.venv/bin/python -c "import animeid, torch, onnxruntime, av; print('setup: animeid', animeid.__version__, 'ready in .venv (torch', torch.__version__ + ')')"
+.venv/bin/python -c "import animeid, torch, onnxruntime, av, distributed; print('setup: animeid', animeid.__version__, 'ready in .venv (torch', torch.__version__ + ')')"

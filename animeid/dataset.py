@@ -254,6 +254,9 @@ class CollectConfig:
     skip_similar_frames: int | None = 4   # dhash bits between consecutive frames; None keeps all frames
     detector: str | None = None   # a name or a detector file (None: animeid's default detector)
     workers: int | None = None    # detection processes; None: all cores
+    # sampled frames per video segment: the similar-frame chain starts again at each segment border
+    # (every * segment_frames seconds), locally and on a cluster, where each segment is one task
+    segment_frames: int = 30
 
     def __post_init__(self):
         from . import options as o
@@ -261,7 +264,8 @@ class CollectConfig:
         o.check_fields(self, {"every": o.SECONDS, "threshold": o.DETECTOR_SCORE, "margin": o.MARGIN,
                               "crop_size": o.SIDE, "dedupe_distance": o.HASH_BITS,
                               "skip_similar_frames": o.whole(0, o.MAX_HASH_BITS, optional=True),
-                              "detector": o.detector(), "workers": o.whole(1, 1024, optional=True)})
+                              "detector": o.detector(), "workers": o.whole(1, 1024, optional=True),
+                              "segment_frames": o.whole(1, 1_000_000)})
 
 
 @dataclass
@@ -354,6 +358,10 @@ class _Runner:
         while window:
             j, fut = window.popleft()
             yield j, fut.result()
+
+    def video(self, path: Path, source_id: int, done: set[str], errors: list[str]) -> Iterator[tuple[_Job, _Result]]:
+        """``(job, result)`` per sampled frame of a video not in ``done``, in time order."""
+        return self.map(_video_jobs(path, source_id, self.cfg, done, errors))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -469,8 +477,11 @@ def _video_jobs(path: Path, source_id: int, cfg: CollectConfig, done: set[str], 
 
     # Frames are decoded from the start even when resuming, so that the chain of "similar to the
     # previous kept frame" decisions is replayed exactly; only detection is skipped for done frames.
+    # The chain starts again at each segment border, as on a cluster (animeid.remote), where each
+    # segment is sampled by its own task.
     try:
-        for fr in sample_frames(path, cfg.every, skip_similar=cfg.skip_similar_frames):
+        for fr in sample_frames(path, cfg.every, skip_similar=cfg.skip_similar_frames,
+                                similar_restart=cfg.every * cfg.segment_frames):
             key = _time_key(fr.time)
             if key in done:
                 continue
@@ -548,25 +559,41 @@ def _inputs(inputs: Sequence[str | os.PathLike]) -> tuple[CollectSummary, list[t
 
 
 @contextlib.contextmanager
-def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: CollectConfig):
+def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: CollectConfig, client=None):
     """What :func:`collect` and :func:`import_illustrations` share once there is something to read:
     ``(workspace, detection pool, crop store)``, opened (the workspace created if needed); the pool
-    and the workspace are closed and the time noted however the work ends."""
+    and the workspace are closed and the time noted however the work ends. With ``client`` (a
+    ``dask.distributed.Client`` or a scheduler address) detection runs on that Dask cluster
+    (:mod:`animeid.remote`), connected and checked before the workspace is touched."""
     t0 = time.perf_counter()
-    ws = Workspace(workspace, create=True)
+    cluster = None
+    if client is not None:
+        from .remote import connect
+
+        cluster = connect(client)
     runner = None
     try:
-        runner = _Runner(_resolve_workers(cfg.workers), cfg)
-        yield ws, runner, _Store(ws, cfg, summary)
+        ws = Workspace(workspace, create=True)
+        try:
+            if cluster is not None:
+                from .remote import DaskRunner
+
+                runner = DaskRunner(cluster, cfg)
+            else:
+                runner = _Runner(_resolve_workers(cfg.workers), cfg)
+            yield ws, runner, _Store(ws, cfg, summary)
+        finally:
+            if runner is not None:
+                runner.close()
+            summary.seconds += time.perf_counter() - t0
+            ws.close()
     finally:
-        if runner is not None:
-            runner.close()
-        summary.seconds += time.perf_counter() - t0
-        ws.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig | None = None,
-            *, show_progress: bool | None = None) -> CollectSummary:
+            *, show_progress: bool | None = None, client=None) -> CollectSummary:
     """Frames, detection, crops and near-duplicate removal into ``workspace`` (created if needed;
     not when no input exists or holds a video or picture: then ``summary.nothing_to_read``).
 
@@ -574,13 +601,19 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
     ``cfg.threshold`` is cropped (square, ``cfg.margin``) into ``WS/unlabeled/`` unless its perceptual
     hash is within ``cfg.dedupe_distance`` bits of a face already in the workspace. Safe to interrupt:
     run it again and it continues. Failures are reported per file in the summary, never fatal.
+
+    ``client``: a ``dask.distributed.Client`` or a scheduler address (``tcp://HOST:8786``) to decode,
+    detect, crop and hash on that Dask cluster's workers (``animeid[distributed]``); this process stays
+    the only writer of the workspace, which ends up the same as a local run's. The inputs must be
+    readable by every worker under the same path. An unusable cluster raises
+    :class:`animeid.remote.ClusterError` before anything is written.
     """
     cfg = cfg or CollectConfig()
     disable = None if show_progress is None else not show_progress
     summary, sources = _inputs(inputs)
     if not sources:                  # nothing to read: no workspace is made (summary.nothing_to_read)
         return summary
-    with _session(summary, workspace, cfg) as (ws, runner, store):
+    with _session(summary, workspace, cfg, client) as (ws, runner, store):
         videos = [(p, k) for p, k in sources if k == "video"]
         pictures = [(p, k) for p, k in sources if k == "image"]
         for path, _ in videos:
@@ -590,8 +623,8 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
                 summary.skipped_sources += 1
                 continue
             errors: list[str] = []
-            jobs = _video_jobs(path, sid, cfg, store.done_keys(sid), errors)
-            for job, res in progress(runner.map(jobs), desc=f"{path.name}", unit="frame", disable=disable):
+            results = runner.video(path, sid, store.done_keys(sid), errors)
+            for job, res in progress(results, desc=f"{path.name}", unit="frame", disable=disable):
                 store.add(job, res, path)
             if errors:
                 summary.failed.append((str(path), errors[0]))
@@ -610,7 +643,7 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
 
 def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, character: str,
                          cfg: CollectConfig | None = None, *, whole_if_none: bool = True,
-                         show_progress: bool | None = None) -> CollectSummary:
+                         show_progress: bool | None = None, client=None) -> CollectSummary:
     """Pictures of one character: the largest face of each is cropped into ``WS/<character>/``.
 
     Other faces in the same picture go to ``unlabeled/``. A picture where no face is found but which
@@ -623,7 +656,7 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
     summary, sources = _inputs(inputs)
     if not sources:                  # nothing to read: no workspace is made (summary.nothing_to_read)
         return summary
-    with _session(summary, workspace, cfg) as (ws, runner, store):
+    with _session(summary, workspace, cfg, client) as (ws, runner, store):
         for v in [p for p, k in sources if k == "video"]:
             summary.failed.append((str(v), "import takes pictures; use `animeid collect` for videos"))
         pictures = [p for p, kind in sources if kind == "image"]
