@@ -1,31 +1,18 @@
 """Pictures without a face: predict says so (no face, a separate whole-picture guess), enroll refuses them.
 
-Built from the generated sample only (no ../shared/data): a small logistic model on drawn faces.
+Built from the generated sample only (no ../shared/data): conftest's generated_model.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    from animeid.sample import make_characters, render_face
-    from animeid.train import train
-
-    root = tmp_path_factory.mktemp("nf")
-    data = root / "data"
-    rng = np.random.default_rng(3)
-    for spec in make_characters(3, seed=0):
-        (data / spec.name).mkdir(parents=True)
-        for k in range(8):
-            render_face(spec, rng, size=128).save(data / spec.name / f"{k}.png")
-    path = root / "m.animeid"
-    train(data, path, method="logistic", progress=False)
-    return path
+def model(generated_model) -> Path:
+    return generated_model.path
 
 
 @pytest.fixture(scope="module")
