@@ -142,7 +142,7 @@ def cmd_collect(a) -> int:
     from .dataset import collect
 
     cfg = _collect_cfg(a)
-    return _workspace_run(a, lambda: collect(a.inputs, a.workspace, cfg))
+    return _workspace_run(a, lambda: collect(a.inputs, a.workspace, cfg, client=a.scheduler or None))
 
 
 def cmd_import(a) -> int:
@@ -284,7 +284,20 @@ def _add_collect_opts(p, video: bool = True) -> None:
                        help="skip a frame within this hash distance of the previous kept one (default 4)")
         p.add_argument("--keep-similar", action="store_true", help="keep near-identical consecutive frames")
     p.add_argument("--workers", type=o.whole(1, 1024).arg("--workers"), default=None,
-                   help="detection processes (default: all cores)")
+                   help="detection processes (default: all cores; not used with --scheduler)")
+    if video:
+        add_scheduler_opt(p, "decoding, detection, cropping and hashing run on its workers; this process "
+                             "stays the only writer of the workspace. Inputs must be readable by every worker "
+                             "at the same path (a shared folder)")
+
+
+def add_scheduler_opt(p, what: str) -> None:
+    """``--scheduler ADDR`` (default ``$ANIMEID_SCHEDULER``): run on a Dask cluster (animeid[distributed])."""
+    from .remote import SCHEDULER_ENV
+
+    p.add_argument("--scheduler", metavar="ADDR", default=os.environ.get(SCHEDULER_ENV) or None,
+                   help=f"a Dask scheduler's address, tcp://HOST:8786 (default ${SCHEDULER_ENV}; needs "
+                        f"pip install 'animeid[distributed]'): {what}")
 
 
 def build_parser() -> argparse.ArgumentParser:

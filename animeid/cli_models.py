@@ -144,6 +144,15 @@ def _compare(a, out: Path) -> int:
 
 
 def cmd_predict(a) -> int:
+    if a.scheduler and not a.out:
+        print("animeid predict: error: argument --scheduler: needs --out FILE (.jsonl or .csv) for the results",
+              file=sys.stderr)
+        return 2
+    if a.out and a.preview:
+        print("animeid predict: error: argument --preview: not with --out", file=sys.stderr)
+        return 2
+    if a.out:
+        return _predict_to_file(a)
     claim = None
     if a.preview:            # claimed before any work (outputs.prepare_output_dir)
         from .outputs import prepare_output_dir
@@ -219,6 +228,27 @@ def _predict(a) -> int:
                      for x in res["faces"]]
             save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / safe_filename(Path(f).stem, ".png"))
     return 1 if failed else 0
+
+
+def _predict_to_file(a) -> int:
+    """predict --out FILE [--scheduler ADDR]: results in input order, resumable (animeid.batch)."""
+    from .batch import predict_files
+    from .predict import PredictConfig, Recognizer
+
+    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect,
+                        **(a.unknown_threshold or {}))
+    rec = Recognizer.load(a.model)              # a bad model or setting is said up front, nothing written
+    rec._threshold(cfg, rec.openset)
+
+    def said(path, res):
+        if isinstance(res, str):
+            print(f"animeid: {res}", file=sys.stderr)
+
+    s = predict_files(rec if not a.scheduler else a.model, a.images, a.out, cfg=cfg, client=a.scheduler or None,
+                      on_result=said)
+    print(f"{plural(s['pictures'], 'picture')}: {s['done']} named now, {s['skipped']} already in {a.out}"
+          + (f", {s['failed']} failed" if s["failed"] else "") + f"; results in {a.out}")
+    return 1 if s["failed"] else 0
 
 
 def verdict_text(face: dict) -> str:
@@ -331,4 +361,11 @@ def add_commands(sub) -> None:
                         "calibration data: 0.05 or 5%% (more: more faces unknown); 'off': never; 'score:T': a raw "
                         "open-set score threshold (default: the model's calibrated threshold)")
     p.add_argument("--json", action="store_true", help="one JSON object per picture per line")
+    p.add_argument("--out", metavar="FILE",
+                   help="write the results to FILE (.jsonl: one JSON object per picture; .csv: one row per face) in "
+                        "input order, resumably: run again and pictures already in FILE are skipped")
+    from .cli import add_scheduler_opt
+
+    add_scheduler_opt(p, "name the pictures on its workers (the model is sent once to each; the pictures must "
+                         "be readable by every worker at the same path); needs --out")
     p.set_defaults(func=cmd_predict)

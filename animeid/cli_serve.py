@@ -50,6 +50,51 @@ def _timeline_png(video: str) -> str:
 
 
 def cmd_timeline(a) -> int:
+    if len(a.videos) > 1 and a.png:
+        print("animeid timeline: error: argument --png: only with one video (several get VIDEO-NAME.timeline.png each)",
+              file=sys.stderr)
+        return 2
+    if len(a.videos) > 1 or a.scheduler:
+        return _timelines(a)
+    a.video = a.videos[0]
+    return _timeline(a)
+
+
+def _timelines(a) -> int:
+    """Several videos, or a cluster (one task per video): each printed (and drawn) as it comes, in order."""
+    from .batch import timelines
+    from .outputs import is_animeid_png, prepare_output_file
+    from .predict import PredictConfig
+    from .timeline import plot_timeline, summary_lines
+
+    pngs = {}
+    if not a.no_png:
+        for v in a.videos:
+            pngs[v] = prepare_output_file(a.png or _timeline_png(v), own=is_animeid_png, what="a timeline picture",
+                                          overwrite=True, option="--png")
+    failed = 0
+    cfg = PredictConfig(threshold=a.threshold, detector=a.detector, detect="always")
+    for video, tl in timelines(a.model, a.videos, every=a.every, cfg=cfg, client=a.scheduler or None):
+        if isinstance(tl, str):
+            failed += 1
+            print(f"animeid: {tl}", file=sys.stderr)
+            continue
+        png = plot_timeline(tl, a.png or _timeline_png(video)) if not a.no_png else None
+        if tl["partial"]:
+            failed += 1
+            print(f"animeid: {video}: {tl['error']}", file=sys.stderr)
+        if a.json:
+            print(json.dumps({**tl, "png": str(png) if png else None}, ensure_ascii=False), flush=True)
+        else:
+            print(f"{video}: {len(tl['frames'])} frames (one every {a.every:g} s), {len(tl['characters'])} character(s)")
+            for line in summary_lines(tl):
+                print("  " + line)
+            if png:
+                print(f"timeline: {png}")
+    return 1 if failed else 0
+
+
+def _timeline(a) -> int:
     from .predict import PredictConfig
     from .timeline import build_timeline, plot_timeline, summary_lines
 
@@ -117,7 +162,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("timeline", help="who appears when in a video: time ranges per character and a PNG")
     p.add_argument("model", help="model file (.animeid)")
-    p.add_argument("video", help="video file")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (several: one after the other, "
+                   "or one task each with --scheduler)")
     p.add_argument("--every", type=o.SECONDS.arg("--every"), default=2.0,
                    help="seconds between sampled frames (default 2)")
     from .cli_detect import add_detector_opts
@@ -126,5 +172,10 @@ def add_commands(sub) -> None:
     p.add_argument("--png", help="where to draw the timeline (default VIDEO-NAME.timeline.png here); an existing "
                                  "file there is replaced only when animeid drew it")
     p.add_argument("--no-png", action="store_true", help="draw no picture")
-    p.add_argument("--json", action="store_true", help="print one JSON object (ranges per character and frames)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (ranges per character and frames) "
+                   "per video, one a line")
+    from .cli import add_scheduler_opt
+
+    add_scheduler_opt(p, "one task per video on its workers (the model is sent once to each; the videos must be "
+                         "readable by every worker at the same path)")
     p.set_defaults(func=cmd_timeline)

@@ -1,0 +1,192 @@
+"""Batch prediction into a results file, and timelines of many videos, locally or on a Dask cluster.
+
+    >>> from animeid.batch import predict_files                                     # doctest: +SKIP
+    >>> predict_files("characters.animeid", ["shots/"], "results.jsonl")             # this machine
+    >>> predict_files("characters.animeid", ["shots/"], "results.jsonl", client="tcp://head:8786")
+
+:func:`predict_files` writes one record per picture, in input order, to a ``.jsonl`` file (one JSON
+object a line: ``path``, ``faces``, ``whole_picture`` when no face was found, or ``error``) or a ``.csv``
+file (one row per face: ``path, face, x0, y0, x1, y1, name, p, unknown, error``; a picture without
+a face has one row with ``face`` empty). Each finished chunk is appended and flushed, so the file is
+always a prefix of the full result; run it again and the pictures already in the file are skipped
+(a line cut off by a kill is dropped first). With ``client`` (a ``dask.distributed.Client`` or a
+scheduler address) the pictures are named on the cluster's workers (:mod:`animeid.remote`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .errors import InputError, OutputError
+
+__all__ = ["predict_chunk", "predict_files", "read_done", "timelines", "CSV_FIELDS"]
+
+CSV_FIELDS = ["path", "face", "x0", "y0", "x1", "y1", "name", "p", "unknown", "error"]
+
+
+def predict_chunk(rec: Any, files: Sequence[str | os.PathLike], cfg: Any) -> list[tuple[str, Any]]:
+    """``(file, result dict or error message)`` for each file, in order: the chunk goes through
+    ``predict_batch`` at once (detection and recognition batched); a chunk holding an unreadable file
+    is redone one by one."""
+    files = [os.fspath(f) for f in files]
+    if not files:
+        return []
+    try:
+        return list(zip(files, rec.predict_batch(files, cfg)))
+    except InputError:
+        out: list[tuple[str, Any]] = []
+        for f in files:
+            try:
+                out.append((f, rec.predict(f, cfg)))
+            except InputError as e:
+                out.append((f, str(e)))
+        return out
+
+
+def _format(out: Path) -> str:
+    ext = out.suffix.lower()
+    if ext in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if ext == ".csv":
+        return "csv"
+    raise OutputError("results file must end in .jsonl or .csv", out)
+
+
+def _clean_tail(out: Path) -> None:
+    """Drop a last line cut off by a kill (no newline at its end), so appending goes on cleanly."""
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(out, "r+b") as f:
+            f.truncate(keep)
+
+
+def read_done(out: str | os.PathLike) -> set[str]:
+    """The pictures an earlier run wrote to the results file ``out`` (empty when there is none)."""
+    out = Path(out)
+    if not out.is_file():
+        return set()
+    fmt = _format(out)
+    _clean_tail(out)
+    done: set[str] = set()
+    with open(out, encoding="utf-8", newline="") as f:
+        if fmt == "jsonl":
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    done.add(json.loads(line)["path"])
+                except (ValueError, KeyError, TypeError):
+                    raise OutputError(f"line {n} is not an animeid result; not a predict results file?", out) from None
+        else:
+            reader = csv.DictReader(f)
+            if reader.fieldnames and reader.fieldnames != CSV_FIELDS:
+                raise OutputError(f"columns {reader.fieldnames} are not animeid's; not a predict results file?", out)
+            done.update(row["path"] for row in reader)
+    return done
+
+
+def _records(fmt: str, path: str, res: Any) -> str:
+    if fmt == "jsonl":
+        rec = ({"path": path, "error": res} if isinstance(res, str) else
+               {"path": path, **{k: res[k] for k in ("faces", "whole_picture") if k in res}})
+        return json.dumps(rec, ensure_ascii=False) + "\n"
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if isinstance(res, str):
+        w.writerow([path, "", "", "", "", "", "", "", "", res])
+    elif not res["faces"]:
+        w.writerow([path] + [""] * 9)
+    for k, face in enumerate([] if isinstance(res, str) else res["faces"]):
+        top = face["candidates"][0] if face.get("candidates") else {"name": "", "p": ""}
+        name = "unknown" if face.get("unknown") else face.get("name", top["name"])
+        w.writerow([path, k, *face["box"], name, top["p"], int(bool(face.get("unknown"))), ""])
+    return buf.getvalue()
+
+
+def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, cfg: Any = None,
+                  client: Any = None, chunk: int = 32, on_result: Any = None) -> dict[str, int]:
+    """Name the characters in every picture of ``inputs`` (files, folders searched) into ``out``
+    (``.jsonl`` or ``.csv``), in input order, resumably; see the module docstring.
+
+    ``model``: a model file (or, locally, a loaded :class:`~animeid.predict.Recognizer`). ``client``: a
+    ``dask.distributed.Client`` or a scheduler address to run on a cluster (the model is then sent once
+    to each worker); None: this process. ``on_result(path, result or error message)`` is called per
+    new picture, in order. Returns ``{"pictures", "skipped", "done", "failed"}``.
+    """
+    from .images import iter_image_files
+    from .predict import PredictConfig, Recognizer
+
+    out = Path(out)
+    fmt = _format(out)
+    cfg = cfg or PredictConfig()
+    files = [os.fspath(f) for f in iter_image_files(inputs)]       # InputError for a missing input
+    done = read_done(out)
+    todo = [f for f in files if f not in done]
+    summary = {"pictures": len(files), "skipped": len(files) - len(todo), "done": 0, "failed": 0}
+    if not todo:
+        return summary
+    cluster = None
+    if client is not None:
+        from .remote import connect
+
+        cluster = connect(client)         # before the results file is touched: an unreachable scheduler writes nothing
+    try:
+        if cluster is not None:
+            from .remote import predict_batches
+
+            if not isinstance(model, (str, os.PathLike)):
+                raise TypeError("on a cluster, give the model as a file path (it is sent to each worker)")
+            results: Iterator[tuple[str, Any]] = predict_batches(cluster, model, todo, cfg, chunk)
+        else:
+            rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
+            rec._threshold(cfg, rec.openset)
+            results = (r for s in range(0, len(todo), chunk) for r in predict_chunk(rec, todo[s:s + chunk], cfg))
+        new = not out.exists() or out.stat().st_size == 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a", encoding="utf-8", newline="") as f:
+            if new and fmt == "csv":
+                f.write(",".join(CSV_FIELDS) + "\n")
+            pending: list[str] = []         # a chunk's records, written and flushed at once
+            for n, (path, res) in enumerate(results, 1):
+                pending.append(_records(fmt, path, res))
+                summary["done"] += 1
+                summary["failed"] += isinstance(res, str)
+                if on_result is not None:
+                    on_result(path, res)
+                if n % chunk == 0 or n == len(todo):
+                    f.write("".join(pending))
+                    f.flush()
+                    pending.clear()
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return summary
+
+
+def timelines(model: Any, videos: Sequence[str | os.PathLike], *, every: float = 2.0, cfg: Any = None,
+              client: Any = None) -> Iterator[tuple[str, Any]]:
+    """``(video, timeline dict or error message)`` for each video, in order
+    (:func:`animeid.timeline.build_timeline`); with ``client``, one task per video on the cluster."""
+    from .options import SECONDS
+    from .predict import PredictConfig, Recognizer
+    from .timeline import build_timeline
+
+    every = SECONDS.check("every", every)
+    cfg = cfg or PredictConfig(detect="always")
+    if client is not None:
+        from .remote import connect, timelines as remote_timelines
+
+        with connect(client) as cluster:
+            yield from remote_timelines(cluster, model, [os.fspath(v) for v in videos], every, cfg)
+        return
+    rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
+    for v in videos:
+        try:
+            yield os.fspath(v), build_timeline(rec, v, every=every, cfg=cfg)
+        except InputError as e:
+            yield os.fspath(v), str(e)

@@ -1,0 +1,355 @@
+"""Collect, batch prediction and timelines on a Dask cluster (animeid.remote, animeid.batch), on loopback only.
+
+Fast cases use an in-process LocalCluster (two single-threaded workers); the end-to-end case starts a
+real ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1 and kills one of them.
+Generated data only (drawn scenes), AnimeFace named explicitly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from animeid.dataset import CollectConfig, collect  # noqa: E402
+from animeid.remote import ClusterError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CFG = dict(every=1.0, workers=1, detector="animeface", segment_frames=4)
+
+
+def _manifest(ws: Path) -> list[tuple]:
+    con = sqlite3.connect(ws / "manifest.sqlite")
+    try:
+        return con.execute("SELECT f.file, s.path, f.time, f.page, f.x0, f.y0, f.x1, f.y1, round(f.score, 4), f.phash,"
+                           " f.label FROM faces f JOIN sources s ON s.id = f.source_id ORDER BY f.id").fetchall()
+    finally:
+        con.close()
+
+
+def _items(ws: Path) -> list[tuple]:
+    con = sqlite3.connect(ws / "manifest.sqlite")
+    try:
+        return con.execute("SELECT s.path, i.key, i.n_faces, i.n_duplicates FROM items i JOIN sources s"
+                           " ON s.id = i.source_id ORDER BY s.path, i.key").fetchall()
+    finally:
+        con.close()
+
+
+def _scenes(n: int, size=(320, 180), seed=1) -> list[np.ndarray]:
+    from animeid.sample import make_characters, render_scene
+
+    specs = make_characters(4, seed=0)
+    rng = np.random.default_rng(seed)
+    return [np.asarray(render_scene(specs, rng, size, n_faces=int(rng.integers(1, 3)))[0]) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A 24 s video (8 scenes of 3 s at 2 fps: similar frames in a row) and 3 pictures."""
+    from PIL import Image
+
+    from animeid.video import write_video
+
+    root = tmp_path_factory.mktemp("dist-inputs")
+    write_video([s for s in _scenes(8) for _ in range(6)], root / "episode.mp4", fps=2.0)
+    (root / "pics").mkdir()
+    for i, s in enumerate(_scenes(3, size=(320, 240), seed=2)):
+        Image.fromarray(s).save(root / "pics" / f"p{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_ws(inputs, tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("dist-local") / "ws"
+    s = collect([inputs / "episode.mp4", inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False)
+    assert s.ok and s.faces > 0, s.to_dict()
+    return ws
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            distributed.Client(lc, set_as_default=False) as c:
+        yield c
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- the sampler's segments
+
+def test_segments_give_the_frames_of_one_pass(inputs):
+    from animeid.video import sample_frames
+
+    video = inputs / "episode.mp4"
+
+    def times(**kw):
+        return [round(f.time, 3) for f in sample_frames(video, 1.0, skip_similar=4, **kw)]
+
+    whole = times(similar_restart=4.0)
+    parts = []
+    for j in range(6):
+        parts += times(start=4.0 * j, stop=4.0 * (j + 1) if j < 5 else None, similar_restart=4.0)
+    assert parts == whole
+    assert 0.0 in whole and 4.0 in whole and 8.0 in whole      # each border starts the chain again
+    assert len(whole) < 24                                      # and similar frames are still skipped
+
+
+# --------------------------------------------------------------------------- collect
+
+def test_collect_on_a_cluster_equals_a_local_run_and_rerun_adds_nothing(inputs, local_ws, client, tmp_path):
+    ws = tmp_path / "ws"
+    s = collect([inputs / "episode.mp4", inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False, client=client)
+    assert s.ok, s.failed
+    assert _manifest(ws) == _manifest(local_ws)
+    assert _items(ws) == _items(local_ws)
+    for row in _manifest(ws):
+        assert (ws / row[0]).is_file()
+    s2 = collect([inputs / "episode.mp4", inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False, client=client)
+    assert s2.skipped_sources == s2.sources and s2.faces == 0 and s2.items == 0
+    assert _manifest(ws) == _manifest(local_ws)
+
+
+def test_a_partly_done_workspace_is_finished_on_a_cluster(inputs, local_ws, client, tmp_path):
+    ws = tmp_path / "ws"
+    collect([inputs / "episode.mp4", inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False)
+    con = sqlite3.connect(ws / "manifest.sqlite")      # forget the second half of the video, as a kill would
+    with con:
+        rows = con.execute("SELECT file FROM faces WHERE time >= 12").fetchall()
+        con.execute("DELETE FROM faces WHERE time >= 12")
+        con.execute("DELETE FROM items WHERE key LIKE 't=%' AND CAST(substr(key, 3) AS REAL) >= 12")
+        con.execute("UPDATE sources SET status='partial' WHERE kind='video'")
+    con.close()
+    for (f,) in rows:
+        (ws / f).unlink()
+    s = collect([inputs / "episode.mp4", inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False, client=client)
+    assert s.ok and s.items > 0
+    assert sorted(_manifest(ws)) == sorted(_manifest(local_ws))
+
+
+def test_unreachable_scheduler_is_a_clear_error_and_writes_nothing(inputs, tmp_path):
+    ws = tmp_path / "ws"
+    addr = f"tcp://127.0.0.1:{_free_port()}"
+    t0 = time.time()
+    with pytest.raises(ClusterError, match="no Dask scheduler answers at"):
+        collect([inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False, client=addr)
+    assert time.time() - t0 < 20
+    assert not ws.exists()
+    # the CLI says it in one line, exit 1
+    r = subprocess.run([sys.executable, "-m", "animeid", "collect", str(inputs / "pics"), "--workspace", str(ws),
+                        "--detector", "animeface", "--scheduler", addr], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no Dask scheduler answers at" in r.stderr and "Traceback" not in r.stderr
+    assert not ws.exists()
+
+
+def test_worker_with_another_animeid_is_refused(inputs, client, tmp_path, monkeypatch):
+    import animeid.remote as remote
+
+    monkeypatch.setattr(remote, "_worker_version", lambda: "0.0.0-other")
+    ws = tmp_path / "ws"
+    with pytest.raises(ClusterError, match=r"animeid 0\.0\.0-other"):
+        collect([inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False, client=client)
+    assert not ws.exists()
+    # and a task that reaches such a worker anyway refuses it
+    with pytest.raises(ClusterError, match="install the same animeid"):
+        remote._check_version("0.0.0-driver")
+
+
+def test_an_input_a_worker_cannot_read_is_named_with_the_worker(inputs, client, tmp_path, monkeypatch):
+    import animeid.remote as remote
+
+    real = remote._unreadable
+    hidden = str((inputs / "pics" / "p1.png").resolve())
+
+    def unreadable(path):                 # as if p1.png were not on this worker's shared folder
+        return "cannot be read on worker x (no such file); inputs must lie on a path every worker can read" \
+            if str(path) == hidden else real(path)
+
+    monkeypatch.setattr(remote, "_unreadable", unreadable)
+    s = collect([inputs / "pics"], tmp_path / "ws", CollectConfig(**CFG), show_progress=False, client=client)
+    assert [p for p, _ in s.failed] == [hidden]
+    assert "cannot be read on worker" in s.failed[0][1] and "every worker" in s.failed[0][1]
+    # what a real worker says for a file it lacks
+    why = real(tmp_path / "missing.png")
+    assert "no such file" in why and "shared folder" in why
+
+
+def test_without_dask_the_message_names_the_extra(monkeypatch):
+    import animeid.remote as remote
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ClusterError, match=r"animeid\[distributed\]"):
+        remote.connect("tcp://127.0.0.1:8786")
+
+
+# --------------------------------------------------------------------------- predict and timeline
+
+def _pictures(generated_model) -> list[Path]:
+    return [f for name in generated_model.chars[:3] for f in generated_model.held_out(name)[:3]]
+
+
+def test_predict_files_on_a_cluster_equals_a_local_run_in_order_and_resumes(generated_model, client, tmp_path):
+    from animeid.batch import predict_files
+    from animeid.predict import PredictConfig
+
+    files = _pictures(generated_model)
+    cfg = PredictConfig(detector="animeface")
+    local = tmp_path / "local.jsonl"
+    predict_files(generated_model.path, files, local, cfg=cfg)
+    # the model is shipped to the workers: a copy that disappears after shipping is not needed there
+    model = tmp_path / "copy.animeid"
+    model.write_bytes(generated_model.path.read_bytes())
+    remote = tmp_path / "remote.jsonl"
+    s = predict_files(model, files[:4], remote, cfg=cfg, client=client, chunk=2)
+    assert s == {"pictures": 4, "skipped": 0, "done": 4, "failed": 0}
+    with open(remote, "a", encoding="utf-8") as f:            # a line cut off by a killed driver
+        f.write('{"path": "half')
+    s = predict_files(model, files, remote, cfg=cfg, client=client, chunk=2)
+    assert s["skipped"] == 4 and s["done"] == len(files) - 4
+    a = [json.loads(x) for x in local.read_text(encoding="utf-8").splitlines()]
+    b = [json.loads(x) for x in remote.read_text(encoding="utf-8").splitlines()]
+    assert [r["path"] for r in b] == [str(f) for f in files]
+    assert a == b
+    # CSV: one row per face, same order
+    csv_l, csv_r = tmp_path / "l.csv", tmp_path / "r.csv"
+    predict_files(generated_model.path, files, csv_l, cfg=cfg)
+    predict_files(model, files, csv_r, cfg=cfg, client=client)
+    assert csv_l.read_text() == csv_r.read_text()
+    assert csv_l.read_text().splitlines()[0] == "path,face,x0,y0,x1,y1,name,p,unknown,error"
+
+
+def test_predict_cli_with_scheduler_needs_out_and_reports_unreachable(generated_model, tmp_path):
+    files = [str(f) for f in _pictures(generated_model)[:2]]
+    r = subprocess.run([sys.executable, "-m", "animeid", "predict", str(generated_model.path), *files,
+                        "--scheduler", "tcp://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--out" in r.stderr
+    out = tmp_path / "r.jsonl"
+    r = subprocess.run([sys.executable, "-m", "animeid", "predict", str(generated_model.path), *files,
+                        "--detector", "animeface", "--out", str(out), "--scheduler", f"tcp://127.0.0.1:{_free_port()}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no Dask scheduler answers" in r.stderr and not out.exists()
+
+
+def test_timelines_on_a_cluster_equal_local_ones(generated_model, inputs, client, tmp_path):
+    from animeid.batch import timelines
+    from animeid.predict import PredictConfig
+
+    cfg = PredictConfig(detector="animeface", detect="always")
+    videos = [inputs / "episode.mp4", tmp_path / "missing.mp4"]
+    local = list(timelines(generated_model.path, videos, every=4.0, cfg=cfg))
+    remote = list(timelines(generated_model.path, videos, every=4.0, cfg=cfg, client=client))
+    assert [v for v, _ in remote] == [str(v) for v in videos]
+    assert remote[0] == local[0] and isinstance(remote[0][1], dict) and remote[0][1]["frames"]
+    assert isinstance(remote[1][1], str) and "cannot be read on worker" in remote[1][1]
+
+
+# --------------------------------------------------------------------------- a real cluster on loopback
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", *args], stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _count_items(ws: Path) -> int:
+    try:
+        con = sqlite3.connect(ws / "manifest.sqlite", timeout=1)
+        try:
+            return con.execute("SELECT count(*) FROM items").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_real_scheduler_and_workers_survive_a_killed_worker_and_a_killed_driver(inputs, local_ws, tmp_path):
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = [_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+                     "--dashboard-address", ":0", "--no-show"], tmp_path / "scheduler.log")]
+    try:
+        time.sleep(1)
+        workers = [_start(["distributed.cli.dask_worker", addr, "--nthreads", "1", "--nworkers", "1",
+                           "--host", "127.0.0.1", "--no-nanny", "--dashboard-address", ":0"], tmp_path / f"w{i}.log")
+                   for i in range(2)]
+        procs += workers
+        with distributed.Client(addr, timeout=30, set_as_default=False) as c:
+            c.wait_for_workers(2, timeout=60)
+        args = [str(inputs / "episode.mp4"), str(inputs / "pics")]
+        code = ("import sys; from animeid.dataset import collect, CollectConfig; "
+                f"s = collect({args!r}, sys.argv[1], CollectConfig(**{CFG!r}), show_progress=False, client={addr!r}); "
+                "sys.exit(0 if s.ok else 1)")
+        # 1. the driver killed mid-run, then run again: nothing twice
+        ws = tmp_path / "ws"
+        driver = subprocess.Popen([sys.executable, "-c", code, str(ws)], cwd=ROOT)
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None and _count_items(ws) < 3:
+            time.sleep(0.02)
+        killed = driver.poll() is None
+        driver.kill()
+        driver.wait()
+        # 2. a worker killed (SIGKILL) while the rerun goes on: its tasks run again on the other one
+        driver = subprocess.Popen([sys.executable, "-c", code, str(ws)], cwd=ROOT)
+        start_items = _count_items(ws)
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None and _count_items(ws) <= start_items:
+            time.sleep(0.02)
+        workers[0].send_signal(signal.SIGKILL)
+        assert driver.wait(300) == 0
+        assert _manifest(ws) == _manifest(local_ws)
+        assert _items(ws) == _items(local_ws)
+        assert killed, "the driver finished before it could be killed"
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+def test_cli_collect_predict_and_timeline_with_scheduler(generated_model, inputs, local_ws, client, tmp_path, capsys):
+    from animeid.cli import main
+
+    addr = client.scheduler.address
+    ws = tmp_path / "ws"
+    assert main(["collect", str(inputs / "episode.mp4"), str(inputs / "pics"), "--workspace", str(ws), "--every", "1",
+                 "--detector", "animeface", "--scheduler", addr]) == 0
+    # the CLI's segment size is the default (30 frames): one segment for this short video, as locally
+    ref = tmp_path / "ref"
+    assert main(["collect", str(inputs / "episode.mp4"), str(inputs / "pics"), "--workspace", str(ref), "--every", "1",
+                 "--detector", "animeface", "--workers", "1"]) == 0
+    assert _manifest(ws) == _manifest(ref)
+    files = [str(f) for f in _pictures(generated_model)]
+    out = tmp_path / "r.csv"
+    capsys.readouterr()
+    assert main(["predict", str(generated_model.path), *files, "--detector", "animeface", "--out", str(out),
+                 "--scheduler", addr]) == 0
+    assert f"{len(files)} named now, 0 already in" in capsys.readouterr().out
+    assert main(["predict", str(generated_model.path), *files, "--detector", "animeface", "--out", str(out),
+                 "--scheduler", addr]) == 0
+    assert f"0 named now, {len(files)} already in" in capsys.readouterr().out
+    assert main(["timeline", str(generated_model.path), str(inputs / "episode.mp4"), str(inputs / "episode.mp4"),
+                 "--every", "4", "--detector", "animeface", "--no-png", "--json", "--scheduler", addr]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and lines[0] == lines[1] and lines[0]["frames"]
