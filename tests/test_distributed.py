@@ -318,8 +318,11 @@ def test_real_scheduler_and_workers_survive_a_killed_worker_and_a_killed_driver(
         deadline = time.time() + 120
         while time.time() < deadline and driver.poll() is None and _count_items(ws) <= start_items:
             time.sleep(0.02)
+        worker_killed_mid_run = driver.poll() is None
         workers[0].send_signal(signal.SIGKILL)
         assert driver.wait(300) == 0
+        assert worker_killed_mid_run, "the rerun finished before a worker could be killed"
+        assert workers[0].wait(10) == -signal.SIGKILL
         assert _manifest(ws) == _manifest(local_ws)
         assert _items(ws) == _items(local_ws)
         assert killed, "the driver finished before it could be killed"
