@@ -64,6 +64,7 @@ __all__ = [
     "DETECTORS",
     "DEFAULT_DETECTOR",
     "default_threshold",
+    "crop_box",
     "check_detector_name",
     "AUTO_UPSCALE_TO",
     "PAD_BELOW",
@@ -158,7 +159,7 @@ def _learned() -> Detector:
 
 
 #: The detector used when none is named: animeid's learned detector (see README's model card).
-DEFAULT_DETECTOR = "animeface"  # TEMP until weights ship
+DEFAULT_DETECTOR = "default"
 
 #: Detector factories by name. Add a detector here (a class following :class:`Detector`).
 #: Besides these names, :func:`get_detector` takes the path of a detector file that
@@ -216,6 +217,20 @@ def get_detector(name: str | os.PathLike | None = None) -> Detector:
             _detectors[key] = det
             _detectors[os.fspath(name) if name is not None else DEFAULT_DETECTOR] = det
     return det
+
+
+def crop_box(box: Sequence[float], detector: str | os.PathLike | None = None) -> tuple[float, float, float, float]:
+    """The box a face crop is cut around, for a box found by ``detector``: scaled about its centre by
+    the detector's ``crop_scale`` (1 for AnimeFace), so that crops with a given margin have the
+    geometry the recognisers were trained on (AnimeFace's boxes). The learned detector's boxes are
+    about 10 % smaller than AnimeFace's (detect-tadne, 39 faces: median side ratio 0.905, centres
+    within 1.2 % of the side): its ``crop_scale`` is 1.105."""
+    scale = float(getattr(get_detector(detector), "crop_scale", 1.0))
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if scale == 1.0:
+        return x0, y0, x1, y1
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * scale, (y1 - y0) / 2 * scale
+    return cx - hw, cy - hh, cx + hw, cy + hh
 
 
 def default_threshold(detector: str | os.PathLike | None = None) -> float:
