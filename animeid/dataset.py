@@ -310,14 +310,14 @@ class _Result:
 
 def _detect_job(job: _Job, cfg: CollectConfig) -> _Result:
     """Runs in a worker process: load, detect, crop, hash. Returns PNG bytes so nothing is written twice."""
-    from .detect import crop_face, detect_faces
+    from .detect import crop_box, crop_face, detect_faces
 
     try:
         img = job.image if job.image is not None else load_image(job.path, "RGB", frame=job.page or 0)
         faces = detect_faces(img, threshold=cfg.threshold, detector=cfg.detector)
         out = []
         for f in faces:
-            crop = crop_face(img, f.box, margin=cfg.margin, size=cfg.crop_size)
+            crop = crop_face(img, crop_box(f.box, cfg.detector), margin=cfg.margin, size=cfg.crop_size)
             buf = io.BytesIO()
             crop.save(buf, format="PNG")
             out.append((tuple(int(v) for v in f.box), float(f.score), buf.getvalue(), _phash(crop)))

@@ -263,7 +263,7 @@ class Recognizer:
         """``((box, face crop) pairs, no_face)`` for one picture (``faces``: its detected faces, when the
         caller detected them already). ``no_face`` is True when ``detect="auto"`` found no face and the one
         pair is the whole picture, read as if it were a face crop."""
-        from .detect import crop_face, detect_faces
+        from .detect import crop_box, crop_face, detect_faces
 
         w, h = img.size
         whole = [([0, 0, w, h], img)]
@@ -278,7 +278,8 @@ class Recognizer:
             if max(x1 - x0, y1 - y0) >= cfg.fill_ratio * min(w, h):
                 return whole, False      # the picture is a face crop already
         size = self.spec.size if self.spec.kind == "pixels" else None
-        return [(list(f.box), crop_face(img, f.box, margin=self.crop_margin, size=size or 128)) for f in faces], False
+        return [(list(f.box), crop_face(img, crop_box(f.box, cfg.detector), margin=self.crop_margin, size=size or 128))
+                for f in faces], False
 
     def predict_batch(self, images: Sequence[ImageTyping], cfg: PredictConfig | None = None) -> list[dict[str, Any]]:
         """One result per picture: ``{"path", "width", "height", "faces": [{"box", "name", "unknown",
