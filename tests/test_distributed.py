@@ -79,7 +79,8 @@ def local_ws(inputs, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  memory_limit=0) as lc, \
             distributed.Client(lc, set_as_default=False) as c:
         yield c
 
