@@ -76,9 +76,9 @@ def test_recall_on_detect_tadne(detect_tadne):
 
 def test_exact_boxes_of_the_original_extension(detect_tadne):
     # what animeface 2.0.3 with Pillow 11 gives for this picture (likelihoods 1.0)
-    faces = detect_faces(detect_tadne / "tadne_r0c5.jpg")
+    faces = detect_faces(detect_tadne / "tadne_r0c5.jpg", detector="animeface")
     assert sorted(f.box for f in faces) == [(160, 140, 240, 220), (281, 110, 361, 190)]
-    raw = get_detector().detect_array(np.asarray(Image.open(detect_tadne / "tadne_r0c2.jpg").convert("RGB")))
+    raw = get_detector("animeface").detect_array(np.asarray(Image.open(detect_tadne / "tadne_r0c2.jpg").convert("RGB")))
     assert [(f.box, round(f.score, 4)) for f in raw] == [((228, 108, 324, 204), 1.0)]
 
 
@@ -86,8 +86,8 @@ def test_boxes_in_original_pixels_after_upscaling(detect_tadne):
     ref = json.loads((detect_tadne / "boxes.json").read_text())["tadne_r1c1.jpg"]["faces"][0]["box"]
     img = Image.open(detect_tadne / "tadne_r1c1.jpg").convert("RGB")
     small = np.asarray(img.resize((128, 128), Image.Resampling.LANCZOS))  # face ~38 px: found only upscaled
-    assert D._detect_array(get_detector(), small, 0.7, 0) == []
-    faces = detect_faces(small)
+    assert D._detect_array(get_detector("animeface"), small, 0.7, 0) == []
+    faces = detect_faces(small, detector="animeface")
     assert len(faces) == 1, "upscaling should find the face"
     assert iou(faces[0].box, [v * 128 / 512 for v in ref]) >= 0.7
     assert all(0 <= v <= 128 for v in faces[0].box)
@@ -169,7 +169,7 @@ def test_get_detector_unknown_name():
 
 def test_get_detector_is_shared_and_thread_safe():
     got = []
-    threads = [threading.Thread(target=lambda: got.append(get_detector())) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: got.append(get_detector("animeface"))) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

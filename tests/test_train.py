@@ -67,7 +67,7 @@ def test_logistic_beats_chance_and_reloads_identically(logistic_model, small_rea
 
 def test_whole_illustration_and_its_face_crop_get_the_same_top1(logistic_model, detect_tadne):
     import animeid
-    from animeid.detect import crop_face
+    from animeid.detect import crop_box, crop_face
 
     rec = animeid.load(logistic_model.model_path)
     checked = 0
@@ -76,7 +76,7 @@ def test_whole_illustration_and_its_face_crop_get_the_same_top1(logistic_model, 
         faces = whole["faces"]
         if not faces or faces[0]["box"] == [0, 0, whole["width"], whole["height"]]:
             continue
-        crop = crop_face(detect_tadne / name, faces[0]["box"], margin=0.2, size=128)
+        crop = crop_face(detect_tadne / name, crop_box(faces[0]["box"]), margin=0.2, size=128)  # as predict cuts it
         alone = rec.predict(crop)
         assert len(alone["faces"]) == 1
         assert alone["faces"][0]["candidates"][0]["name"] == faces[0]["candidates"][0]["name"]

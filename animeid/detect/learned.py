@@ -109,6 +109,22 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return json.loads(meta)
 
 
+#: a picture whose longer side is under this many pixels is taken for a face crop or thumbnail and
+#: padded by :data:`PAD_FRACTION` of its shorter side on each side (grey) before detection, so that a
+#: face filling it does not touch the border (holoen16-dev, 400 crops of 128 px: face found in 85 % of
+#: them unpadded, 98.8 % padded)
+PAD_BELOW = 256
+PAD_FRACTION = 0.3
+
+
+def _crop_pad(rgb: np.ndarray) -> int:
+    return int(round(min(rgb.shape[:2]) * PAD_FRACTION)) if max(rgb.shape[:2]) < PAD_BELOW else 0
+
+
+def _pad(rgb: np.ndarray, p: int) -> np.ndarray:
+    return np.pad(rgb, ((p, p), (p, p), (0, 0)), constant_values=114)
+
+
 class LearnedDetector:
     """A learned detector file (see the module's notes), loaded lazily and thread-safely.
 
@@ -221,6 +237,9 @@ class LearnedDetector:
         """
         sizes = tuple(int(s) for s in (sizes or self.sizes))
         min_peak = self._min_peak()
+        originals = list(rgbs)
+        pads = [_crop_pad(r) for r in originals]
+        rgbs = [_pad(r, p) if p else r for r, p in zip(originals, pads)]
         # the extra passes (larger sizes: small faces) only for pictures they upscale at most 4x: a
         # 128 px face crop is not blown up to 1024 px for nothing
         runs = [(k, size, [i for i, r in enumerate(rgbs) if k == 0 or size <= _MAX_UPSCALE * max(r.shape[:2])])
@@ -237,7 +256,9 @@ class LearnedDetector:
             if len(mine) > 1 and len(raw):
                 keep = nms(boxes, raw, 0.5)
                 boxes, raw = boxes[keep], raw[keep]
-            out.append(self._faces(boxes, self.calibrate(raw), rgb.shape))
+            if pads[i]:
+                boxes = boxes - pads[i]
+            out.append(self._faces(boxes, self.calibrate(raw), originals[i].shape))
         return out
 
     @staticmethod
