@@ -53,12 +53,18 @@ def _claim_detect_folders(a) -> list:
     """detect --out/--preview claimed before any picture is read (outputs.prepare_output_dir)."""
     from .outputs import prepare_output_dir
 
+    from .errors import OutputError
+
+    if a.out is not None and a.preview is not None and \
+            os.path.realpath(os.fspath(a.out)) == os.path.realpath(os.fspath(a.preview)):
+        # crops (NAME_0.png) and previews (NAME.png) of pictures named x.png and x_0.png would collide
+        raise OutputError("--out and --preview name the same folder: give them two folders", os.fspath(a.out))
     claims: dict = {}
     for opt, path in (("--out", a.out), ("--preview", a.preview)):
         if path is None:
             continue
         od = prepare_output_dir(path, "detect", replace=False, protect=a.inputs, option=opt)
-        claims.setdefault(od.path, od)       # --out and --preview may name one folder
+        claims[od.path] = od
     return list(claims.values())
 
 

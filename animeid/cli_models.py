@@ -202,6 +202,7 @@ def _predict(a) -> int:
     if not files:
         print("animeid: no pictures given", file=sys.stderr)
         return 1
+    used: set[str] = set()                           # preview names given so far
     for f, res in _predict_chunks(rec, files, cfg):
         if isinstance(res, InputError):
             failed += 1
@@ -226,7 +227,12 @@ def _predict(a) -> int:
             faces = [Face(tuple(x["box"]), x["candidates"][0]["p"]) for x in res["faces"]]
             names = ["unknown" if x.get("unknown") else f"{x['candidates'][0]['name']} {x['candidates'][0]['p']:.0%}"
                      for x in res["faces"]]
-            save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / safe_filename(Path(f).stem, ".png"))
+            stem, n = Path(f).stem, 1
+            while stem in used:                      # two pictures named alike: x.png, x~2.png
+                n += 1
+                stem = f"{Path(f).stem}~{n}"
+            used.add(stem)
+            save_image_atomic(draw_faces(img, faces, names), Path(a.preview) / safe_filename(stem, ".png"))
     return 1 if failed else 0
 
 

@@ -610,30 +610,37 @@ def _chain_part(t: float, similar_restart: float | None) -> int:
 
 def _run_animation(p: Path, every: float, start: float, skip_similar: int | None, known: set[int],
                    st: SampleStats, span: tuple[float | None, float | None] = (None, None)) -> Iterator[Frame]:
-    """:func:`sample_frames`' rule over an animated picture's frames (times from their durations)."""
+    """:func:`sample_frames`' rule over an animated picture's frames (times from their durations): at
+    each sample time, the frame on screen then (the last one starting at or before it), as for videos."""
     import imagehash
 
     stop, chain_every = span
-    k = 0
+    frames = [(t, np.array(img)) for _, t, img in iter_frames(p)]     # copies: iter_frames may reuse its picture
+    st.decoded += len(frames)
+    if not frames:
+        return
+    st.last_time = frames[-1][0]
+    last_len = frames[-1][0] - frames[-2][0] if len(frames) > 1 else every
+    end = frames[-1][0] + max(last_len, 1e-3)          # the last frame stays on screen as long as the one before
     prev_hash: Any = None
     part = None
-    for _, t, img in iter_frames(p):
-        st.decoded += 1
-        st.last_time = t
+    j = 0
+    k = 0
+    while True:
         target = start + k * every
-        if t < target - _EPS:
-            continue
-        if stop is not None and t >= stop - _EPS:
+        if target >= end - _EPS or (stop is not None and target >= stop - _EPS):
             break
-        index = max(k, math.floor((t - start + _EPS) / every))
-        k = index + 1
-        if _chain_part(t, chain_every) != part:
-            part, prev_hash = _chain_part(t, chain_every), None
+        while j + 1 < len(frames) and frames[j + 1][0] <= target + _EPS:
+            j += 1
+        t, img = frames[j]
+        index, k = k, k + 1
+        if _chain_part(target, chain_every) != part:
+            part, prev_hash = _chain_part(target, chain_every), None
         h = None
         if skip_similar is not None:
-            small = img.convert("L").resize((64, 64), Image.BOX)
+            small = Image.fromarray(img).convert("L").resize((64, 64), Image.BOX)
             h = imagehash.dhash(small, hash_size=8)
-        if _ms(t) in known:
+        if _ms(target) in known:
             st.skipped_known += 1
             prev_hash = h
             continue
@@ -643,7 +650,7 @@ def _run_animation(p: Path, every: float, start: float, skip_similar: int | None
                 continue
             prev_hash = h
         st.yielded += 1
-        yield Frame(time=t, index=index, image=np.asarray(img))
+        yield Frame(time=target, index=index, image=img, frame_time=t)
 
 
 def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int | None, seek: bool,

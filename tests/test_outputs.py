@@ -387,3 +387,26 @@ def test_prepare_output_file_rules(tmp_path):
     assert prepare_output_file(p, own=is_animeid_png, what="a plot", overwrite=True) == p.resolve()
     with pytest.raises(OutputError, match="is a folder"):
         prepare_output_file(tmp_path, own=is_animeid_png, what="a plot", overwrite=True)
+
+
+def test_detect_refuses_one_folder_for_crops_and_previews(tmp_path):
+    # crops NAME_0.png and previews NAME.png of pictures x.png and x_0.png would overwrite each other
+    from animeid.cli import main
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    Image.new("RGB", (64, 64), "white").save(pics / "x.png")
+    assert main(["detect", str(pics), "--out", str(tmp_path / "same"), "--preview", str(tmp_path / "same")]) == 1
+    assert not (tmp_path / "same").exists()
+
+
+def test_predict_previews_of_pictures_named_alike_are_both_kept(generated_model, tmp_path):
+    from animeid.cli import main
+
+    face = sorted((generated_model.faces / "akari").iterdir())[0]
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        Image.open(face).save(tmp_path / d / "x.png")
+    assert main(["predict", str(generated_model.path), str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
+                 "--detector", "animeface", "--preview", str(tmp_path / "prev")]) == 0
+    assert sorted(p.name for p in (tmp_path / "prev").glob("*.png")) == ["x.png", "x~2.png"]

@@ -633,3 +633,15 @@ def test_damaged_middle_says_frames_after_the_damage_were_read(tmp_path):
         list(sample_frames(_cut(mkv, tmp_path / "cut.mkv", 0.5), 1))
     assert "breaks off" in e.value.message and "all from before the break" in e.value.message
     assert e.value.damaged_at == e.value.time < 15
+
+
+def test_animated_gif_is_sampled_like_a_variable_frame_rate_video(tmp_path):
+    # frames of 2 s, 12 s, 1 s, 1 s: the red one is on screen from 2 s to 14 s, so at the samples 5 s and 10 s
+    from animeid.video import sample_frames
+
+    colours = ((0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 255, 255))
+    frames = [Image.new("RGB", (32, 32), c) for c in colours]
+    gif = tmp_path / "vfr.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[2000, 12000, 1000, 1000], loop=0)
+    got = [(f.time, f.frame_time, tuple(int(v) for v in f.image[0, 0])) for f in sample_frames(gif, every=5)]
+    assert got == [(0.0, 0.0, colours[0]), (5.0, 2.0, colours[1]), (10.0, 2.0, colours[1]), (15.0, 15.0, colours[3])]
