@@ -48,7 +48,8 @@ def cmd_train(a) -> int:
     try:                     # the options first: a bad value is said before anything is read or written
         cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=a.input_size,
                                   seed=a.seed, threads=a.threads, max_steps=a.max_steps, lr=a.lr,
-                                  val_fraction=a.val_fraction, test_fraction=a.test_fraction)
+                                  val_fraction=a.val_fraction, test_fraction=a.test_fraction,
+                                  frozen_blocks=a.frozen_blocks)
     except ValueError as e:
         raise ConfigError(None, str(e)) from None
     out = Path(a.out)
@@ -141,8 +142,10 @@ def add_commands(sub) -> None:
                         "checkpoint (OUT.work/checkpoint.pt) instead of ImageNet weights")
     p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"],
                    help="annotation format (default: recognised from the files)")
-    p.add_argument("--epochs", type=int, default=16, help="passes over the training pictures (default 16)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training pictures (default 10)")
     p.add_argument("--batch-size", type=int, default=8, help="pictures per step (default 8)")
+    p.add_argument("--frozen-blocks", type=int, default=5,
+                   help="EfficientNet-Lite0 blocks (and the stem) kept at their ImageNet weights (default 5)")
     p.add_argument("--size", type=int, default=384, help="side of the square training crops, px (default 384)")
     p.add_argument("--input-size", type=int, default=512,
                    help="longer side pictures are resized to for detection, px (default 512)")

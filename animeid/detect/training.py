@@ -54,12 +54,12 @@ class DetectorTrainConfig:
 
     size: int = 384
     input_size: int = 512
-    epochs: int = 16
+    epochs: int = 10
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 300
-    frozen_blocks: int = 3
+    frozen_blocks: int = 5
     width: int = 64
     val_fraction: float = 0.05
     test_fraction: float = 0.15
