@@ -209,7 +209,7 @@ def test_detect_out_and_preview_are_claimed_before_any_picture_is_read(tmp_path,
     assert _digest(pics) == before_pics
     out = tmp_path / "previews"
     assert main(["detect", str(pics), "--preview", str(out)]) == 0
-    assert main(["detect", str(pics), "--preview", str(out), "--out", str(out)]) == 0   # own output: added to
+    assert main(["detect", str(pics), "--preview", str(out)]) == 0                    # own output: added to
     assert (out / "a.png").is_file() and "a.png" in json.loads((out / MARKER).read_text())["files"]
 
 
