@@ -115,6 +115,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
 #: them unpadded, 98.8 % padded)
 PAD_BELOW = 256
 PAD_FRACTION = 0.3
+#: such a picture (padded) is resized to this longer side instead of the file's input size: on 300
+#: holoen16-dev and 91 newgame8 crops, faces were found in all at 256, 320 and 384 px and in 99.3 % /
+#: 100 % at 512 px, 5.5x slower
+SMALL_SIZE = 256
 
 
 def _crop_pad(rgb: np.ndarray) -> int:
@@ -246,8 +250,12 @@ class LearnedDetector:
                 for k, size in enumerate(sizes)]
         passes = []
         for k, size, idx in runs:
-            got = self._raw([rgbs[i] for i in idx], size, min_peak) if idx else []
-            passes.append(dict(zip(idx, got)))
+            done: dict = {}
+            # a padded face crop or thumbnail runs at SMALL_SIZE: as found, 5x faster (see SMALL_SIZE)
+            for eff in sorted({min(size, SMALL_SIZE) if pads[i] else size for i in idx}):
+                part = [i for i in idx if (min(size, SMALL_SIZE) if pads[i] else size) == eff]
+                done.update(zip(part, self._raw([rgbs[i] for i in part], eff, min_peak)))
+            passes.append(done)
         out = []
         for i, rgb in enumerate(rgbs):
             mine = [p[i] for p in passes if i in p]
