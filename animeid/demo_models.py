@@ -32,6 +32,7 @@ def run_model_steps(out: Path, data: Path, truth: dict, *, quick: bool = False) 
         res = rec.predict(np.asarray(img))
         drawn = [Face(tuple(f["box"]), f["candidates"][0]["p"]) for f in res["faces"]]
         labels = [f"{f['candidates'][0]['name']} {f['candidates'][0]['p']:.0%}" for f in res["faces"]]
+        save_image_atomic(img, out / "scenes" / f"scene_{i + 1}.png")       # the clean picture, to try predict on
         save_image_atomic(draw_faces(img, drawn, labels), previews / f"scene_{i + 1}.png")
         for name, box in faces:
             total += 1
@@ -39,5 +40,6 @@ def run_model_steps(out: Path, data: Path, truth: dict, *, quick: bool = False) 
             right += bool(hit) and hit[0]["candidates"][0]["name"] == name
     print(f"      predict: {right} of {total} faces in {i + 1} new scenes found and named right; "
           f"pictures with boxes and names in {previews}/", flush=True)
-    print(f"      try: animeid predict {model} {previews / 'scene_1.png'}", flush=True)
+    print(f"      try: animeid predict {model} {out / 'scenes' / 'scene_1.png'} --preview {out / 'my-preview'}",
+          flush=True)
     return 0

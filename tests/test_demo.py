@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import zipfile
 
+from PIL import Image
+
 from animeid.cli import main
 
 
@@ -20,6 +22,9 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
         meta = json.loads(z.read("animeid-model.json"))
     assert len(meta["labels"]) == 4
     assert len(list((out / "predictions").glob("*.png"))) == 4
+    # the suggested next command runs on a clean scene (no boxes drawn on it), the same size as its preview
+    assert sorted(p.name for p in (out / "scenes").glob("*.png")) == [f"scene_{i}.png" for i in range(1, 5)]
+    assert Image.open(out / "scenes" / "scene_1.png").size == Image.open(out / "predictions" / "scene_1.png").size
     # a second run replaces its own earlier output; a folder that is not a demo output is refused
     assert main(["demo", "--out", str(out), "--quick"]) == 0
     # a file the user added to the earlier demo output is never deleted: the run is refused
