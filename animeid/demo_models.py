@@ -40,6 +40,6 @@ def run_model_steps(out: Path, data: Path, truth: dict, *, quick: bool = False) 
             right += bool(hit) and hit[0]["candidates"][0]["name"] == name
     print(f"      predict: {right} of {total} faces in {i + 1} new scenes found and named right; "
           f"pictures with boxes and names in {previews}/", flush=True)
-    print(f"      try: animeid predict {model} {out / 'scenes' / 'scene_1.png'} --preview {out / 'my-preview'}",
+    print(f"      try: animeid predict {model} {out / 'scenes' / 'scene_1.png'} --preview my-preview",
           flush=True)
     return 0
