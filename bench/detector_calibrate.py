@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from animeid.detect.annotations import load_boxes  # noqa: E402
-from animeid.detect.learned import LearnedDetector, nms  # noqa: E402
+from animeid.detect.learned import LearnedDetector  # noqa: E402
 from animeid.detect.metrics import score_detections  # noqa: E402
 from animeid.detect.training import recalibrate, split_items  # noqa: E402
 from animeid.images import load_image  # noqa: E402
@@ -33,17 +33,9 @@ def main(path: str, chosen: list[int] | None) -> int:
         return 0
     det = LearnedDetector(path)
     rgbs = [np.asarray(load_image(a.image, "RGB")) for a in items]
-    raw = {s: [det._raw([r], s, 0.01)[0] for r in rgbs] for s in sorted({s for c in CANDIDATES for s in c})}
     print("| sizes | AP | best F1 |\n|---|---:|---:|")
-    for sizes in CANDIDATES:
-        dets = []
-        for i in range(len(items)):
-            b = np.concatenate([raw[s][i][0] for s in sizes])
-            r = np.concatenate([raw[s][i][1] for s in sizes])
-            if len(sizes) > 1 and len(r):
-                k = nms(b, r, 0.5)
-                b, r = b[k], r[k]
-            dets.append((b, r))
+    for sizes in CANDIDATES:      # the detector's own passes and merging, before calibration
+        dets = det.raw_arrays(rgbs, sizes, 0.01)
         sc = score_detections(dets, [a.boxes for a in items], [a.ignore for a in items])
         print(f"| {sizes} | {sc.ap:.3f} | {sc.best_f1:.3f} |")
     return 0

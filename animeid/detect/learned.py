@@ -32,7 +32,7 @@ from PIL import Image
 from ..errors import ModelFileError
 from .base import Face
 
-__all__ = ["LearnedDetector", "DEFAULT_DETECTOR_FILE", "decode", "nms", "letterbox", "read_metadata"]
+__all__ = ["LearnedDetector", "DEFAULT_DETECTOR_FILE", "decode", "nms", "platt", "letterbox", "read_metadata"]
 
 #: the detector shipped inside animeid (see README's model card)
 DEFAULT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v1.onnx"
@@ -80,6 +80,12 @@ def decode(peaks: np.ndarray, ltrb: np.ndarray, stride: int, min_peak: float, ma
     return boxes[keep], sc[keep]
 
 
+def platt(raw: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Platt scaling: ``sigmoid(a * logit(raw) + b)`` of raw peak values (clipped to 1e-6 .. 1 - 1e-6)."""
+    r = np.clip(np.asarray(raw, np.float64), 1e-6, 1 - 1e-6)
+    return 1.0 / (1.0 + np.exp(-(a * np.log(r / (1 - r)) + b)))
+
+
 def letterbox(rgb: np.ndarray, size: int, multiple: int = 32) -> tuple[np.ndarray, float]:
     """``rgb`` ``(H, W, 3)`` resized so its longer side is ``size``, padded (grey 114, right and bottom)
     to a multiple of ``multiple`` -> ``((3, h, w) float32, scale)``; input pixel = picture pixel * scale."""
@@ -95,18 +101,28 @@ def letterbox(rgb: np.ndarray, size: int, multiple: int = 32) -> tuple[np.ndarra
     return np.ascontiguousarray(out.transpose(2, 0, 1), np.float32), scale
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The ``animeid_detector`` metadata of a detector file; :class:`ModelFileError` if it is not one."""
+def _session(path: str | os.PathLike, threads: int = 0):
+    """``(ONNX Runtime session, animeid_detector metadata)`` of a detector file; :class:`ModelFileError`
+    for a file that is not one."""
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    # no busy-waiting between operators: collect runs one detector per worker process on shared cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(os.fspath(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ModelFileError(f"not an ONNX detector file ({str(e).splitlines()[0][:120]})", path) from None
     meta = sess.get_modelmeta().custom_metadata_map.get(_META_KEY)
     if meta is None:
         raise ModelFileError("an ONNX file, but not an animeid detector (no animeid_detector metadata)", path)
-    return json.loads(meta)
+    return sess, json.loads(meta)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``animeid_detector`` metadata of a detector file; :class:`ModelFileError` if it is not one."""
+    return _session(path)[1]
 
 
 #: a picture whose longer side is under this many pixels is taken for a face crop or thumbnail and
@@ -156,24 +172,10 @@ class LearnedDetector:
         return f"LearnedDetector({os.fspath(self.path)!r})"
 
     def _load(self) -> None:
-        import onnxruntime as ort
-
         from .._util import check_file
 
         check_file(self.path, "a detector file", ModelFileError)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        # no busy-waiting between operators: collect runs one detector per worker process on shared cores
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            sess = ort.InferenceSession(os.fspath(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise ModelFileError(f"not an ONNX detector file ({str(e).splitlines()[0][:120]})", self.path) from None
-        meta = sess.get_modelmeta().custom_metadata_map.get(_META_KEY)
-        if meta is None:
-            raise ModelFileError("an ONNX file, but not an animeid detector (no animeid_detector metadata)", self.path)
-        self.meta = json.loads(meta)
-        self._sess = sess
+        self._sess, self.meta = _session(self.path, self.threads)
 
     @property
     def input_size(self) -> int:
@@ -194,10 +196,8 @@ class LearnedDetector:
         return float(self.meta.get("threshold", 0.5))
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Raw peak values -> calibrated probabilities (Platt scaling ``sigmoid(a * logit(raw) + b)``)."""
-        a, b = self.meta.get("calibration", (1.0, 0.0))
-        r = np.clip(np.asarray(raw, np.float64), 1e-6, 1 - 1e-6)
-        return 1.0 / (1.0 + np.exp(-(a * np.log(r / (1 - r)) + b)))
+        """Raw peak values -> calibrated probabilities (:func:`platt` with the file's calibration)."""
+        return platt(raw, *self.meta.get("calibration", (1.0, 0.0)))
 
     def _min_peak(self) -> float:
         """The raw peak value whose calibrated probability is 0.05 (lower ones are never kept)."""
@@ -233,23 +233,21 @@ class LearnedDetector:
                     out[i] = (boxes / prepared[i][1], raw)
         return out
 
-    def detect_arrays(self, rgbs: Sequence[np.ndarray], sizes: Sequence[int] | None = None) -> list[list[Face]]:
-        """Faces in each ``(H, W, 3)`` uint8 picture, best first; boxes in its pixels, clipped.
-
-        ``sizes``: the longer sides of the detection passes (default :attr:`sizes`). Scores are
-        calibrated probabilities (0..1); every face down to 0.05 is given: threshold them yourself.
-        """
+    def raw_arrays(self, rgbs: Sequence[np.ndarray], sizes: Sequence[int] | None = None,
+                   min_peak: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(boxes (n, 4) in each picture's pixels, unclipped; raw peak values (n,))`` per picture: every
+        pass of ``sizes`` (default :attr:`sizes`) merged by non-maximum suppression, before calibration.
+        ``min_peak``: the lowest raw peak kept (default: calibrated probability 0.05)."""
         sizes = tuple(int(s) for s in (sizes or self.sizes))
-        min_peak = self._min_peak()
-        originals = list(rgbs)
-        pads = [_crop_pad(r) for r in originals]
-        rgbs = [_pad(r, p) if p else r for r, p in zip(originals, pads)]
+        min_peak = self._min_peak() if min_peak is None else float(min_peak)
+        pads = [_crop_pad(r) for r in rgbs]
+        rgbs = [_pad(r, p) if p else r for r, p in zip(rgbs, pads)]
         # the extra passes (larger sizes: small faces) only for pictures they upscale at most 4x: a
         # 128 px face crop is not blown up to 1024 px for nothing
-        runs = [(k, size, [i for i, r in enumerate(rgbs) if k == 0 or size <= _MAX_UPSCALE * max(r.shape[:2])])
+        runs = [(size, [i for i, r in enumerate(rgbs) if k == 0 or size <= _MAX_UPSCALE * max(r.shape[:2])])
                 for k, size in enumerate(sizes)]
         passes = []
-        for k, size, idx in runs:
+        for size, idx in runs:
             done: dict = {}
             # a padded face crop or thumbnail runs at SMALL_SIZE: as found, 5x faster (see SMALL_SIZE)
             for eff in sorted({min(size, SMALL_SIZE) if pads[i] else size for i in idx}):
@@ -257,17 +255,24 @@ class LearnedDetector:
                 done.update(zip(part, self._raw([rgbs[i] for i in part], eff, min_peak)))
             passes.append(done)
         out = []
-        for i, rgb in enumerate(rgbs):
+        for i in range(len(rgbs)):
             mine = [p[i] for p in passes if i in p]
             boxes = np.concatenate([m[0] for m in mine]) if mine else np.zeros((0, 4))
             raw = np.concatenate([m[1] for m in mine]) if mine else np.zeros(0)
             if len(mine) > 1 and len(raw):
                 keep = nms(boxes, raw, 0.5)
                 boxes, raw = boxes[keep], raw[keep]
-            if pads[i]:
-                boxes = boxes - pads[i]
-            out.append(self._faces(boxes, self.calibrate(raw), originals[i].shape))
+            out.append((boxes - pads[i], raw))
         return out
+
+    def detect_arrays(self, rgbs: Sequence[np.ndarray], sizes: Sequence[int] | None = None) -> list[list[Face]]:
+        """Faces in each ``(H, W, 3)`` uint8 picture, best first; boxes in its pixels, clipped.
+
+        ``sizes``: the longer sides of the detection passes (default :attr:`sizes`). Scores are
+        calibrated probabilities (0..1); every face down to 0.05 is given: threshold them yourself.
+        """
+        return [self._faces(boxes, self.calibrate(raw), rgb.shape)
+                for (boxes, raw), rgb in zip(self.raw_arrays(rgbs, sizes), rgbs)]
 
     @staticmethod
     def _faces(boxes: np.ndarray, probs: np.ndarray, shape: tuple) -> list[Face]:

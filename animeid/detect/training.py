@@ -528,6 +528,7 @@ def fit_calibration(detections: Sequence[tuple[np.ndarray, np.ndarray]], items: 
     """
     from sklearn.linear_model import LogisticRegression
 
+    from .learned import platt
     from .metrics import match, score_detections
 
     zs, ys = [], []
@@ -542,8 +543,7 @@ def fit_calibration(detections: Sequence[tuple[np.ndarray, np.ndarray]], items: 
         return {"calibration": [1.0, 0.0], "threshold": 0.5}
     lr = LogisticRegression(C=100.0).fit(z[:, None], y)
     a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-    cal = [(bx, 1 / (1 + np.exp(-(a * np.log(np.clip(r, 1e-6, 1 - 1e-6) / (1 - np.clip(r, 1e-6, 1 - 1e-6))) + b))))
-           for bx, r in detections]
+    cal = [(bx, platt(r, a, b)) for bx, r in detections]
     s = score_detections(cal, [x.boxes for x in items], [x.ignore for x in items])
     return {"calibration": [a, b], "threshold": round(float(s.best_threshold), 3)}
 
@@ -674,6 +674,12 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
     pbar.update(step) if hasattr(pbar, "update") else None
     state = {"epoch": epoch}
 
+    def checkpoint(at_epoch: int, batch: int, at_step: int) -> None:
+        """Where the training stands (resumed from: epoch, next batch of it, global step), atomically."""
+        save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": at_epoch,
+                                    "batch": batch, "step": at_step, "history": history, "fingerprint": fingerprint,
+                                    "config": asdict(cfg)})
+
     def on_step(s: int, b: int, losses: dict) -> None:
         if hasattr(pbar, "update"):
             pbar.update(1)
@@ -682,26 +688,20 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
             log(f"step {s}/{total}: loss {losses['loss']:.3f} (heat {losses['heat']:.3f}, box {losses['box']:.3f}), "
                 f"{time.time() - t0:.0f} s")
         if s % cfg.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": state["epoch"],
-                                        "batch": b, "step": s, "history": history, "fingerprint": fingerprint,
-                                        "config": asdict(cfg)})
+            checkpoint(state["epoch"], b, s)
 
     while epoch < cfg.epochs and not (cfg.max_steps and step >= cfg.max_steps):
         state["epoch"] = epoch
         step, left = train_epoch(net, opt, aug, epoch, cfg, start_batch, step, total, on_step)
         if left:  # stopped by max_steps inside the epoch: keep its place for the next run
-            save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                        "batch": per_epoch - left, "step": step, "history": history,
-                                        "fingerprint": fingerprint, "config": asdict(cfg)})
+            checkpoint(epoch, per_epoch - left, step)
             break
         start_batch = 0
         epoch += 1
         v = validate(net, parts["val"], cfg.input_size)
         history.append({"epoch": epoch, "step": step, "seconds": round(time.time() - t0, 1), **v})
         log(f"epoch {epoch}/{cfg.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in v.items()))
-        save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                    "batch": 0, "step": step, "history": history, "fingerprint": fingerprint,
-                                    "config": asdict(cfg)})
+        checkpoint(epoch, 0, step)
     if hasattr(pbar, "close"):
         pbar.close()
     atomic_write_json(work / "history.json", history)
@@ -741,18 +741,7 @@ def recalibrate(path: str | os.PathLike, items: Sequence[Annotated], sizes: Sequ
 
     det = LearnedDetector(path)
     sizes = tuple(sizes or det.sizes)
-    raws = []
-    for a in items:
-        rgb = np.asarray(load_image(a.image, "RGB"))
-        passes = [det._raw([rgb], s, 0.01)[0] for s in sizes]
-        boxes = np.concatenate([p[0] for p in passes])
-        raw = np.concatenate([p[1] for p in passes])
-        if len(sizes) > 1 and len(raw):
-            from .learned import nms
-
-            keep = nms(boxes, raw, 0.5)
-            boxes, raw = boxes[keep], raw[keep]
-        raws.append((boxes, raw))
+    raws = [det.raw_arrays([np.asarray(load_image(a.image, "RGB"))], sizes, 0.01)[0] for a in items]
     return set_metadata(path, {**fit_calibration(raws, items), "test_sizes": list(sizes)})
 
 
