@@ -431,15 +431,11 @@ def _batches(n: int, epoch: int, cfg: DetectorTrainConfig) -> list[list[int]]:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """``state`` written atomically (a kill leaves the previous checkpoint whole)."""
-    import torch
+    """``state`` written atomically (a kill leaves the previous checkpoint whole); the same writer as
+    the recognisers' fine-tuning (:func:`animeid.finetune._save_checkpoint`)."""
+    from ..finetune import _save_checkpoint
 
-    from .._util import atomic_write
-
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
+    _save_checkpoint(path, state)
 
 
 def load_checkpoint(path: Path) -> dict | None:
