@@ -412,10 +412,10 @@ class _Decoder:
         self._last_time = t
         return t
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, at: float | None = None) -> None:
         if self.error is None:
             self.error = why
-            self.error_time = self._last_time
+            self.error_time = self._last_time if at is None else at
 
     def frame_duration(self, frame: Any) -> float:
         """How long ``frame`` is shown (s): its own duration, else one nominal frame."""
@@ -454,6 +454,8 @@ class _Decoder:
             bad = 0
             for frame in out:
                 self.decoded += 1
+                if frame.is_corrupt:     # damaged data concealed (e.g. an MKV's lost middle): PyAV raises nothing
+                    self._fail("a frame decodes with errors: damaged data", self.time(frame))
                 yield frame
 
     def _drain(self) -> Iterator[Any]:

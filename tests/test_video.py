@@ -635,6 +635,28 @@ def test_damaged_middle_says_frames_after_the_damage_were_read(tmp_path):
     assert e.value.damaged_at == e.value.time < 15
 
 
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+def test_mkv_with_its_middle_bytes_lost_says_so(tmp_path, codec):
+    """A Matroska file with a stretch of bytes cut out of its middle: the demuxer only *logs* the damage
+    (PyAV raises nothing), skips to the next cluster, and the decoder conceals the loss. The note says
+    frames after the gap were read; the intact file gets none. (With mpeg4 no error is raised at all: only
+    the frames' corrupt flag tells.)"""
+    src = tmp_path / "src.mkv"
+    write_video((counter(i) for i in range(100)), src, fps=5, gop=10, codec=codec)
+    assert [f.time for f in sample_frames(src, 1)] == [float(t) for t in range(20)]    # intact: no note
+    b = src.read_bytes()
+    lost = tmp_path / "lost.mkv"
+    lost.write_bytes(b[:len(b) * 4 // 10] + b[len(b) * 6 // 10:])
+    for seek in (True, False):
+        got: list[Frame] = []
+        with pytest.raises(PartialVideoError) as e:
+            for f in sample_frames(lost, 1, seek=seek):
+                got.append(f)
+        assert len(got) == 20 and got[-1].time == 19.0
+        assert e.value.damaged_at < 9 and e.value.time > 19
+        assert "video is damaged (" in e.value.message and "after the damage" in e.value.message
+
+
 def test_animated_gif_is_sampled_like_a_variable_frame_rate_video(tmp_path):
     # frames of 2 s, 12 s, 1 s, 1 s: the red one is on screen from 2 s to 14 s, so at the samples 5 s and 10 s
     from animeid.video import sample_frames
