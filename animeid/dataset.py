@@ -455,7 +455,9 @@ def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path
         if not p.exists():
             failed.append((str(p), "no such file or folder"))
             continue
-        files = [p] if p.is_file() else walk_files(p)
+        problems: list[tuple[Path, str]] = []
+        files = [p] if p.is_file() else walk_files(p, problems=problems)
+        failed.extend((str(f), why) for f, why in problems)     # broken links, link loops: said, not dropped
         n_before = len(found)
         for f in files:
             ext = f.suffix.lower()
@@ -495,10 +497,6 @@ def _resolve_workers(workers: int | None) -> int:
     return max(1, int(n))
 
 
-#: Frames of an animated picture (GIF, WebP, APNG, ...) that collect and import detect in, evenly spaced.
-ANIMATION_FRAMES = 16
-
-
 def _picture_results(ws: Workspace, runner: _Runner, store: "_Store", summary: CollectSummary,
                      pictures: Sequence[Path], desc: str, disable: bool | None
                      ) -> Iterator[tuple[int, Path, list[tuple[_Job, _Result]]]]:
@@ -508,7 +506,7 @@ def _picture_results(ws: Workspace, runner: _Runner, store: "_Store", summary: C
 
     Pictures done in an earlier run are skipped; unreadable ones are recorded as failed (by name).
     """
-    from .images import frame_count, frame_picks
+    from .images import ANIMATION_FRAMES, frame_count, frame_picks
 
     pending = []
     for path in pictures:

@@ -172,7 +172,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
         for d in sorted(p for p in root.iterdir() if p.is_dir()):
             if d.name.startswith(".") or d.name in _SKIP_DIRS:
                 continue
-            for f in walk_files(d, IMAGE_EXTS):
+            for f in walk_files(d, IMAGE_EXTS, skipped):   # broken links and link loops: skipped, said
                 items.append((f, normalize_name(d.name), None))   # NFD and NFC folders: one character
         source = f"stratified_split(seed={seed})"
 

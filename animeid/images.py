@@ -22,6 +22,7 @@ Which files are pictures is one list, :data:`IMAGE_EXTS`: every ending Pillow op
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -36,6 +37,7 @@ from .errors import InputError
 __all__ = [
     "ImageTyping",
     "IMAGE_EXTS",
+    "ANIMATION_FRAMES",
     "MAX_PIXELS",
     "MAX_PIXELS_ENV",
     "BACKGROUND",
@@ -285,6 +287,11 @@ def frame_count(image: ImageTyping) -> int:
             src.seek(0)
 
 
+#: Frames of an animated picture (GIF, WebP, APNG, ...) searched for faces, evenly spaced (collect,
+#: import, detect, predict).
+ANIMATION_FRAMES = 16
+
+
 def frame_picks(n: int, max_frames: int | None) -> list[int]:
     """Which of ``n`` frames to read when at most ``max_frames`` are wanted: evenly spaced, the first
     and the last included (all of them when ``max_frames`` is None or at least ``n``)."""
@@ -348,12 +355,19 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
 
-def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None) -> list[Path]:
-    """Files below folder ``root``, sorted, hidden files and folders skipped; folders reached through
-    symbolic links are searched too (each real folder once, so a link loop ends). ``exts``: keep only
-    these suffixes (lower case, with the dot)."""
+def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None,
+               problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Files below folder ``root``, sorted, hidden files and folders skipped.
+
+    Symbolic links are followed: a linked file is read where it points, a linked folder is searched
+    (each real folder once). A link to a folder that holds ``root`` itself (a link loop such as
+    ``char/all -> ..``) is not followed: it would pull the folders beside ``root`` in. Such links and
+    broken links (their target is missing) are left out and, when ``problems`` is given, appended to it
+    as ``(path, reason)`` so the caller can say so. ``exts``: keep only these suffixes (lower case, with
+    the dot)."""
     root = Path(root)
     out: list[Path] = []
+    top = os.path.realpath(root)
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -361,26 +375,48 @@ def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None) -> l
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            link = Path(dirpath) / d
+            target = os.path.realpath(link)
+            if link.is_symlink() and (top == target or top.startswith(target.rstrip(os.sep) + os.sep)):
+                if problems is not None:
+                    problems.append((link, f"a link to {target}, a folder that holds {root}: not followed"))
+                continue
+            keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith("."):
                 continue
             f = Path(dirpath) / name
-            if (exts is None or f.suffix.lower() in exts) and f.is_file():
+            if exts is not None and f.suffix.lower() not in exts:
+                continue
+            if f.is_file():
                 out.append(f)
+            elif f.is_symlink() and not f.exists() and problems is not None:
+                problems.append((f, f"a broken link (its target {os.readlink(f)} is missing)"))
     return sorted(out)
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike], exts: frozenset[str] = IMAGE_EXTS) -> Iterator[Path]:
+def iter_image_files(paths: Iterable[str | os.PathLike], exts: frozenset[str] = IMAGE_EXTS,
+                     problems: list[tuple[Path, str]] | None = None) -> Iterator[Path]:
     """Pictures named by ``paths``: files as given, folders searched recursively (sorted).
 
-    A missing path raises :class:`InputError`; hidden files and folders are skipped.
+    A missing path raises :class:`InputError`; hidden files and folders are skipped. Files left out
+    inside folders (broken links, link loops: see :func:`walk_files`) are appended to ``problems``
+    when given, else logged as warnings naming each.
     """
     for raw in paths:
         p = Path(raw)
         if not p.exists():
-            raise InputError("no such file or folder", p)
+            raise InputError("a broken link (its target is missing)" if p.is_symlink() else "no such file or folder", p)
         if p.is_file():
             yield p
             continue
-        yield from walk_files(p, exts)
+        left: list[tuple[Path, str]] = [] if problems is None else problems
+        yield from walk_files(p, exts, left)
+        if problems is None:
+            for f, why in left:
+                logging.getLogger("animeid").warning("%s: skipped, %s", f, why)

@@ -269,6 +269,8 @@ class TrainResult:
     curves_png: Path | None
     confusion_png: Path | None
     info: dict[str, Any]
+    #: ``(path, reason)`` of the dataset's files left out (unreadable pictures, broken links, link loops)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -453,7 +455,8 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     if own_checkpoints:
         _remove_checkpoints(opts["checkpoint_dir"])
     return TrainResult(out, m.name, [str(c) for c in fitted.head.classes_], len(tr_p), len(va_p), len(te_p), seconds,
-                       test_report, curves_png, confusion_png, fitted.info)
+                       test_report, curves_png, confusion_png, fitted.info,
+                       [(str(p), why) for p, why in ds.skipped])
 
 
 # --------------------------------------------------------------------------- compare

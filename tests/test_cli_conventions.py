@@ -71,6 +71,21 @@ def test_quiet_prints_nothing_but_the_result(data, tmp_path, trained):
     assert e.stderr == "" and "top-1" in e.stdout
 
 
+def test_train_names_a_broken_link_it_left_out_and_exits_1_with_the_model_saved(data, tmp_path):
+    import shutil
+
+    ds = tmp_path / "faces"
+    shutil.copytree(data, ds)
+    first = sorted(ds.iterdir())[0]
+    (first / "gone.png").symlink_to(tmp_path / "deleted.png")
+    out = tmp_path / "m.animeid"
+    r = _run("train", str(ds), "--out", str(out), "--method", "logistic", "--quiet")
+    assert r.returncode == 1, r.stderr
+    assert f"{first / 'gone.png'}: skipped, a broken link" in r.stderr
+    assert "1 file of the dataset left out (named above): the model was trained without them" in r.stderr
+    assert out.is_file() and r.stdout.startswith("trained logistic on ")
+
+
 def test_evaluate_to_a_pipe_says_how_many_faces_it_evaluated(trained, data, tmp_path):
     model, _ = trained
     r = _run("evaluate", str(model), str(data), "--split", "test", "--confusion", str(tmp_path / "c.png"))

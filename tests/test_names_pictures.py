@@ -133,6 +133,34 @@ def test_training_reads_nfd_and_nfc_folders_as_one_character_and_follows_links(t
         read_folder_dataset(linked)
 
 
+def test_broken_links_and_link_loops_in_a_character_folder_are_named_and_left_out(tmp_path, caplog):
+    """A broken link is not skipped silently, and a link back up the tree (``a/all -> ..``) does not pull
+    the other characters' pictures into ``a``."""
+    from animeid.evaluate import read_folder_dataset
+    from animeid.images import iter_image_files
+
+    ds = tmp_path / "ds"
+    for k, lab in enumerate(["a", "b"]):
+        (ds / lab).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (k * 80, i * 60, 0)).save(ds / lab / f"{i}.png")
+    (ds / "a" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (ds / "a" / "all").symlink_to(ds, target_is_directory=True)
+    (ds / "a" / "self").symlink_to(ds / "a", target_is_directory=True)
+    got = read_folder_dataset(ds)
+    assert sorted((p.parent.name, p.name) for p in got.paths) == [
+        ("a", "0.png"), ("a", "1.png"), ("a", "2.png"), ("b", "0.png"), ("b", "1.png"), ("b", "2.png")]
+    assert got.labels.count("a") == 3
+    why = {p.name: r for p, r in got.skipped}
+    assert set(why) == {"gone.png", "all", "self"}
+    assert "broken link" in why["gone.png"] and "deleted.png" in why["gone.png"]
+    assert "not followed" in why["all"] and "not followed" in why["self"]
+    with caplog.at_level("WARNING", logger="animeid"):
+        files = list(iter_image_files([ds / "a"]))
+    assert [f.name for f in files] == ["0.png", "1.png", "2.png"]
+    assert "gone.png: skipped, a broken link" in caplog.text
+
+
 # ----------------------------------------------------------------------------- pictures: modes
 
 def _png16_rgb(arr: np.ndarray) -> bytes:
