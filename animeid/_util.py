@@ -159,6 +159,12 @@ def stage(text: str, progress: bool | None, *, on_terminal: bool = True) -> None
         print(text, file=sys.stderr, flush=True)
 
 
+def frame_note(result: dict) -> str:
+    """`` (frame 3 of 12)`` for a detect/predict result read from a frame of an animated picture
+    (``"frame"``: 0-based index, ``"frames"``: count), else ``""``."""
+    return f" (frame {result['frame'] + 1} of {result['frames']})" if result.get("frames", 1) > 1 else ""
+
+
 def plural(n: int, word: str, words: str | None = None) -> str:
     """``1 face``, ``2 faces`` (``words``: an irregular plural)."""
     return f"{n} {word if n == 1 else (words or _plural_of(word))}"

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from ._util import plural
+from ._util import frame_note, plural
 from .errors import AnimeidError, ConfigError
 
 __all__ = ["main", "build_parser"]
@@ -91,9 +91,9 @@ def _detect(a) -> int:
         n_pics += 1
         n_faces += len(rec["faces"])
         if a.json:
-            _print_json({k: rec[k] for k in ("path", "width", "height", "faces")})
+            _print_json({k: rec[k] for k in ("path", "width", "height", "faces", "frame", "frames") if k in rec})
         else:
-            print(f"{rec['path']}: {plural(len(rec['faces']), 'face')}")
+            print(f"{rec['path']}: {plural(len(rec['faces']), 'face')}" + frame_note(rec))
     if not a.json:
         print(f"{plural(n_faces, 'face')} in {plural(n_pics, 'picture')}" + (f"; crops in {a.out}" if a.out else "")
               + (f"; previews in {a.preview}" if a.preview else ""))
@@ -435,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="animeid: %(message)s", stream=sys.stderr)
     try:
+        from .images import max_pixels
+
+        max_pixels()                  # a bad $ANIMEID_MAX_PIXELS is said once, before any work
         return int(a.func(a) or 0)
     except ConfigError as e:         # an option's value: a usage error, said with the flag's name
         where = f"{_flag(e.option)}: " if e.option else ""

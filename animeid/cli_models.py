@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._util import plural
+from ._util import frame_note, plural
 
 __all__ = ["add_commands"]
 
@@ -46,9 +46,12 @@ def cmd_train(a) -> int:
     for p in (r.curves_png, r.confusion_png):
         if p:
             print(f"plot: {p}")
+    if r.skipped:    # each was named above as it was found; the status says the model lacks them
+        print(f"animeid: warning: {plural(len(r.skipped), 'file')} of the dataset left out (named above): "
+              "the model was trained without them", file=sys.stderr)
     if a.json:
         _print_json(r.to_dict())
-    return 0
+    return 1 if r.skipped else 0
 
 
 def _overlap_warning(seen: dict | None, dataset: str) -> str | None:
@@ -209,13 +212,13 @@ def _predict(a) -> int:
             print(f"animeid: {res}", file=sys.stderr)
             continue
         if a.json:
-            _print_json({k: res[k] for k in ("path", "faces", "whole_picture") if k in res})
+            _print_json({k: res[k] for k in ("path", "faces", "whole_picture", "frame", "frames") if k in res})
         elif not res["faces"]:
             whole = res.get("whole_picture")
-            print(f"{res['path']}: no face found" + ("; read whole as a face crop: " + verdict_text(whole)
-                                                     if whole else ""))
+            print(f"{res['path']}: no face found" + frame_note(res) + ("; read whole as a face crop: "
+                                                                         + verdict_text(whole) if whole else ""))
         else:
-            print(f"{res['path']}: {plural(len(res['faces']), 'face')}")
+            print(f"{res['path']}: {plural(len(res['faces']), 'face')}" + frame_note(res))
             for face in res["faces"]:
                 print(f"  {face['box']}: {verdict_text(face)}")
         if a.preview:
@@ -223,7 +226,7 @@ def _predict(a) -> int:
             from ._util import save_image_atomic
             from .names import safe_filename
 
-            img = load_image(f)
+            img = load_image(f, frame=res.get("frame", 0))      # the frame the faces were found in
             faces = [Face(tuple(x["box"]), x["candidates"][0]["p"]) for x in res["faces"]]
             names = ["unknown" if x.get("unknown") else f"{x['candidates'][0]['name']} {x['candidates'][0]['p']:.0%}"
                      for x in res["faces"]]

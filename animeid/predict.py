@@ -283,7 +283,9 @@ class Recognizer:
 
     def predict_batch(self, images: Sequence[ImageTyping], cfg: PredictConfig | None = None) -> list[dict[str, Any]]:
         """One result per picture: ``{"path", "width", "height", "faces": [{"box", "name", "unknown",
-        "candidates", "open_set"}]}`` (the verdict: see the module's notes).
+        "candidates", "open_set"}]}`` (the verdict: see the module's notes). An animated picture also
+        gets ``"frame"`` (0-based) and ``"frames"``: the frame with the most faces of up to
+        :data:`animeid.images.ANIMATION_FRAMES` searched (:func:`animeid.detect.detect_in_animation`).
 
         With ``detect="auto"``, a picture in which no face is found gets ``"faces": []`` and
         ``"whole_picture"`` (the same fields): the guess made by reading the whole picture as a
@@ -299,8 +301,10 @@ class Recognizer:
         imgs = [load_image(image, "RGB") for image in images]
         found = (detect_faces_batch(imgs, threshold=cfg.threshold, detector=cfg.detector)  # one batched pass
                  if cfg.detect != "never" else [None] * len(imgs))
+        frames = self._animated(images, imgs, found, cfg)
         for i, (image, img) in enumerate(zip(images, imgs)):
-            results.append({"path": describe(image), "width": img.size[0], "height": img.size[1], "faces": []})
+            results.append({"path": describe(image), "width": img.size[0], "height": img.size[1], "faces": [],
+                            **frames.get(i, {})})
             pairs, no_face = self._locate(img, cfg, found[i])
             for box, crop in pairs:
                 located.append((i, box, no_face))
@@ -314,6 +318,26 @@ class Recognizer:
             else:
                 results[i]["faces"].append(entry)
         return results
+
+    @staticmethod
+    def _animated(images: Sequence[ImageTyping], imgs: list[Any], found: list[Any], cfg: PredictConfig
+                  ) -> dict[int, dict[str, int]]:
+        """Animated pictures (GIF, WebP, APNG) given by path or bytes: the frame in which faces are
+        found (:func:`animeid.detect.detect_in_animation`) replaces the first one in ``imgs``/``found``.
+        Returns ``{index: {"frame", "frames"}}`` for each."""
+        from .detect import detect_in_animation
+        from .images import frame_count
+
+        out: dict[int, dict[str, int]] = {}
+        for i, image in enumerate(images):
+            if not isinstance(image, (str, os.PathLike, bytes, bytearray)) or cfg.detect == "never":
+                continue
+            n = frame_count(image)
+            if n <= 1:
+                continue
+            imgs[i], found[i], k, _ = detect_in_animation(image, threshold=cfg.threshold, detector=cfg.detector)
+            out[i] = {"frame": k, "frames": n}
+        return out
 
     def predict(self, image: ImageTyping, cfg: PredictConfig | None = None, **kw: Any) -> dict[str, Any]:
         """:meth:`predict_batch` for one picture; keyword arguments build a :class:`PredictConfig`."""
@@ -364,7 +388,17 @@ class Recognizer:
             raise CannotEnrollError("this model has no open-set layer (made by an older animeid, or its calibration "
                                     "failed), so it cannot enrol characters: retrain it with `animeid train`", self.path)
         cfg = cfg or PredictConfig()
-        crops = [self._enrol_crop(im, cfg, face_crops) for im in images]       # raises before any change
+        crops, refused = [], []
+        for im in images:                                           # every picture is judged before any change
+            try:
+                crops.append(self._enrol_crop(im, cfg, face_crops))
+            except InputError as e:
+                refused.append(e)
+        if len(refused) == 1:
+            raise refused[0]
+        if refused:
+            raise InputError(f"{len(refused)} of the {len(images)} pictures cannot be enrolled: "
+                             + "; ".join(str(e) for e in refused))
         _, F = self._features(crops, cfg.batch_size, True)
         with self._lock:
             os_ = self.openset

@@ -44,6 +44,11 @@ def test_enroll_refuses_a_picture_without_a_face_unless_told_it_is_a_crop(model,
     with pytest.raises(InputError, match=r"title-card.png: no face found.*face-crops"):
         rec.enroll("sky", [blank], PredictConfig(detector="animeface"))
     assert rec.labels == before                       # nothing enrolled
+    other = blank.with_name("black-frame.png")
+    Image.new("RGB", (200, 200), (0, 0, 0)).save(other)
+    with pytest.raises(InputError, match=r"2 of the 2 pictures.*title-card.png: no face found.*black-frame.png: no face"):
+        rec.enroll("sky", [blank, other], PredictConfig(detector="animeface"))   # every refused picture is named
+    assert rec.labels == before
     r = rec.enroll("sky", [blank], PredictConfig(detector="animeface"), face_crops=True)
     assert r == {"name": "sky", "added": 1, "faces": 1, "new": True}
 
@@ -57,3 +62,33 @@ def test_cli_predict_says_no_face_found(model, blank):
     assert r.returncode == 0, r.stderr
     assert f"{blank}: no face found; read whole as a face crop: " in r.stdout
     assert "1 face(s)" not in r.stdout
+
+
+def test_detect_and_predict_read_the_frame_of_an_animated_gif_that_shows_faces(model, tmp_path):
+    """A black title frame first, faces in the second: detect and predict say which frame they read."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from animeid.detect import detect_files
+    from animeid.predict import PredictConfig, Recognizer
+    from animeid.sample import make_characters, render_scene
+
+    scene, truth = render_scene(make_characters(3, seed=1), np.random.default_rng(11), n_faces=2)
+    gif = tmp_path / "clip.gif"
+    title = Image.new("RGB", scene.size, (0, 0, 0))
+    title.save(gif, save_all=True, append_images=[scene, title], duration=400)
+    [rec] = list(detect_files([gif]))
+    assert rec["frame"] == 1 and rec["frames"] == 3 and len(rec["faces"]) == 2
+    res = Recognizer.load(model).predict(gif, PredictConfig())
+    assert res["frame"] == 1 and res["frames"] == 3 and len(res["faces"]) == 2
+    r = subprocess.run([sys.executable, "-m", "animeid", "detect", str(gif)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{gif}: 2 faces (frame 2 of 3)" in r.stdout
+    still = tmp_path / "still.png"
+    scene.save(still)
+    [rec] = list(detect_files([still]))
+    assert "frame" not in rec and len(rec["faces"]) == 2

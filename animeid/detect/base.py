@@ -71,6 +71,7 @@ __all__ = [
     "PAD_FRACTION",
     "MAX_UPSCALE",
     "MAX_DETECT_PIXELS",
+    "detect_in_animation",
     "get_detector",
     "detect_faces_batch",
     "detect_faces",
@@ -565,12 +566,43 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
     return img
 
 
+def detect_in_animation(image: ImageTyping, *, threshold: float | None = None,
+                        detector: str | os.PathLike | None = None, max_frames: int | None = None
+                        ) -> tuple[Image.Image, list[Face], int, int]:
+    """The frame of an animated picture (GIF, WebP, APNG, ...) in which faces are found.
+
+    Up to ``max_frames`` frames (default :data:`animeid.images.ANIMATION_FRAMES`), evenly spaced,
+    the first and last included, are searched in one batch; the frame with the most faces (then the
+    largest face; the first such frame on a tie) wins, so a title frame without a face does not hide
+    the rest. A still picture is searched as it is.
+
+    Returns ``(frame as an RGB picture, its faces, its index, the picture's frame count)``.
+    Raises :class:`InputError` for an unreadable picture or animation.
+    """
+    from ..images import ANIMATION_FRAMES, frame_count, iter_frames
+
+    n = frame_count(image)
+    if n <= 1:
+        img = load_image(image, "RGB")
+        return img, detect_faces(img, threshold=threshold, detector=detector), 0, max(n, 1)
+    frames = [(k, im.copy()) for k, _, im in iter_frames(image, max_frames=max_frames or ANIMATION_FRAMES)]
+    found = detect_faces_batch([im for _, im in frames], threshold=threshold, detector=detector)
+
+    def rank(i: int) -> tuple[int, float]:
+        area = max(((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in found[i]), default=0)
+        return len(found[i]), area
+
+    best = max(range(len(frames)), key=lambda i: (rank(i), -i))
+    return frames[best][1], found[best], frames[best][0], n
+
+
 def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike | None = None,
                  preview: str | os.PathLike | None = None, threshold: float | None = None, margin: float = 0.2,
                  size: int = 96, detector: str | os.PathLike | None = None) -> Iterator[dict]:
     """``animeid detect``: every picture named (folders searched) -> one record each.
 
-    Records: ``{"path", "width", "height", "faces": [{"box", "score"}], "crops": [...]}``, or
+    Records: ``{"path", "width", "height", "faces": [{"box", "score"}], "crops": [...]}`` (plus
+    ``"frame"`` and ``"frames"`` for an animated picture: see :func:`detect_in_animation`), or
     ``{"path", "error"}`` for a missing path, an empty folder, or a picture that cannot be read;
     the other pictures go on. Crops (``out/<stem>_<k>.png``) and previews (``preview/<stem>.png``,
     boxes and scores drawn) are written atomically.
@@ -595,19 +627,21 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
             yield {"path": str(p), "error": "no such file or folder"}
             continue
         if p.is_dir():
-            files = walk_files(p, IMAGE_EXTS)
+            problems: list = []
+            files = walk_files(p, IMAGE_EXTS, problems)
+            for f, why in problems:                     # broken links, link loops: said, not dropped
+                yield {"path": str(f), "error": why}
             if not files:
                 yield {"path": str(p), "error": "folder holds no pictures"}
                 continue
         else:
             files = [p]
         for f in files:
-            try:
-                img = load_image(f, "RGB")
+            try:               # an animated picture: the frame in which faces are found
+                img, faces, frame, n_frames = detect_in_animation(f, threshold=threshold, detector=detector)
             except InputError as e:
                 yield {"path": str(f), "error": e.message}
                 continue
-            faces = detect_faces(img, threshold=threshold, detector=detector)
             stem = unique(f.stem)
             crops = []
             if out is not None:
@@ -618,4 +652,5 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
             if preview is not None:
                 save_image_atomic(draw_faces(img, faces), Path(preview) / safe_filename(stem, ".png"))
             yield {"path": str(f), "width": img.size[0], "height": img.size[1],
-                   "faces": [x.to_dict() for x in faces], "crops": crops}
+                   "faces": [x.to_dict() for x in faces], "crops": crops,
+                   **({"frame": frame, "frames": n_frames} if n_frames > 1 else {})}
