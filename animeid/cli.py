@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from ._util import frame_note, plural
+from ._util import frame_note, missing_extra_hint, plural, require_extras
 from .errors import AnimeidError, ConfigError
 
 __all__ = ["main", "build_parser"]
@@ -425,6 +425,15 @@ def _pixels(text: str) -> int:
     return n
 
 
+#: The extras (pyproject.toml) each command needs beyond the prediction-only install; a command that
+#: needs one only for some options (a plot, --scheduler) says so when it gets there (missing_extra_hint).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "demo": ("train", "video"), "frames": ("video",), "collect": ("video", "dataset"), "import": ("dataset",),
+    "train": ("train",), "compare": ("train",), "evaluate": ("plot",), "cluster": ("dataset",),
+    "timeline": ("video", "plot"), "serve": ("serve",), "detector train": ("train",),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -438,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         from .images import max_pixels
 
         max_pixels()                  # a bad $ANIMEID_MAX_PIXELS is said once, before any work
+        command = " ".join(filter(None, [a.command, getattr(a, "detector_command", None)]))
+        require_extras(f"animeid {command}", *NEEDS.get(command, ()))   # a light install: which extra, up front
         return int(a.func(a) or 0)
     except ConfigError as e:         # an option's value: a usage error, said with the flag's name
         where = f"{_flag(e.option)}: " if e.option else ""
@@ -445,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except AnimeidError as e:
         print(f"animeid: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        hint = missing_extra_hint(e)
+        if hint is None:
+            raise
+        print(f"animeid: error: {hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("animeid: interrupted", file=sys.stderr)

@@ -445,7 +445,7 @@ class _Store:
 def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
     """Sorted (path, kind) for every video and picture named, folders searched; missing paths as
     failures; and the number of files in the folders that are neither (by ending: IMAGE_EXTS, VIDEO_EXTS)."""
-    from .video import VIDEO_EXTS
+    from .images import VIDEO_EXTS
 
     found: list[tuple[Path, str]] = []
     failed: list[tuple[str, str]] = []

@@ -38,6 +38,7 @@ __all__ = [
     "ImageTyping",
     "IMAGE_EXTS",
     "ANIMATION_FRAMES",
+    "VIDEO_EXTS",
     "MAX_PIXELS",
     "MAX_PIXELS_ENV",
     "BACKGROUND",
@@ -286,6 +287,12 @@ def frame_count(image: ImageTyping) -> int:
         if hasattr(src, "seek"):
             src.seek(0)
 
+
+#: File name endings treated as videos when a folder is scanned (:mod:`animeid.video` reads them).
+VIDEO_EXTS = frozenset({
+    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".f4v", ".wmv", ".asf", ".ts",
+    ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".ogv", ".3gp", ".3g2", ".rm", ".rmvb", ".divx",
+})
 
 #: Frames of an animated picture (GIF, WebP, APNG, ...) searched for faces, evenly spaced (collect,
 #: import, detect, predict).

@@ -38,9 +38,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from ._sklearn import (BaseEstimator, ClassifierMixin, TransformerMixin, check_classification_targets,
+                       check_is_fitted, validate_data)
 
 from .images import ImageTyping, load_image
 

@@ -746,8 +746,14 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                           "`result`) or `failed`.")
     def timeline(video: UploadFile = File(..., description="the video"),
                  every: float = Form(2.0, gt=0.0, le=600.0, description="seconds between sampled frames")):
-        from .video import VIDEO_EXTS, probe
+        from .images import VIDEO_EXTS
 
+        try:
+            from .video import probe
+        except ModuleNotFoundError as e:        # a prediction-only install: no PyAV
+            from ._util import missing_extra_hint
+
+            raise HTTPException(501, missing_extra_hint(e) or str(e)) from None
         name = _display(video.filename, "video")
         ext = Path(video.filename or "").suffix.lower()
         job_id = secrets.token_hex(8)

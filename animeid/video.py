@@ -117,7 +117,7 @@ from PIL import Image
 from ._util import check_file, progress, save_image_atomic
 from .names import fit_bytes, safe_stem
 from .errors import InputError
-from .images import frame_count, iter_frames, to_array
+from .images import VIDEO_EXTS, frame_count, iter_frames, to_array
 
 __all__ = [
     "VIDEO_EXTS",
@@ -137,12 +137,6 @@ __all__ = [
     "write_frames",
     "write_video",
 ]
-
-#: File name endings treated as videos when a folder is scanned.
-VIDEO_EXTS = frozenset({
-    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".f4v", ".wmv", ".asf", ".ts",
-    ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".ogv", ".3gp", ".3g2", ".rm", ".rmvb", ".divx",
-})
 
 #: Consider seeking only when the next target is more than this many seconds after the last
 #: decoded frame.
