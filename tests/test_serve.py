@@ -154,6 +154,8 @@ def test_recognize_a_face_equals_the_library(model, rec, faces):
             assert body["faces"][0]["candidates"][0]["name"] == ch
             assert len(body["faces"][0]["candidates"]) == 3
             assert (body["filename"], body["width"], body["height"]) == (f.name, 96, 96)
+            # one shape for one picture or several: `results` always (the top-level fields stay for old clients)
+            assert body["results"] == [{k: v for k, v in body.items() if k != "results"}]
         # options: top, detect
         f = faces[CHARS[0]]
         r = c.post("/api/v1/recognize?top=5&detect=never", files={"image": (f.name, f.read_bytes(), "image/jpeg")})
@@ -248,6 +250,13 @@ def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
         assert by["newcomer"] == {"name": "newcomer", "trained": False, "trained_faces": None, "enrolled_pictures": 2}
         assert by[CHARS[1]]["trained"] and by[CHARS[1]]["enrolled_pictures"] == 1
         assert CHARS[2] not in by and chars["forgotten"] == [CHARS[2]]
+        # forget takes JSON too (as the label route does); a missing name is a 422 naming the field
+        r = c.post("/api/v1/forget", json={"name": "newcomer"})
+        assert r.status_code == 200 and "newcomer" not in r.json()["characters"]
+        r = c.post("/api/v1/forget", json={})
+        assert r.status_code == 422 and "'name'" in r.json()["detail"]
+        assert c.post("/api/v1/forget", content=b"{nope", headers={"Content-Type": "application/json"}
+                      ).status_code == 422
         # the page's error messages come from here: readable, naming the problem
         r = c.post("/api/v1/enroll", data={"name": "unknown"}, files=crop)
         assert r.status_code == 400 and "reserved" in r.json()["detail"]
@@ -465,6 +474,17 @@ def test_wrong_routes_methods_and_ids(server):
     assert status == 404 and "no job" in body["detail"]
     assert _request(url + "/api/v1/jobs/..%2F..%2Fetc%2Fpasswd")[0] == 404
     assert _request(url + "/api/v1/nothing")[0] == 404
+    # a browser asking for a page that does not exist gets a page; API clients keep getting JSON
+    req = urllib.request.Request(url + "/no-such-page", headers={"Accept": "text/html,application/xhtml+xml"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    page = e.value.read().decode()
+    assert e.value.code == 404 and e.value.headers["content-type"].startswith("text/html")
+    assert "<h1>Not found</h1>" in page and "/no-such-page" in page and 'href="/"' in page
+    api = urllib.request.Request(url + "/api/v1/nothing", headers={"Accept": "text/html"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(api, timeout=30)
+    assert e.value.code == 404 and json.loads(e.value.read())["detail"] == "Not Found"
     status, body = _request(url + "/api/v1/workspace")
     assert status == 404 and "--workspace" in body["detail"]
     for path in ("/static/../serve.py", "/static/..%2Fserve.py", "/static/%2e%2e/serve.py", "/static/serve.py",
@@ -554,6 +574,13 @@ def test_label_flow_updates_the_manifest(model, workspace):
             assert rows[i]["file"].startswith(g["suggestion"]["name"] + "/")
             assert (workspace / rows[i]["file"]).is_file()
 
+        # the same as form fields (as /api/v1/forget takes them): ids comma-separated, then repeated
+        other = [f["id"] for g2 in groups["groups"] if g2 is not g for f in g2["faces"]][:2]
+        r = c.post("/api/v1/workspace/label", data={"ids": ",".join(map(str, other)), "name": "formname"})
+        assert r.status_code == 200 and r.json()["labelled"] == len(other) and r.json()["name"] == "formname"
+        r = c.post("/api/v1/workspace/label", data={"ids": [str(i) for i in other]})      # no name: un-label
+        assert r.status_code == 200 and r.json()["name"] is None and r.json()["unlabeled"] == n - len(ids)
+        assert c.post("/api/v1/workspace/label", data={"name": "x"}).status_code == 422
         # a single face, a Unicode name; then back to unlabeled
         rest = [i for i in rows if rows[i]["label"] is None]
         r = c.post("/api/v1/workspace/label", json={"ids": rest[:1], "name": "涼風 青葉"})

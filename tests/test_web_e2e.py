@@ -313,3 +313,28 @@ def test_characters_page_enrols_and_forgets_a_character(model, generated_model, 
         assert pg.locator("#char-table tbody th").all_text_contents() == before
         assert name not in Recognizer.load(mf).labels
     _no_console_errors(problems, allowed=("400",))      # the refused enrolment is logged by the browser
+
+
+@pytest.mark.parametrize("path", ["/", "/characters", "/label", "/docs", "/no-such-page"])
+def test_every_page_fits_a_phone_screen(url, browser_context, path):
+    """At 390x844 (a phone) no page is wider than the screen, the header's links and the model name
+    stay inside the dark bar, and the label page shows no pager when there is one page."""
+    pg = browser_context.new_page()
+    try:
+        pg.set_viewport_size({"width": 390, "height": 844})
+        pg.goto(url + path)
+        pg.wait_for_load_state("networkidle")
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        bar = pg.locator("header.bar").bounding_box()
+        for sel in ("header.bar nav a", "header.bar .model"):
+            for box in [pg.locator(sel).nth(i).bounding_box() for i in range(pg.locator(sel).count())]:
+                if box and box["width"]:                  # hidden ones have no box
+                    assert box["x"] >= 0 and box["x"] + box["width"] <= 390 + 0.5
+                    assert bar["y"] <= box["y"] and box["y"] + box["height"] <= bar["y"] + bar["height"] + 0.5
+        if path == "/label":
+            assert pg.locator("#pager").is_hidden()
+        if path == "/no-such-page":
+            assert pg.locator("h1").inner_text() == "Not found"
+        _shot(pg, f"phone{path.replace('/', '_') or '_index'}.png")
+    finally:
+        pg.close()

@@ -73,6 +73,7 @@ async function applyName(card) {
     }
     loadInfo().catch(() => {});
   } catch (e) {
+    document.getElementById("pager").hidden = true;
     setStatus(e.message, "error");
   }
 }
@@ -126,6 +127,7 @@ async function loadPage() {
     document.getElementById("page-info").textContent = pages ? `page ${page + 1} of ${pages}` : "";
     document.getElementById("prev").disabled = page <= 0;
     document.getElementById("next").disabled = page + 1 >= pages;
+    document.getElementById("pager").hidden = pages <= 1;    // one page (or none): nothing to turn
     for (const g of data.groups) if (g.suggestion) addNames([g.suggestion.name]);
     setStatus(data.unlabeled ? `${data.unlabeled} unlabeled faces (grouped by ${data.grouping}).`
                              : "Every face of the workspace has a name.", "ok");
@@ -140,7 +142,10 @@ function setup() {
   document.getElementById("prev").addEventListener("click", () => { if (page > 0) { page--; loadPage(); } });
   document.getElementById("next").addEventListener("click", () => { if (page + 1 < pages) { page++; loadPage(); } });
   api("/api/v1/characters").then((c) => addNames(c.characters)).catch(() => {});
-  loadInfo().then(loadPage).catch((e) => setStatus(e.message, "error"));
+  loadInfo().then(loadPage).catch((e) => {
+    document.getElementById("pager").hidden = true;        // no workspace: no pages
+    setStatus(e.message, "error");
+  });
 }
 
 setup();
