@@ -137,6 +137,14 @@ class Recognizer:
         #: the open-set layer (unknown answers, enrolled characters), None for models without one
         self.openset = OpenSet.from_bundle(bundle)
         self.labels: list[str] = list(self.openset.labels if self.openset is not None else bundle.labels)
+        from .thumbnails import from_arrays
+
+        self._thumbs: dict[str, np.ndarray] = from_arrays(bundle.extra_arrays or {})
+
+    def thumbnail(self, name: str) -> np.ndarray | None:
+        """A ``(64, 64, 3)`` uint8 face of character ``name`` (a typical training face, or the first
+        enrolled one); None when the model has none for it (models made before thumbnails)."""
+        return self._thumbs.get(name) if name in self.labels else None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recognizer":
@@ -406,6 +414,10 @@ class Recognizer:
             new = name not in os_.labels
             self.openset = os_.enrolled(name, E)
             self.labels = list(self.openset.labels)
+            if name not in self._thumbs:
+                from .thumbnails import thumbnail
+
+                self._thumbs = {**self._thumbs, name: thumbnail(crops[0])}
         n = int(sum(1 for lab in self.openset.gallery_labels if lab == name))
         return {"name": name, "added": len(crops), "faces": n, "new": new}
 
@@ -443,7 +455,10 @@ class Recognizer:
         with self._lock:
             os_ = self.openset
         thresholds = {k: v for k, v in (b.thresholds or {}).items() if k not in THRESHOLD_KEYS}
-        extra = {k: v for k, v in (b.extra_arrays or {}).items() if not k.startswith("openset.")}
+        from .thumbnails import to_arrays as thumb_arrays
+
+        extra = {k: v for k, v in (b.extra_arrays or {}).items() if not k.startswith(("openset.", "thumbs."))}
+        extra.update(thumb_arrays(self._thumbs))
         if os_ is not None:
             th, arr = os_.to_model_parts()
             thresholds.update(th)

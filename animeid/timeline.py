@@ -46,6 +46,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from .errors import InputError
 
 __all__ = ["UNKNOWN", "build_timeline", "merge_sightings", "face_identity", "plot_timeline", "format_time",
@@ -112,9 +114,12 @@ def _range(points: list[tuple[float, float]]) -> dict[str, Any]:
 
 def build_timeline(model: Any, video: str | os.PathLike, *, every: float = 2.0, cfg: Any = None,
                    gap: float | None = None, batch_frames: int = 8, max_frames: int | None = None,
-                   progress: ProgressCallback | None = None) -> dict[str, Any]:
+                   progress: ProgressCallback | None = None, thumbnails: bool = True) -> dict[str, Any]:
     """The timeline of ``video`` (see the module docstring) with ``model`` (a model file, or a
     :class:`~animeid.predict.Recognizer` or any object with its ``predict_batch``).
+
+    ``thumbnails``: add ``"thumbnails"``, ``{name: "data:image/jpeg;base64,..."}``: each named
+    character's face (64x64) from the frame where it was named with the highest probability.
 
     ``cfg``: a :class:`~animeid.predict.PredictConfig` (default: ``detect="always"``, top 3).
     ``batch_frames`` frames are named per :meth:`~animeid.predict.Recognizer.predict_batch` call.
@@ -137,6 +142,7 @@ def build_timeline(model: Any, video: str | os.PathLike, *, every: float = 2.0, 
                               "truncated": False}
     frames: list[dict[str, Any]] = result["frames"]
     batch: list[Any] = []
+    best: dict[str, tuple[float, Any]] = {}     # name -> (p, face crop): the clearest sighting of each
 
     def flush() -> None:
         if not batch:
@@ -147,6 +153,9 @@ def build_timeline(model: Any, video: str | os.PathLike, *, every: float = 2.0, 
             for face in res["faces"]:
                 name, p = face_identity(face)
                 faces.append({"box": face["box"], "name": name, "p": round(p, 4)})
+                if thumbnails and name != UNKNOWN and p > best.get(name, (-1.0, None))[0]:
+                    x0, y0, x1, y1 = face["box"]
+                    best[name] = (p, np.asarray(fr.image)[y0:y1, x0:x1].copy())
             frames.append({"time": round(fr.time, 3), "faces": faces})
         batch.clear()
         if progress is not None:
@@ -176,6 +185,10 @@ def build_timeline(model: Any, video: str | os.PathLike, *, every: float = 2.0, 
     if result["duration"] is None and frames:
         result["duration"] = frames[-1]["time"]
     result["characters"] = merge_sightings(frames, every, gap)
+    if thumbnails:
+        from .thumbnails import data_url
+
+        result["thumbnails"] = {name: data_url(crop) for name, (_, crop) in best.items() if crop.size}
     return result
 
 
@@ -226,11 +239,35 @@ def plot_timeline(timeline: Mapping[str, Any], path: str | os.PathLike, *, title
         ax.set_xticks(ticks, labels=[format_time(t) for t in ticks])
         ax.set_xlabel(f"time (a frame every {every:g} s; {len(frames)} frames)")
         ax.grid(axis="x", alpha=0.3)
+        _thumbs_on_rows(ax, names, timeline.get("thumbnails") or {})
         if not names:
             ax.text(0.5, 0.5, "no character seen", transform=ax.transAxes, ha="center", va="center", color="0.4")
         ax.set_title(title or Path(str(timeline.get("video", "video"))).name
                      + (" (partly read)" if timeline.get("partial") else ""))
         return save_png(fig, path)
+
+
+def _thumbs_on_rows(ax: Any, names: Sequence[str], thumbs: Mapping[str, str]) -> None:
+    """Each row's face (a ``data:`` URL of :func:`build_timeline`) just left of its name."""
+    import base64
+    import io
+
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+    from PIL import Image
+
+    for row, name in enumerate(names):
+        url = thumbs.get(name, "")
+        if not url.startswith("data:image/") or "," not in url:
+            continue
+        try:
+            img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+        except (OSError, ValueError):
+            continue
+        ax.add_artist(AnnotationBbox(OffsetImage(img, zoom=0.42), (0, row), xycoords=("axes fraction", "data"),
+                                     xybox=(-0.012, row), boxcoords=("axes fraction", "data"), box_alignment=(1, 0.5),
+                                     frameon=False, annotation_clip=False))
+    if thumbs:
+        ax.tick_params(axis="y", pad=34)          # room for the faces between the names and the bars
 
 
 def _nice_ticks(end: float, n: int = 10) -> list[float]:

@@ -448,6 +448,9 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
 
     t_os = time.perf_counter()
     os_thresholds, os_arrays = calibrate_for_training(fitted, tr_x, tr_y, va_x, va_y)
+    from .thumbnails import to_arrays as thumb_arrays, typical_faces
+
+    os_arrays = {**os_arrays, **thumb_arrays(typical_faces(tr_x, tr_y))}   # a face per character, for pages
     stage(f"open-set calibration: {time.perf_counter() - t_os:.0f} s", show)
     save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
                features={**spec.to_dict(), "crop_margin": 0.2}, training=training, thresholds=os_thresholds,

@@ -175,6 +175,15 @@ def test_build_timeline_ranges_batches_progress_and_unknown(tmp_path):
     assert [c[0] for c in calls] == sorted(c[0] for c in calls)
     assert not tl["partial"] and not tl["truncated"] and tl["error"] is None
     json.dumps(tl)                                                    # plain JSON
+    # a face per named character (never for unknown), cut from a frame where it was named
+    assert list(tl["thumbnails"]) == ["red"] and tl["thumbnails"]["red"].startswith("data:image/jpeg;base64,")
+    import base64
+    import io
+
+    face = Image.open(io.BytesIO(base64.b64decode(tl["thumbnails"]["red"].split(",", 1)[1])))
+    r, g, b = np.asarray(face.convert("RGB"), dtype=float).reshape(-1, 3).mean(0)
+    assert face.size == (64, 64) and r > 180 and g < 80 and b < 80
+    assert "thumbnails" not in build_timeline(rec, video, every=1, thumbnails=False)
 
 
 def test_build_timeline_max_frames_and_progress_can_stop_it(tmp_path):
@@ -280,6 +289,20 @@ def test_plot_timeline_draws_one_row_per_character(tmp_path):
     assert img.size[0] > 600 and img.size[1] > 120
     empty = plot_timeline({**tl, "characters": {}}, tmp_path / "empty.png")
     assert Image.open(empty).size[1] < img.size[1]
+    # each row's face is drawn left of the bars: a pure green face shows as green pixels there only
+    import base64
+    import io
+
+    b = io.BytesIO()
+    Image.new("RGB", (64, 64), (0, 255, 0)).save(b, "PNG")
+    green = "data:image/png;base64," + base64.b64encode(b.getvalue()).decode()
+    with_faces = np.asarray(Image.open(plot_timeline({**tl, "thumbnails": {"aoba": green}}, tmp_path / "f.png"))
+                            .convert("RGB")).astype(int)
+    is_green = (with_faces[..., 1] > 200) & (with_faces[..., 0] < 60) & (with_faces[..., 2] < 60)
+    cols = np.flatnonzero(is_green.any(axis=0))
+    assert is_green.sum() > 200 and cols.max() < with_faces.shape[1] * 0.3     # in the names' margin
+    plain = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert not ((plain[..., 1] > 200) & (plain[..., 0] < 60) & (plain[..., 2] < 60)).any()
 
 
 # --------------------------------------------------------------------------- a real model on real faces

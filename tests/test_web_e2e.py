@@ -188,6 +188,10 @@ def test_video_gives_a_timeline_with_progress(url, page, faces, tmp_path):
     assert pg.locator("svg.timeline rect.range").count() == 3        # a twice, h once
     assert "13 frames of episode.mp4: 2 characters" in pg.inner_text("#status")
     assert pg.locator("table.ranges tbody tr").count() == 2
+    # a face per character, cut from the video, beside its row and in the table (and loaded: CSP allows it)
+    assert pg.locator("svg.timeline image").count() == 2
+    assert pg.evaluate("[...document.querySelectorAll('table.ranges img.face-thumb')]"
+                       ".map(i => i.complete && i.naturalWidth)") == [64, 64]
     _shot(pg, "video-timeline.png")
     _no_console_errors(problems)
 
@@ -297,6 +301,10 @@ def test_characters_page_enrols_and_forgets_a_character(model, generated_model, 
         assert row.locator(".kind").inner_text() == "enrolled" and "3 enrolled pictures" in row.inner_text()
         assert pg.locator("#chosen li").count() == 0 and pg.input_value("#enrol-name") == ""
         assert name in Recognizer.load(mf).labels
+        # every character has its face beside its name, the new one its first enrolled picture
+        pg.wait_for_function("() => [...document.querySelectorAll('#char-table img.face-thumb')]"
+                             ".every(i => i.complete && i.naturalWidth === 64)")
+        assert pg.locator("#char-table img.face-thumb").count() == pg.locator("#char-table tbody tr").count()
         _shot(pg, "characters-page.png")
 
         asked: list[str] = []

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from typing import Any, Callable, Literal, Optional, Sequence
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import AnimeidError, CannotEnrollError, InputError
@@ -34,7 +34,8 @@ def health(st: _State = Depends(get_state)):
             description="`characters`: the names answered now (trained ones first, then enrolled ones). "
                         "`details`: one object per name, in the same order: `trained` (the model was trained "
                         "on it), `trained_faces` (its training faces, when the model says) and "
-                        "`enrolled_pictures` (pictures enrolled through enrolment). `forgotten`: trained "
+                        "`enrolled_pictures` (pictures enrolled through enrolment), `thumbnail` (the URL of a "
+                        "small face picture, or null). `forgotten`: trained "
                         "characters forgotten since (enrolling pictures under such a name brings it back). "
                         "`saves_enrolments`: whether enrolments and forgets are written to the model file "
                         "(`--save-enrolments`) or kept in memory until the server stops.")
@@ -49,14 +50,32 @@ def characters(st: _State = Depends(get_state)):
     else:
         trained = {c: None for c in getattr(getattr(rec, "bundle", None), "labels", labels)}
         enrolled, forgotten = Counter(), []
+    from urllib.parse import quote
+
     details = [{"name": c, "trained": c in trained, "trained_faces": trained.get(c),
-                "enrolled_pictures": int(enrolled.get(c, 0))} for c in labels]
+                "enrolled_pictures": int(enrolled.get(c, 0)),
+                "thumbnail": (f"/api/v1/characters/{quote(c, safe='')}/thumbnail"
+                              if getattr(rec, "thumbnail", lambda _: None)(c) is not None else None)}
+               for c in labels]
     return {"characters": labels, "count": len(labels), "method": rec.method,
             # models made before the open-set layer existed cannot enrol or forget
             "can_enroll": callable(getattr(rec, "enroll", None)) and openset is not None,
             "can_forget": callable(getattr(rec, "forget", None)) and openset is not None,
             "details": details, "forgotten": forgotten, "saves_enrolments": bool(st.settings.save_enrolments),
             "model": st.model_path.name}
+
+
+@router.get("/api/v1/characters/{name}/thumbnail", tags=["recognition"], responses=errors(404),
+            response_class=Response, summary="A small face picture of a character (PNG, 64x64)",
+            description="A typical training face of a trained character, the first enrolled face of an enrolled "
+                        "one. 404 when the model has none (models made before thumbnails) or no such character.")
+def character_thumbnail(name: str, st: _State = Depends(get_state)):
+    from ..thumbnails import png_bytes
+
+    thumb = st.recognizer.thumbnail(name)
+    if thumb is None:
+        raise HTTPException(404, f"no thumbnail of {_display(name, '?')!r} in this model")
+    return Response(png_bytes(thumb), media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 def load_uploads(st: _State, uploads: Sequence[UploadFile]) -> tuple[list[Any], list[str]]:

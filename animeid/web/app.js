@@ -192,8 +192,10 @@ function renderTimeline(tl) {
     const y = TOP + row * ROW;
     const colour = name === "unknown" ? "#adb5bd" : COLOURS[row % COLOURS.length];
     const n = chars[name].reduce((a, r) => a + r.n, 0);
-    svg.append(svgEl("text", { x: LEFT - 8, y: y + ROW / 2 + 5, class: "row-name", "text-anchor": "end" },
+    const face = (tl.thumbnails || {})[name];
+    svg.append(svgEl("text", { x: LEFT - (face ? 36 : 8), y: y + ROW / 2 + 5, class: "row-name", "text-anchor": "end" },
       `${name} (${n})`));
+    if (face) svg.append(svgEl("image", { href: face, x: LEFT - 31, y: y + 2, width: ROW - 4, height: ROW - 4 }));
     for (const r of chars[name]) {
       const a = x(r.start - every / 2), b = x(r.end + every / 2);
       const rect = svgEl("rect", { x: a, y: y + 4, width: Math.max(2, b - a), height: ROW - 8, rx: 3,
@@ -212,7 +214,9 @@ function renderTimeline(tl) {
       const rs = chars[name];
       const n = rs.reduce((a, r) => a + r.n, 0);
       const p = rs.reduce((a, r) => a + r.mean_p * r.n, 0) / Math.max(1, n);
-      return el("tr", {}, el("td", { text: name }),
+      const face = (tl.thumbnails || {})[name];
+      return el("tr", {}, el("td", {}, face ? el("img", { class: "face-thumb", src: face, alt: "", width: 40, height: 40 }) : null,
+                                       el("span", { text: name })),
         el("td", { text: rs.map((r) => r.start === r.end ? fmtTime(r.start) : `${fmtTime(r.start)}-${fmtTime(r.end)}`).join(", ") }),
         el("td", { text: String(n) }), el("td", { text: pct(p) }));
     })));
