@@ -425,26 +425,28 @@ class _Prefetch:
 # ------------------------------------------------------------------------------------------------ training
 
 
-def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
-             val_images: Sequence[ImageTyping] = (), val_labels: Sequence[str] = (),
-             cfg: FinetuneConfig | None = None, *, checkpoint_dir: str | os.PathLike | None = None,
-             resume: bool = True, progress: bool | None = None) -> FinetuneResult:
-    """Fine-tune ``cfg.backbone`` on the training pictures; see the module docstring.
+@dataclass
+class _Data:
+    """The pictures resized for the backbone, and their class columns (``yv`` is -1 for a validation
+    face of a character the training faces lack)."""
+    labels: list[str]
+    X: np.ndarray
+    y: np.ndarray
+    Xv: np.ndarray
+    yv: np.ndarray
+    bcfg: Any
+    mean: np.ndarray
+    std: np.ndarray
 
-    ``val_images``/``val_labels`` (may be empty) pick the exported epoch (best validation accuracy, the
-    later one on ties) and fill ``val_acc`` in the history. ``checkpoint_dir``: where
-    ``finetune.pt`` is written after every epoch; with ``resume=True`` an existing checkpoint of the
-    same configuration and classes is continued (a different one raises ``ValueError``; pass
-    ``resume=False`` to start over). ``progress``: a tqdm bar per epoch (None: only on a terminal; True: and one line per
-    epoch on stderr; False: neither).
-    """
-    import torch
-    from torch.nn import functional as F
+    @property
+    def size(self) -> int:
+        return self.bcfg.input_size
 
+
+def _prepare(train_images, train_labels, val_images, val_labels, cfg: FinetuneConfig) -> _Data:
+    """Step 1, build the data: labels checked, pictures loaded and resized for the backbone."""
     from . import backbones as B
 
-    cfg = cfg or FinetuneConfig()
-    t_start = time.perf_counter()
     train_labels = [str(x) for x in train_labels]
     val_labels = [str(x) for x in val_labels]
     if len(train_images) != len(train_labels) or len(val_images) != len(val_labels):
@@ -456,126 +458,217 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
     bcfg = B.get_config(cfg.backbone)
     if cfg.input_size:
         bcfg = bcfg.replace(input_size=int(cfg.input_size))
-    size = bcfg.input_size
-    mean = np.asarray(bcfg.mean, np.float32)
-    std = np.asarray(bcfg.std, np.float32)
+    return _Data(labels,
+                 _load_resized(list(train_images), bcfg.input_size, bcfg.interpolation),
+                 np.array([col[c] for c in train_labels], np.int64),
+                 _load_resized(list(val_images), bcfg.input_size, bcfg.interpolation),
+                 np.array([col.get(c, -1) for c in val_labels], np.int64),
+                 bcfg, np.asarray(bcfg.mean, np.float32), np.asarray(bcfg.std, np.float32))
 
+
+def _read_checkpoint(ckpt: Path | None, resume: bool, fixed: dict, fp: str) -> dict | None:
+    """A checkpoint of this configuration and data to continue from, or None; ValueError for another one's."""
+    import torch
+
+    if ckpt is None or not resume or not ckpt.is_file():
+        return None
+    state = torch.load(os.fspath(ckpt), map_location="cpu", weights_only=True)
+    if state.get("format") != _CHECKPOINT_FORMAT or state.get("fixed") != fixed or state.get("data") != fp:
+        raise ValueError(f"checkpoint {ckpt} is of another configuration or data set; "
+                         "remove it, use another checkpoint_dir, or pass resume=False")
+    return state
+
+
+def _optimizer(net, cfg: FinetuneConfig):
+    """AdamW: the new head at ``head_lr`` (default 3x ``lr``), the trainable backbone blocks at ``lr``."""
+    import torch
+
+    body_params = [p for p in net.backbone.parameters() if p.requires_grad]
+    groups = [{"params": list(net.fc.parameters()), "lr": cfg.head_lr or 3 * cfg.lr}]
+    if body_params:
+        groups.append({"params": body_params, "lr": cfg.lr})
+    for g in groups:
+        g["peak_lr"] = g["lr"]
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def _lr_factor(step: int, warmup: int, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _validate(net, data: _Data, tta_flip: bool) -> tuple[float | None, float | None]:
+    """Step 3, evaluate: top-1 and mean log loss on the validation faces (None without any)."""
+    import torch
+    from torch.nn import functional as F
+
+    if not len(data.Xv):
+        return None, None
+    net.eval()
+    correct, loss_sum = 0, 0.0
+    with torch.no_grad():
+        for s in range(0, len(data.Xv), 64):
+            xb = _to_tensor(data.Xv[s:s + 64], data.mean, data.std)
+            logits = net(xb)
+            if tta_flip:
+                logits = torch.log((F.softmax(logits, 1) + F.softmax(net(torch.flip(xb, dims=[3])), 1)) / 2)
+            yb = torch.from_numpy(data.yv[s:s + 64])
+            known = yb >= 0
+            correct += int((logits.argmax(1) == yb).sum())
+            if known.any():
+                loss_sum += float(F.nll_loss(F.log_softmax(logits[known], 1), yb[known], reduction="sum"))
+    return correct / len(data.Xv), loss_sum / max(1, len(data.Xv))
+
+
+def _train_epoch(net, opt, data: _Data, cfg: FinetuneConfig, epoch: int, step: int, lr_at,
+                 progress: bool | None) -> tuple[int, int, int, float]:
+    """Step 2, one epoch: seeded order and augmentation, batches prepared in a thread while the
+    network trains. Returns ``(step, faces seen, faces right, summed loss)``."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, 1]).generate_state(1)[0]))
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data.X))
+    batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 2:  # batch norm needs 2+ pictures
+        batches[-2] = np.concatenate([batches[-2], batches[-1]])
+        batches.pop()
+
+    def make(bi: int):
+        idx = batches[bi]
+        return _to_tensor(_augment(data.X[idx], cfg.augment, (cfg.seed, epoch, bi)), data.mean, data.std), \
+            torch.from_numpy(data.y[idx])
+
+    net.train()
+    n_seen, n_correct, loss_sum = 0, 0, 0.0
+    bar = _progress(_Prefetch(make, range(len(batches))), total=len(batches),
+                    desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                    disable=True if progress is False else None)   # a bar only on a terminal
+    for xb, yb in bar:
+        f = lr_at(step)
+        for g in opt.param_groups:
+            g["lr"] = g["peak_lr"] * f
+        logits = net(xb)
+        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        n_seen += len(yb)
+        n_correct += int((logits.detach().argmax(1) == yb).sum())
+        loss_sum += float(loss.detach()) * len(yb)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss_sum / n_seen:.3f}", acc=f"{n_correct / n_seen:.3f}", refresh=False)
+    return step, n_seen, n_correct, loss_sum
+
+
+def _out_of_time(cfg: FinetuneConfig, epoch: int, epoch_times: list[float], spent: float,
+                 progress: bool | None) -> bool:
+    """Whether another epoch (and the export) would pass ``cfg.time_budget_s``; says so when it would."""
+    if cfg.time_budget_s is None or not epoch_times:
+        return False
+    need = max(epoch_times[-2:]) * 1.05 + 15.0  # an epoch + export
+    if spent + need <= cfg.time_budget_s:
+        return False
+    log.warning("time budget: stopping before epoch %d (%.0f s spent, ~%.0f s needed)", epoch, spent, need)
+    _stage(f"finetune: time budget reached, stopping before epoch {epoch}/{cfg.epochs} ({spent:.0f} s spent)",
+           progress)
+    return True
+
+
+def _export(net, cfg: FinetuneConfig, data: _Data) -> tuple[Any, bytes]:
+    """Step 5, export: the kept network (with its frozen-reference taps) and its ONNX bytes."""
+    from . import backbones as B
+
+    net.eval()
+    reference = B.create_torch_model(data.bcfg) if cfg.trainable_blocks > 0 else None
+    exported = _Exported.make(net, cfg.tta_flip, reference, cfg.trainable_blocks)
+    return exported, _export_onnx(exported, data.size)
+
+
+def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
+             val_images: Sequence[ImageTyping] = (), val_labels: Sequence[str] = (),
+             cfg: FinetuneConfig | None = None, *, checkpoint_dir: str | os.PathLike | None = None,
+             resume: bool = True, progress: bool | None = None) -> FinetuneResult:
+    """Fine-tune ``cfg.backbone`` on the training pictures; see the module docstring.
+
+    The named steps: build the data (:func:`_prepare`) and the network (:func:`_build`,
+    :func:`_optimizer`), train one epoch (:func:`_train_epoch`), evaluate (:func:`_validate`),
+    checkpoint (:func:`_save_checkpoint`, read back by :func:`_read_checkpoint`), export
+    (:func:`_export`).
+
+    Parameters
+    ----------
+    train_images, train_labels : sequences
+        Face pictures (paths, arrays, PIL pictures) and their characters; at least 2 characters.
+    val_images, val_labels : sequences, optional
+        May be empty. Pick the exported epoch (best validation top-1, the later one on ties) and
+        fill ``val_acc`` in the history.
+    cfg : FinetuneConfig, optional
+        The recipe (default :class:`FinetuneConfig`).
+    checkpoint_dir : path, optional
+        Where ``finetune.pt`` is written after every epoch.
+    resume : bool
+        Continue an existing checkpoint of the same configuration and classes (another one raises
+        ``ValueError``; ``False`` starts over).
+    progress : bool, optional
+        A tqdm bar per epoch (None: only on a terminal; True: and one line per epoch on stderr;
+        False: neither).
+
+    Returns
+    -------
+    FinetuneResult
+        Labels, history, the ONNX bytes of the kept epoch, preprocessing, seconds.
+
+    Raises
+    ------
+    ValueError
+        Images and labels of different lengths, fewer than 2 characters, a foreign checkpoint.
+    """
+    import torch
+
+    cfg = cfg or FinetuneConfig()
+    t_start = time.perf_counter()
+    data = _prepare(train_images, train_labels, val_images, val_labels, cfg)
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     try:
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        fp = _fingerprint(train_labels, val_labels)
+        fp = _fingerprint([str(x) for x in train_labels], [str(x) for x in val_labels])
         fixed = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
-        state = None
-        if ckpt is not None and resume and ckpt.is_file():
-            state = torch.load(os.fspath(ckpt), map_location="cpu", weights_only=True)
-            if state.get("format") != _CHECKPOINT_FORMAT or state.get("fixed") != fixed or state.get("data") != fp:
-                raise ValueError(f"checkpoint {ckpt} is of another configuration or data set; "
-                                 "remove it, use another checkpoint_dir, or pass resume=False")
-        X = _load_resized(list(train_images), size, bcfg.interpolation)
-        y = np.array([col[c] for c in train_labels], np.int64)
-        Xv = _load_resized(list(val_images), size, bcfg.interpolation)
-        yv = np.array([col.get(c, -1) for c in val_labels], np.int64)
-
+        state = _read_checkpoint(ckpt, resume, fixed, fp)
         torch.manual_seed(cfg.seed)
-        net = _build(cfg, len(labels), bcfg)
-        head_params = list(net.fc.parameters())
-        body_params = [p for p in net.backbone.parameters() if p.requires_grad]
-        groups = [{"params": head_params, "lr": cfg.head_lr or 3 * cfg.lr}]
-        if body_params:
-            groups.append({"params": body_params, "lr": cfg.lr})
-        for g in groups:
-            g["peak_lr"] = g["lr"]
-        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-        steps_per_epoch = math.ceil(len(X) / cfg.batch_size)
+        net = _build(cfg, len(data.labels), data.bcfg)
+        opt = _optimizer(net, cfg)
+        steps_per_epoch = math.ceil(len(data.X) / cfg.batch_size)
         warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+        total_steps = steps_per_epoch * cfg.epochs
 
         history: list[dict[str, float]] = []
-        start_epoch, step, spent = 1, 0, 0.0
-        best = (-1.0, 0)  # (val_acc, epoch)
-        best_state = None
+        start_epoch, step, spent_before = 1, 0, 0.0
+        best, best_state = (-1.0, 0), None  # (val_acc, epoch)
         if state is not None:
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             history = state["history"]
-            start_epoch, step, spent = state["epoch"] + 1, state["step"], state["seconds"]
+            start_epoch, step, spent_before = state["epoch"] + 1, state["step"], state["seconds"]
             best, best_state = tuple(state["best"]), state["best_state"]
             log.info("resuming fine-tuning from %s after epoch %d", ckpt, state["epoch"])
-        spent_before = spent
-        total_steps = steps_per_epoch * cfg.epochs
-
-        def lr_factor(s: int) -> float:
-            if s < warmup:
-                return (s + 1) / warmup
-            t = min(1.0, (s - warmup) / max(1, total_steps - warmup))
-            return 0.5 * (1 + math.cos(math.pi * t))
-
-        def evaluate() -> tuple[float | None, float | None]:
-            if not len(Xv):
-                return None, None
-            net.eval()
-            correct, loss_sum = 0, 0.0
-            with torch.no_grad():
-                for s in range(0, len(Xv), 64):
-                    xb = _to_tensor(Xv[s:s + 64], mean, std)
-                    logits = net(xb)
-                    if cfg.tta_flip:
-                        logits = torch.log((F.softmax(logits, 1) + F.softmax(net(torch.flip(xb, dims=[3])), 1)) / 2)
-                    yb = torch.from_numpy(yv[s:s + 64])
-                    known = yb >= 0
-                    correct += int((logits.argmax(1) == yb).sum())
-                    if known.any():
-                        loss_sum += float(F.nll_loss(F.log_softmax(logits[known], 1), yb[known], reduction="sum"))
-            return correct / len(Xv), loss_sum / max(1, len(Xv))
 
         stopped_early = False
         epoch_times = [h["seconds"] for h in history]
         for epoch in range(start_epoch, cfg.epochs + 1):
             t_ep = time.perf_counter()
-            if cfg.time_budget_s is not None and epoch_times:
-                elapsed = spent_before + (time.perf_counter() - t_start)
-                need = max(epoch_times[-2:]) * 1.05 + 15.0  # an epoch + export
-                if elapsed + need > cfg.time_budget_s:
-                    log.warning("time budget: stopping before epoch %d (%.0f s spent, ~%.0f s needed)",
-                                epoch, elapsed, need)
-                    _stage(f"finetune: time budget reached, stopping before epoch {epoch}/{cfg.epochs} "
-                           f"({elapsed:.0f} s spent)", progress)
-                    stopped_early = True
-                    break
-            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, 1]).generate_state(1)[0]))
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(X))
-            batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-            if len(batches) > 1 and len(batches[-1]) < 2:  # batch norm needs 2+ pictures
-                batches[-2] = np.concatenate([batches[-2], batches[-1]])
-                batches.pop()
-
-            def make(bi: int):
-                idx = batches[bi]
-                return _to_tensor(_augment(X[idx], cfg.augment, (cfg.seed, epoch, bi)), mean, std), \
-                    torch.from_numpy(y[idx])
-
-            net.train()
-            n_seen, n_correct, loss_sum = 0, 0, 0.0
-            bar = _progress(_Prefetch(make, range(len(batches))), total=len(batches),
-                            desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                            disable=True if progress is False else None)   # a bar only on a terminal
-            for xb, yb in bar:
-                f = lr_factor(step)
-                for g in opt.param_groups:
-                    g["lr"] = g["peak_lr"] * f
-                logits = net(xb)
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                n_seen += len(yb)
-                n_correct += int((logits.detach().argmax(1) == yb).sum())
-                loss_sum += float(loss.detach()) * len(yb)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{loss_sum / n_seen:.3f}", acc=f"{n_correct / n_seen:.3f}", refresh=False)
-            val_acc, val_loss = evaluate()
+            if _out_of_time(cfg, epoch, epoch_times, spent_before + (time.perf_counter() - t_start), progress):
+                stopped_early = True
+                break
+            step, n_seen, n_correct, loss_sum = _train_epoch(
+                net, opt, data, cfg, epoch, step, lambda s: _lr_factor(s, warmup, total_steps), progress)
+            val_acc, val_loss = _validate(net, data, cfg.tta_flip)
             ep_seconds = time.perf_counter() - t_ep
             epoch_times.append(ep_seconds)
             history.append({"epoch": epoch, "step": step, "lr": opt.param_groups[-1]["lr"],
@@ -587,26 +680,24 @@ def finetune(train_images: Sequence[ImageTyping], train_labels: Sequence[str],
             if score >= best[0]:
                 best = (score, epoch)
                 best_state = copy.deepcopy(net.state_dict())
-            if ckpt is not None:
+            if ckpt is not None:                                           # step 4, checkpoint
                 _save_checkpoint(ckpt, {
-                    "format": _CHECKPOINT_FORMAT, "fixed": fixed, "data": fp, "labels": labels,
+                    "format": _CHECKPOINT_FORMAT, "fixed": fixed, "data": fp, "labels": data.labels,
                     "model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
                     "history": history, "best": list(best), "best_state": best_state,
                     "seconds": spent_before + (time.perf_counter() - t_start),
                 })
         if best_state is not None:
             net.load_state_dict(best_state)
-        net.eval()
-        reference = B.create_torch_model(bcfg) if cfg.trainable_blocks > 0 else None
-        exported = _Exported.make(net, cfg.tta_flip, reference, cfg.trainable_blocks)
-        onnx_bytes = _export_onnx(exported, size)
+        exported, onnx_bytes = _export(net, cfg, data)
         _stage(f"finetune: kept epoch {best[1]}, exported, {time.perf_counter() - t_start:.0f} s", progress)
     finally:
         torch.set_num_threads(old_threads)
     seconds = spent_before + (time.perf_counter() - t_start)
+    bcfg = data.bcfg
     return FinetuneResult(
-        labels=labels, history=history, onnx_bytes=onnx_bytes, backbone=bcfg,
-        preprocessing={"input_size": size, "mean": list(bcfg.mean), "std": list(bcfg.std),
+        labels=data.labels, history=history, onnx_bytes=onnx_bytes, backbone=bcfg,
+        preprocessing={"input_size": data.size, "mean": list(bcfg.mean), "std": list(bcfg.std),
                        "interpolation": bcfg.interpolation},
         seconds=seconds, best_epoch=int(best[1]), config=cfg.to_dict(), stopped_early=stopped_early,
         model=exported)
