@@ -233,8 +233,12 @@ def missing_extra_hint(error: ImportError) -> str | None:
 
 def frame_note(result: dict) -> str:
     """`` (frame 3 of 12)`` for a detect/predict result read from a frame of an animated picture
-    (``"frame"``: 0-based index, ``"frames"``: count), else ``""``."""
-    return f" (frame {result['frame'] + 1} of {result['frames']})" if result.get("frames", 1) > 1 else ""
+    (``"frame"``: 0-based index, ``"frames"``: count; ``"searched"``: frames searched when fewer), else ``""``."""
+    if result.get("frames", 1) <= 1:
+        return ""
+    searched = result.get("searched", result["frames"])
+    return (f" (frame {result['frame'] + 1} of {result['frames']}"
+            + (f"; {searched} frames searched, evenly spaced" if searched < result["frames"] else "") + ")")
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:

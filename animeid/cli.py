@@ -91,7 +91,7 @@ def _detect(a) -> int:
         n_pics += 1
         n_faces += len(rec["faces"])
         if a.json:
-            _print_json({k: rec[k] for k in ("path", "width", "height", "faces", "frame", "frames") if k in rec})
+            _print_json({k: rec[k] for k in ("path", "width", "height", "faces", "frame", "frames", "searched") if k in rec})
         else:
             print(f"{rec['path']}: {plural(len(rec['faces']), 'face')}" + frame_note(rec))
     if not a.json:
@@ -112,7 +112,8 @@ def _collect_cfg(a):
 def _print_summary(s, ws) -> int:
     print(f"{plural(s.sources, 'source')} ({s.skipped_sources} already done), "
           f"{plural(s.items, 'frame or picture', 'frames or pictures')} processed, {plural(s.faces, 'new face')}, "
-          f"{plural(s.duplicates, 'near-duplicate')} dropped, {s.seconds:.1f} s; workspace {ws}")
+          f"{plural(s.duplicates, 'near-duplicate')} dropped, {s.seconds:.1f} s; "
+          + (f"workspace {ws}" if (Path(ws) / "manifest.sqlite").exists() else "nothing read: no workspace made"))
     if s.skipped_files:
         print(f"{plural(s.skipped_files, 'file')} in the folders skipped: neither pictures nor videos by their ending")
     _fail_lines(s.failed)

@@ -212,7 +212,7 @@ def _predict(a) -> int:
             print(f"animeid: {res}", file=sys.stderr)
             continue
         if a.json:
-            _print_json({k: res[k] for k in ("path", "faces", "whole_picture", "frame", "frames") if k in res})
+            _print_json({k: res[k] for k in ("path", "faces", "whole_picture", "frame", "frames", "searched") if k in res})
         elif not res["faces"]:
             whole = res.get("whole_picture")
             print(f"{res['path']}: no face found" + frame_note(res) + ("; read whole as a face crop: "

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._util import plural
+
 __all__ = ["add_commands"]
 
 
@@ -86,7 +88,8 @@ def _timelines(a) -> int:
         if a.json:
             print(json.dumps({**tl, "png": str(png) if png else None}, ensure_ascii=False), flush=True)
         else:
-            print(f"{video}: {len(tl['frames'])} frames (one every {a.every:g} s), {len(tl['characters'])} character(s)")
+            print(f"{video}: {plural(len(tl['frames']), 'frame')} (one every {a.every:g} s), "
+                  f"{plural(len(tl['characters']), 'character')}")
             for line in summary_lines(tl):
                 print("  " + line)
             if png:
@@ -133,7 +136,7 @@ def _timeline(a) -> int:
         print(json.dumps({**tl, "png": str(png) if png else None}, ensure_ascii=False), flush=True)
     else:
         print(f"{a.video}: {len(tl['frames'])} frames (one every {a.every:g} s), "
-              f"{len(tl['characters'])} character(s)")
+              f"{plural(len(tl['characters']), 'character')}")
         for line in summary_lines(tl):
             print("  " + line)
         if png:

@@ -287,18 +287,22 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
             w.close()
 
 
-def _old_sheet(rel: str) -> bool:
-    """A sheet of an animeid that wrote no .animeid-output marker into WS/.groups/."""
+def _old_sheet(folder: Path, rel: str) -> bool:
+    """A sheet of an animeid that wrote no .animeid-output marker into WS/.groups/: a sheet's name *and*
+    animeid's tag in the PNG (a user's ``group-01.png`` there is never taken for one)."""
+    from .outputs import is_animeid_png
+
     return "/" not in rel and (rel in ("groups.png", "left-apart.png") or
-                               (rel.startswith("group-") and rel.endswith(".png")))
+                               (rel.startswith("group-") and rel.endswith(".png"))) and is_animeid_png(folder / rel)
 
 
 def _claim_sheets(root: Path):
     """WS/.groups/ claimed for the sheets: the earlier sheets are replaced, anything else there is refused."""
     from .outputs import prepare_output_dir
 
-    return prepare_output_dir(root / GROUPS_DIR, "cluster", overwrite=True, legacy=_old_sheet,
-                              remedy="move those files out of it, or pass --no-sheets")
+    folder = root / GROUPS_DIR
+    return prepare_output_dir(folder, "cluster", overwrite=True, legacy=lambda rel: _old_sheet(folder, rel),
+                              remedy="move those files out of it, or pass --no-sheets", in_workspace=True)
 
 
 def _draw_sheets(od: Any, groups: list[Group], per_row: int = 12, rows: int = 4) -> None:

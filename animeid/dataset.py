@@ -556,6 +556,21 @@ def _inputs(inputs: Sequence[str | os.PathLike]) -> tuple[CollectSummary, list[t
     return summary, sources
 
 
+def _check_workspace_place(workspace: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse (:class:`~animeid.errors.OutputError`) a workspace inside a folder being read (the next run
+    would read the workspace's own crops as new pictures) or inside another workspace."""
+    from .outputs import check_not_inside_inputs, workspace_around
+
+    ws = Path(os.path.abspath(os.path.expanduser(os.fspath(workspace))))
+    check_not_inside_inputs(ws, [q for q in inputs if Path(q).is_dir()], "--workspace", "the workspace's crops",
+                            holds=False)
+    outer = workspace_around(ws.parent)
+    if outer is not None:
+        from .errors import OutputError
+
+        raise OutputError(f"is inside the animeid workspace {outer}; give --workspace a folder outside it", ws)
+
+
 @contextlib.contextmanager
 def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: CollectConfig, client=None):
     """What :func:`collect` and :func:`import_illustrations` share once there is something to read:
@@ -570,6 +585,8 @@ def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: Collect
 
         cluster = connect(client)
     runner = None
+    root = Path(workspace)
+    fresh = not (root / "manifest.sqlite").exists()
     try:
         ws = Workspace(workspace, create=True)
         try:
@@ -585,9 +602,21 @@ def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: Collect
                 runner.close()
             summary.seconds += time.perf_counter() - t0
             ws.close()
+        if fresh and not summary.items and not summary.faces and summary.failed:
+            _remove_empty_workspace(root)      # nothing could be read: no workspace is left behind
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _remove_empty_workspace(root: Path) -> None:
+    """Remove a workspace this run made and found nothing for: its manifest and empty folders only
+    (anything else, e.g. a user's file, keeps the folder)."""
+    for name in ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "manifest.sqlite-journal"):
+        (root / name).unlink(missing_ok=True)
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [root]:
+        with contextlib.suppress(OSError):
+            d.rmdir()                    # only when empty
 
 
 def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig | None = None,
@@ -608,6 +637,7 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
     """
     cfg = cfg or CollectConfig()
     disable = None if show_progress is None else not show_progress
+    _check_workspace_place(workspace, inputs)
     summary, sources = _inputs(inputs)
     if not sources:                  # nothing to read: no workspace is made (summary.nothing_to_read)
         return summary
@@ -651,6 +681,7 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
     character = _check_character(character)
     cfg = cfg or CollectConfig()
     disable = None if show_progress is None else not show_progress
+    _check_workspace_place(workspace, inputs)
     summary, sources = _inputs(inputs)
     if not sources:                  # nothing to read: no workspace is made (summary.nothing_to_read)
         return summary
@@ -712,8 +743,8 @@ def sync(workspace: str | os.PathLike) -> SyncSummary:
     with Workspace(workspace) as ws:
         on_disk: dict[str, str] = {}   # file name -> relative path
         for d in sorted(ws.root.iterdir()):
-            if not d.is_dir() or d.name.startswith("."):
-                continue
+            if not d.is_dir() or d.name.startswith(".") or (d / ".animeid-output").exists():
+                continue                  # an animeid output folder (an older animeid let some in here): not faces
             for f in sorted(d.iterdir()):
                 if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not f.name.startswith("."):
                     on_disk.setdefault(f.name, f"{d.name}/{f.name}")
@@ -811,11 +842,13 @@ def _split_groups(labels: list[str], groups: list[int], seed: int, fractions: tu
         total = sum(len(g) for g in gs)
         want = np.array(fractions) * total
         have = np.zeros(3)
-        # test and val first get at least one group when the character has three or more groups
+        # test and val (those asked for: a fraction of 0 means none) first get a group each when the
+        # character has three or more groups
+        first = [k for k in (2, 1) if fractions[k] > 0] if len(gs) >= 3 else []
         for rank, gi in enumerate(order):
             members = gs[gi]
-            if len(gs) >= 3 and rank < 2:
-                k = 2 - rank            # first group -> test, second -> val
+            if rank < len(first):
+                k = first[rank]         # first group -> test, second -> val
             else:
                 k = int(np.argmax(want - have))
             have[k] += len(members)

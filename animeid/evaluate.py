@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ._plot import plot_fonts, save_png
+from ._util import plural
 from .errors import DatasetError, InputError
 from .images import IMAGE_EXTS, load_image, walk_files
 from .names import normalize_name
@@ -172,7 +173,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
         for d in sorted(p for p in root.iterdir() if p.is_dir()):
             if d.name.startswith(".") or d.name in _SKIP_DIRS:
                 continue
-            for f in walk_files(d, IMAGE_EXTS, skipped):   # broken links and link loops: skipped, said
+            for f in walk_files(d, IMAGE_EXTS, skipped, within=root):   # bad links: skipped, said
                 items.append((f, normalize_name(d.name), None))   # NFD and NFC folders: one character
         source = f"stratified_split(seed={seed})"
 
@@ -208,7 +209,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
         if single and require_training:
             names = ", ".join(repr(s) for s in single[:10]) + (" ..." if len(single) > 10 else "")
             raise DatasetError(
-                f"{len(single)} character(s) have a single picture: {names}; each needs at least 2 "
+                f"{plural(len(single), 'character')} {'has' if len(single) == 1 else 'have'} a single picture: {names}; each needs at least 2 "
                 "(one to train, one to test) - add pictures or remove the folder", root)
         splits = stratified_split(labels, test_size=test_size, val_size=val_size, seed=seed)
 

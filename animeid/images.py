@@ -363,19 +363,27 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None,
-               problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+               problems: list[tuple[Path, str]] | None = None,
+               within: str | os.PathLike | None = None) -> list[Path]:
     """Files below folder ``root``, sorted, hidden files and folders skipped.
 
     Symbolic links are followed: a linked file is read where it points, a linked folder is searched
     (each real folder once). A link to a folder that holds ``root`` itself (a link loop such as
     ``char/all -> ..``) is not followed: it would pull the folders beside ``root`` in. Such links and
     broken links (their target is missing) are left out and, when ``problems`` is given, appended to it
-    as ``(path, reason)`` so the caller can say so. ``exts``: keep only these suffixes (lower case, with
-    the dot)."""
+    as ``(path, reason)`` so the caller can say so. ``within`` (a dataset's folder, ``root`` being one
+    character's): links to files or folders elsewhere in it (another character's) are left out and
+    named too. ``exts``: keep only these suffixes (lower case, with the dot)."""
     root = Path(root)
     out: list[Path] = []
     top = os.path.realpath(root)
+    fence = os.path.realpath(within) if within is not None else None
     seen: set[str] = set()
+
+    def elsewhere(target: str) -> bool:          # inside the dataset, outside this character's folder
+        inside = lambda t, d: t == d or t.startswith(d.rstrip(os.sep) + os.sep)  # noqa: E731
+        return fence is not None and inside(target, fence) and not inside(target, top)
+
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
@@ -392,6 +400,10 @@ def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None,
                 if problems is not None:
                     problems.append((link, f"a link to {target}, a folder that holds {root}: not followed"))
                 continue
+            if link.is_symlink() and elsewhere(target):
+                if problems is not None:
+                    problems.append((link, f"a link to {target}, another character's folder: not followed"))
+                continue
             keep.append(d)
         dirnames[:] = keep
         for name in filenames:
@@ -400,7 +412,10 @@ def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None,
             f = Path(dirpath) / name
             if exts is not None and f.suffix.lower() not in exts:
                 continue
-            if f.is_file():
+            if f.is_file() and f.is_symlink() and elsewhere(os.path.realpath(f)):
+                if problems is not None:
+                    problems.append((f, f"a link to {os.path.realpath(f)}, another character's picture: left out"))
+            elif f.is_file():
                 out.append(f)
             elif f.is_symlink() and not f.exists() and problems is not None:
                 problems.append((f, f"a broken link (its target {os.readlink(f)} is missing)"))

@@ -21,7 +21,7 @@ import hashlib
 import re
 import unicodedata
 
-__all__ = ["MAX_NAME_BYTES", "WINDOWS_RESERVED", "normalize_name", "fit_bytes", "safe_stem", "safe_filename",
+__all__ = ["MAX_NAME_BYTES", "MAX_CHARACTER_BYTES", "WINDOWS_RESERVED", "normalize_name", "fit_bytes", "safe_stem", "safe_filename",
            "check_character_name"]
 
 #: Longest file name (one path component) in UTF-8 bytes on ext4, APFS, NTFS (255 UTF-16 units), ...
@@ -88,12 +88,17 @@ def safe_filename(stem: str, suffix: str = "", *, max_bytes: int = MAX_NAME_BYTE
     return safe_stem(stem, room, fallback=fallback) + suffix
 
 
+#: The longest character name in UTF-8 bytes: a workspace's folder for the character bears it.
+MAX_CHARACTER_BYTES = 240
+
+
 def check_character_name(name: str, *, reserved: frozenset[str] | set[str] = frozenset(),
                          error: type[Exception] = ValueError, max_chars: int = 200) -> str:
     """A character name, normalised (:func:`normalize_name`), or ``error(message)`` when it cannot be one.
 
     Refused: empty names, ``.`` and ``..``, names starting with a dot, holding ``/``, ``\\`` or a
-    control character, longer than ``max_chars``, and ``reserved`` ones (compared case-insensitively).
+    control character, longer than ``max_chars`` or :data:`MAX_CHARACTER_BYTES` UTF-8 bytes, and ``reserved``
+    ones (compared case-insensitively).
     Anything else is a name, in any script, also ``x:y`` or ``CON``: the exact name is what models and
     manifests keep; file and folder names derived from it go through :func:`safe_filename`.
     """
@@ -103,6 +108,9 @@ def check_character_name(name: str, *, reserved: frozenset[str] | set[str] = fro
         raise error(f"invalid character name {name!r}")
     if len(clean) > max_chars:
         raise error(f"character name is longer than {max_chars} characters")
+    if len(clean.encode("utf-8")) > MAX_CHARACTER_BYTES:     # a workspace folder is named after it (255 bytes at most)
+        raise error(f"character name is {len(clean.encode('utf-8'))} bytes in UTF-8; at most {MAX_CHARACTER_BYTES} "
+                    "(a workspace folder is named after it)")
     if clean.casefold() in {r.casefold() for r in reserved}:
         raise error(f"character name {clean!r} is reserved")
     return clean

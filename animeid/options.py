@@ -196,7 +196,7 @@ MARGIN = number(0.0, 4.0, what="share of the face's size")
 #: the side of square face crops and resized faces
 SIDE = whole(1, 4096, what="pixels")
 #: time between sampled video frames
-SECONDS = number(0.0, lo_open=True, what="seconds")
+SECONDS = number(0.001, what="seconds")      # a millisecond at least: frame names and sample times are in ms
 #: a perceptual-hash distance
 HASH_BITS = whole(0, MAX_HASH_BITS, what="bits of 64")
 #: a size limit in megabytes

@@ -106,6 +106,43 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+def workspace_around(path: str | os.PathLike) -> Path | None:
+    """The animeid workspace that ``path`` is or lies inside (the nearest folder up from it that holds
+    ``manifest.sqlite``), or None."""
+    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    for q in (p, *p.parents):
+        if (q / "manifest.sqlite").is_file():
+            return q
+    return None
+
+
+def check_not_inside_inputs(path: Path, inputs: Iterable[str | os.PathLike], option: str, what: str,
+                            holds: bool = True) -> None:
+    """Refuse (:class:`OutputError`) an output ``path`` that is or lies inside an input folder of the
+    command (its next run would read its own output as input), or, with ``holds``, that holds an input."""
+    for q in inputs:
+        q = Path(os.path.abspath(os.path.expanduser(os.fspath(q))))
+        q = q.resolve() if q.exists() else q
+        if holds and _inside(q, path):
+            held = "is" if q == path else f"holds {q}, which is"
+            raise OutputError(f"{held} an input of this command; give {option} a folder that does not hold "
+                              "its inputs (a new folder beside them)", str(path))
+        if q.is_dir() and _inside(path, q):
+            raise OutputError(f"is inside {q}, an input folder of this command: the next run would read "
+                              f"{what} back as input; give {option} a folder outside it", str(path))
+
+
+def check_not_in_workspace(path: Path, option: str) -> None:
+    """Refuse (:class:`OutputError`) an output inside an animeid workspace: ``dataset sync`` would read
+    files there as faces, and the workspace's own folders are animeid's."""
+    ws = workspace_around(path)
+    if ws is not None:
+        where = "is" if ws == path else f"is inside {ws}, which is"
+        raise OutputError(f"{where} an animeid workspace (it holds manifest.sqlite); a command never writes its "
+                          f"output into a workspace, where it would be taken for faces: give {option} a folder "
+                          "outside it", str(path))
+
+
 class OutputDir:
     """A claimed output folder: ``path`` (absolute) and the files animeid has written there.
 
@@ -163,7 +200,7 @@ class OutputDir:
 
 def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False, replace: bool = True,
                        protect: Iterable[str | os.PathLike] = (), legacy: Callable[[str], bool] | None = None,
-                       option: str = "--out", remedy: str | None = None) -> OutputDir:
+                       option: str = "--out", remedy: str | None = None, in_workspace: bool = False) -> OutputDir:
     """Claim the folder ``path`` for an output of ``kind`` (e.g. ``"export"``); see the module's notes.
 
     ``replace``: the command replaces the folder as a whole, so an earlier output of the same kind
@@ -173,6 +210,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     ``legacy(rel)``: without a marker, files for which it is true count as animeid's own (an
     output folder of an older animeid whose names are known). ``option`` names the flag in messages;
     ``remedy`` replaces "give --out a new or empty folder, or move those files away" in them.
+    A folder inside an animeid workspace is refused unless ``in_workspace`` (``cluster``'s sheets,
+    which belong to the workspace); so is a folder inside an input folder (read back next time).
     Raises :class:`OutputError` (nothing changed) when the folder cannot be used.
     """
     p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
@@ -184,13 +223,9 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     if (p / "manifest.sqlite").exists():
         raise OutputError(f"is an animeid workspace (it holds manifest.sqlite); a command never writes its "
                           f"output over a workspace: give {option} a new folder", shown)
-    for q in protect:
-        q = Path(os.path.abspath(os.path.expanduser(os.fspath(q))))
-        q = q.resolve() if q.exists() else q
-        if _inside(q, p):
-            what = "is" if q == p else f"holds {q}, which is"
-            raise OutputError(f"{what} an input of this command; give {option} a folder that does not hold "
-                              "its inputs (a new folder beside them)", shown)
+    if not in_workspace:
+        check_not_in_workspace(p, option)
+    check_not_inside_inputs(p, protect, option, "its own output")
     files: set[str] = set()
     dirs: set[str] = set()
     if p.is_dir():
@@ -211,7 +246,7 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
             hint = "" if marker is not None else " " + _OLD_OUTPUT_HINT.format(marker=MARKER)
             what = remedy or f"give {option} a new or empty folder, or move those files away"
             raise OutputError(f"holds files animeid did not write there ({_list(foreign)}); nothing was changed, "
-                              f"and animeid never deletes them, not even with --overwrite: {what}{hint}", shown)
+                              f"and animeid never deletes or replaces files it did not write: {what}{hint}", shown)
         if ours and replace and not overwrite:
             raise OutputError(f"holds an earlier `animeid {kind}` output; add --overwrite to replace it (only the "
                               f"files it wrote are removed), or give {option} another folder", shown)
@@ -244,8 +279,8 @@ def is_animeid_model(path: str | os.PathLike) -> bool:
 
 
 def is_animeid_png(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a PNG animeid drew: its ``Software`` text says animeid (or Matplotlib: animeid's
-    plots before it tagged them)."""
+    """Whether ``path`` is a PNG animeid drew: its ``Software`` text says animeid. (Any Matplotlib PNG is
+    not: a user's own chart must never be replaced; an untagged plot of an old animeid is refused too.)"""
     from PIL import Image
 
     try:
@@ -255,7 +290,7 @@ def is_animeid_png(path: str | os.PathLike) -> bool:
             sw = str(getattr(im, "text", {}).get("Software", ""))
     except Exception:
         return False
-    return sw.startswith(PNG_SOFTWARE) or sw.startswith("Matplotlib")
+    return sw.startswith(PNG_SOFTWARE)
 
 
 def prepare_output_file(path: str | os.PathLike, *, own: Callable[[Path], bool], what: str,
@@ -264,12 +299,14 @@ def prepare_output_file(path: str | os.PathLike, *, own: Callable[[Path], bool],
 
     Refused (:class:`OutputError`, nothing changed): an existing folder at ``path``; an existing file
     for which ``own(path)`` is false (not ``what`` animeid writes, e.g. "a model file"); an existing
-    own file without ``overwrite``; a parent that is a file. Changes nothing (the writer makes the folder).
+    own file without ``overwrite``; a parent that is a file; a file inside an animeid workspace.
+    Changes nothing (the writer makes the folder).
     """
     p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
     shown = str(p)
     if p.is_dir():
         raise OutputError(f"is a folder, not {what}; give {option} the path of a file to write", shown)
+    check_not_in_workspace(p.parent, option)
     if p.exists() or p.is_symlink():
         if not own(p):
             raise OutputError(f"exists and is not {what} animeid wrote; nothing was changed: remove it or give "

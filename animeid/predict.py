@@ -343,8 +343,10 @@ class Recognizer:
             n = frame_count(image)
             if n <= 1:
                 continue
+            from .detect import animation_fields
+
             imgs[i], found[i], k, _ = detect_in_animation(image, threshold=cfg.threshold, detector=cfg.detector)
-            out[i] = {"frame": k, "frames": n}
+            out[i] = animation_fields(k, n)
         return out
 
     def predict(self, image: ImageTyping, cfg: PredictConfig | None = None, **kw: Any) -> dict[str, Any]:
@@ -361,13 +363,15 @@ class Recognizer:
         found is refused (:class:`~animeid.errors.InputError`) unless ``face_crops``."""
         from .errors import InputError
 
-        img = load_image(image, "RGB")
         if face_crops or cfg.detect == "never":
-            return img
-        found, no_face = self._locate(img, cfg)
+            return load_image(image, "RGB")
+        from .detect import detect_in_animation
+
+        img, faces, _, _ = detect_in_animation(image, threshold=cfg.threshold, detector=cfg.detector)
+        found, no_face = self._locate(img, cfg, faces)   # an animated picture: its frame with faces
         if no_face or not found:
-            raise InputError("no face found in the picture; if it is a face crop, say so (enroll --face-crops, "
-                             "or face_crops=True)", describe(image))
+            raise InputError("no face found in the picture; if it is a face crop, say so (--face-crops on the "
+                             "command line, face_crops in the Python and web APIs)", describe(image))
         box, crop = max(found, key=lambda bc: (bc[0][2] - bc[0][0]) * (bc[0][3] - bc[0][1]))
         return crop
 

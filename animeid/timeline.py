@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ._util import plural
 from .errors import InputError
 
 __all__ = ["UNKNOWN", "build_timeline", "merge_sightings", "face_identity", "plot_timeline", "format_time",
@@ -285,4 +286,4 @@ def summary_lines(timeline: Mapping[str, Any]) -> Iterable[str]:
                           else f"{format_time(r['start'])}-{format_time(r['end'])}" for r in rs)
         n = sum(r["n"] for r in rs)
         p = sum(r["mean_p"] * r["n"] for r in rs) / max(n, 1)
-        yield f"{name}: {n} frame(s), mean p {p:.0%}: {spans}"
+        yield f"{name}: {plural(n, 'frame')}, mean p {p:.0%}: {spans}"

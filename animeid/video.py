@@ -114,7 +114,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from ._util import check_file, progress, save_image_atomic
+from ._util import check_file, plural, progress, save_image_atomic
 from .names import fit_bytes, safe_stem
 from .errors import InputError
 from .images import VIDEO_EXTS, frame_count, iter_frames, to_array
@@ -296,6 +296,8 @@ class SampleStats:
     error: str | None = None  # why it broke off
     last_time: float | None = None  # time of the last decoded frame
     damaged_at: float | None = None  # partial: time of the last good frame before the first error
+    lost: int = 0  # sample times inside a stretch lost to damage (no frame decodes there): left out
+    lost_span: tuple[float, float] | None = None  # (last frame before, first frame after) that stretch
 
 
 class PartialVideoError(InputError):
@@ -649,6 +651,20 @@ def _run_animation(p: Path, every: float, start: float, skip_similar: int | None
         yield Frame(time=target, index=index, image=img, frame_time=t)
 
 
+def _in_lost_stretch(dec: _Decoder, held: tuple[Any, float] | None, ahead: tuple[Any, float] | None,
+                     target: float) -> bool:
+    """Whether ``target`` falls in a stretch lost to damage: the decoder met damaged data between the
+    held frame and the next one, and the target lies past the held frame's own duration (showing it
+    there would repeat a frame over a hole, as a held frame of an intact file may be shown)."""
+    if dec.error is None or dec.error_time is None or held is None or ahead is None:
+        return False
+    step = dec.frame_duration(held[0])
+    # the error came just before the held frame or after it (decoders hand out frames a little late),
+    # before the next frame, and the two lie more than a few frames apart
+    near = held[1] - max(2.0, 8 * step) <= dec.error_time < ahead[1] and ahead[1] - held[1] > 3 * step
+    return near and target >= held[1] + step - _EPS
+
+
 def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int | None, seek: bool,
          known: set[int], st: SampleStats, span: tuple[float | None, float | None] = (None, None)) -> Iterator[Frame]:
     stop, chain_every = span
@@ -739,6 +755,10 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
             if ended and ahead is None and target >= held[1] + dec.frame_duration(held[0]) - _EPS:
                 break  # past the end of the last frame
             k += 1
+            if _in_lost_stretch(dec, held, ahead, target):   # the held frame would be repeated over the hole
+                st.lost += 1
+                st.lost_span = (held[1], ahead[1])
+                continue
             avf = shown[0]
             if _chain_part(target, chain_every) != part:  # the skip_similar chain starts again here
                 part, prev_hash, prev_pending = _chain_part(target, chain_every), None, None
@@ -777,11 +797,14 @@ def _run(dec: _Decoder, p: Path, every: float, start: float, skip_similar: int |
             st.damaged_at = at
             if at < last:  # damaged data was skipped over and decoding went on
                 msg = (f"video is damaged ({why}): damaged data after {at:.3f} s was skipped and decoding "
-                       f"went on to {last:.3f} s; {st.yielded} frame(s) sampled, from before and after "
+                       f"went on to {last:.3f} s; {plural(st.yielded, 'frame')} sampled, from before and after "
                        f"the damage (those just after it may be garbled)")
+                if st.lost_span is not None:
+                    msg += (f"; no frame decodes from {st.lost_span[0]:.3f} to {st.lost_span[1]:.3f} s: "
+                            f"{plural(st.lost, 'sample time')} there left out")
             else:
                 msg = (f"video is truncated or damaged ({why}); it breaks off at {last:.3f} s: "
-                       f"{st.yielded} frame(s) sampled, all from before the break")
+                       f"{plural(st.yielded, 'frame')} sampled, all from before the break")
             raise PartialVideoError(msg, p, frames=st.yielded, time=last, damaged_at=st.damaged_at)
     finally:
         dec.close()

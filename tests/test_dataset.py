@@ -311,3 +311,32 @@ def test_truncated_video_keeps_its_readable_part_and_is_reported(detect_tadne, t
     assert 0 < s.items < len(TILES)              # the first part was sampled and kept
     rows = _manifest(tmp_path / "ws")
     assert rows and max(r[2] for r in rows) < 5.0 * len(TILES)
+
+
+def test_export_split_fractions_of_zero_hold_nothing_out():
+    """`dataset export --val 0 --test 0` keeps every face for training (a character with 3+ groups used
+    to give test and val a group each whatever the fractions)."""
+    from animeid.dataset import _split_groups
+
+    labels, groups = ["a"] * 10 + ["b"] * 4, list(range(14))
+    assert set(_split_groups(labels, groups, 0, (1.0, 0.0, 0.0))) == {"train"}
+    no_val = _split_groups(labels, groups, 0, (0.9, 0.0, 0.1))
+    assert "val" not in no_val and no_val[:10].count("test") == 1 and no_val[10:].count("test") == 1
+    both = _split_groups(labels, groups, 0, (0.8, 0.1, 0.1))
+    assert both[:10].count("test") == 1 and both[:10].count("val") == 1 and both[:10].count("train") == 8
+
+
+def test_collect_of_unreadable_inputs_leaves_no_workspace(tmp_path, capsys):
+    from animeid.cli import main
+
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(np.random.default_rng(0).bytes(5000))
+    ws = tmp_path / "ws"
+    assert main(["collect", str(bad), "--workspace", str(ws), "--workers", "1"]) == 1
+    out = capsys.readouterr()
+    assert "nothing read: no workspace made" in out.out and "not a readable video" in out.err
+    assert not ws.exists()
+    ws.mkdir()
+    (ws / "notes.txt").write_text("mine")            # a folder the user made: kept, with their file
+    assert main(["collect", str(bad), "--workspace", str(ws), "--workers", "1"]) == 1
+    assert sorted(p.name for p in ws.iterdir()) == ["notes.txt"]

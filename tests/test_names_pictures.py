@@ -78,6 +78,9 @@ def test_character_names_normalised_and_checked():
     nfd = unicodedata.normalize("NFD", "Chloé")
     assert check_character_name(nfd) == "Chloé" == normalize_name(nfd + " ")
     assert check_character_name("x:y") == "x:y" and check_character_name("CON") == "CON"   # names, not folders
+    assert check_character_name("名" * 80) == "名" * 80                          # 240 bytes: a folder can bear it
+    with pytest.raises(ValueError, match="258 bytes in UTF-8; at most 240"):
+        check_character_name("名" * 86)
     for bad in ("", ".", "..", ".x", "a/b", "a\\b", "a\x00b", "tab\tname"):
         with pytest.raises(ValueError):
             check_character_name(bad)
@@ -147,17 +150,21 @@ def test_broken_links_and_link_loops_in_a_character_folder_are_named_and_left_ou
     (ds / "a" / "gone.png").symlink_to(tmp_path / "deleted.png")
     (ds / "a" / "all").symlink_to(ds, target_is_directory=True)
     (ds / "a" / "self").symlink_to(ds / "a", target_is_directory=True)
+    (ds / "a" / "sub").symlink_to(ds / "b", target_is_directory=True)     # another character's folder
+    (ds / "a" / "b0.png").symlink_to(ds / "b" / "0.png")                   # and one of its pictures
     got = read_folder_dataset(ds)
     assert sorted((p.parent.name, p.name) for p in got.paths) == [
         ("a", "0.png"), ("a", "1.png"), ("a", "2.png"), ("b", "0.png"), ("b", "1.png"), ("b", "2.png")]
     assert got.labels.count("a") == 3
     why = {p.name: r for p, r in got.skipped}
-    assert set(why) == {"gone.png", "all", "self"}
+    assert set(why) == {"gone.png", "all", "self", "sub", "b0.png"}
+    assert "another character's folder" in why["sub"] and "another character's picture" in why["b0.png"]
     assert "broken link" in why["gone.png"] and "deleted.png" in why["gone.png"]
     assert "not followed" in why["all"] and "not followed" in why["self"]
     with caplog.at_level("WARNING", logger="animeid"):
         files = list(iter_image_files([ds / "a"]))
-    assert [f.name for f in files] == ["0.png", "1.png", "2.png"]
+    assert sorted(str(f.relative_to(ds / "a")) for f in files) == [   # no dataset here: links to b are read
+        "0.png", "1.png", "2.png", "b0.png", "sub/0.png", "sub/1.png", "sub/2.png"]
     assert "gone.png: skipped, a broken link" in caplog.text
 
 

@@ -88,6 +88,18 @@ def test_detect_and_predict_read_the_frame_of_an_animated_gif_that_shows_faces(m
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{gif}: 2 faces (frame 2 of 3)" in r.stdout
+    # a long animation: only 16 frames, evenly spaced, are searched, and the answer says so
+    long = tmp_path / "long.gif"
+    shades = [Image.new("RGB", scene.size, (k, 0, 0)) for k in range(41)]     # distinct: GIF merges equal frames
+    shades[0].save(long, save_all=True, append_images=shades[1:], duration=100)
+    [rec] = list(detect_files([long]))
+    assert rec["frames"] == 41 and rec["searched"] == 16
+    from animeid._util import frame_note
+
+    assert frame_note(rec) == " (frame 1 of 41; 16 frames searched, evenly spaced)"
+    # enroll reads the frame with the face too
+    r = Recognizer.load(model)
+    assert r.enroll("gif-person", [gif], PredictConfig())["added"] == 1
     still = tmp_path / "still.png"
     scene.save(still)
     [rec] = list(detect_files([still]))

@@ -140,12 +140,27 @@ def test_export_again_needs_overwrite_and_replaces_only_its_own_files(ws, tmp_pa
     assert _digest(out) == second
 
 
-def test_export_into_a_new_folder_inside_the_workspace_is_fine(ws, capsys):
+def test_no_output_goes_inside_a_workspace_or_inside_an_input_folder(ws, tmp_path, capsys):
+    """Files written inside a workspace would be read as faces by `dataset sync` (an export's crops, sampled
+    frames, plots became characters); an output inside an input folder is read back by the next run."""
+    from animeid.sample import make_characters, render_face
+
     before = _digest(ws)
-    assert main(["dataset", "export", str(ws), "--out", str(ws / "export"), "--size", "16"]) == 0
-    after = _digest(ws)
-    assert {k: v for k, v in after.items() if not k.startswith("export/") and k != "manifest.sqlite"} == \
-        {k: v for k, v in before.items() if k != "manifest.sqlite"}
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    render_face(make_characters(1, seed=1)[0], np.random.default_rng(0), size=96).save(pics / "a.png")
+    for argv in (["dataset", "export", str(ws), "--out", str(ws / "export"), "--size", "16"],
+                 ["detect", str(pics), "--out", str(ws / "unlabeled")],
+                 ["detect", str(pics), "--preview", str(ws / "sub" / "pv")],
+                 ["train", str(ws), "--out", str(ws / "m.animeid")]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "an animeid workspace" in err and "outside it" in err, argv
+    assert _digest(ws) == before                                  # nothing written, nothing removed
+    assert main(["detect", str(pics), "--out", str(pics / "crops")]) == 1
+    assert "is inside" in capsys.readouterr().err and not (pics / "crops").exists()
+    assert main(["import", str(pics), "--workspace", str(pics / "ws"), "-c", "a"]) == 1
+    assert "input folder" in capsys.readouterr().err and not (pics / "ws").exists()
 
 
 # --------------------------------------------------------------------------- demo
@@ -289,10 +304,19 @@ def test_cluster_sheets_folder_keeps_a_users_file(ws, capsys):
 def test_cluster_sheets_replace_only_the_earlier_sheets(tmp_path):
     from animeid.cluster import GROUPS_DIR, _claim_sheets
 
+    from PIL import Image
+
+    from animeid._util import save_image_atomic
+
     d = tmp_path / GROUPS_DIR
     d.mkdir()
+    Image.new("RGB", (4, 4)).save(d / "group-01.png")               # a user's own picture with a sheet's name
+    with pytest.raises(OutputError, match="group-01.png"):
+        _claim_sheets(tmp_path)
+    assert (d / "group-01.png").is_file()
+    (d / "group-01.png").unlink()
     for name in ("group-1.png", "groups.png", "left-apart.png"):     # an older animeid's sheets, no marker
-        (d / name).write_bytes(b"old")
+        save_image_atomic(Image.new("RGB", (4, 4)), d / name)      # tagged as animeid's, as it saved them
     od = _claim_sheets(tmp_path)
     od.clear()
     assert sorted(p.name for p in d.iterdir()) == [MARKER]

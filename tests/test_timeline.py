@@ -348,6 +348,6 @@ def test_cli_timeline_json_and_png(model_and_faces, real_video, tmp_path, capsys
     assert set(tl["characters"]) == set(CHARS[:2]) and tl["png"] == str(png) and png.stat().st_size > 5000
     assert main(["timeline", str(model), str(real_video), "--every", "1", "--no-png"]) == 0
     text = capsys.readouterr().out
-    assert f"{CHARS[0]}: 7 frame(s)" in text and "0:00-0:04, 0:14-0:15" in text
+    assert f"{CHARS[0]}: 7 frames" in text and "0:00-0:04, 0:14-0:15" in text
     assert main(["timeline", str(model), str(model)]) == 1                # a model file is no video
     assert "not a readable video" in capsys.readouterr().err

@@ -652,9 +652,14 @@ def test_mkv_with_its_middle_bytes_lost_says_so(tmp_path, codec):
         with pytest.raises(PartialVideoError) as e:
             for f in sample_frames(lost, 1, seek=seek):
                 got.append(f)
-        assert len(got) == 20 and got[-1].time == 19.0
-        assert e.value.damaged_at < 9 and e.value.time > 19
+        times = [f.time for f in got]
+        assert times[-1] == 19.0 and e.value.damaged_at < 9 and e.value.time > 19
         assert "video is damaged (" in e.value.message and "after the damage" in e.value.message
+        # the samples in the lost stretch are left out, not filled with the last frame before it
+        missing = [t for t in range(20) if float(t) not in times]
+        assert missing == list(range(missing[0], missing[-1] + 1)) and 7 <= missing[0] and missing[-1] <= 15
+        assert len(got) == 20 - len(missing)
+        assert f"{len(missing)} sample times there left out" in e.value.message
 
 
 def test_animated_gif_is_sampled_like_a_variable_frame_rate_video(tmp_path):

@@ -72,6 +72,7 @@ __all__ = [
     "MAX_UPSCALE",
     "MAX_DETECT_PIXELS",
     "detect_in_animation",
+    "animation_fields",
     "get_detector",
     "detect_faces_batch",
     "detect_faces",
@@ -596,6 +597,14 @@ def detect_in_animation(image: ImageTyping, *, threshold: float | None = None,
     return frames[best][1], found[best], frames[best][0], n
 
 
+def animation_fields(frame: int, n_frames: int) -> dict[str, int]:
+    """``{"frame", "frames"}`` (and ``"searched"`` when only some frames were) of an animated picture's result."""
+    from ..images import ANIMATION_FRAMES
+
+    return {"frame": frame, "frames": n_frames,
+            **({"searched": ANIMATION_FRAMES} if n_frames > ANIMATION_FRAMES else {})}
+
+
 def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike | None = None,
                  preview: str | os.PathLike | None = None, threshold: float | None = None, margin: float = 0.2,
                  size: int = 96, detector: str | os.PathLike | None = None) -> Iterator[dict]:
@@ -653,4 +662,4 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
                 save_image_atomic(draw_faces(img, faces), Path(preview) / safe_filename(stem, ".png"))
             yield {"path": str(f), "width": img.size[0], "height": img.size[1],
                    "faces": [x.to_dict() for x in faces], "crops": crops,
-                   **({"frame": frame, "frames": n_frames} if n_frames > 1 else {})}
+                   **(animation_fields(frame, n_frames) if n_frames > 1 else {})}

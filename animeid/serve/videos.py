@@ -34,7 +34,7 @@ def run_timeline(st: _State, job: _Job, progress) -> dict:
                          "then poll `GET /api/v1/jobs/{id}` until `status` is `done` (the timeline is in "
                          "`result`) or `failed`. 501 when this install has no video decoding (`animeid[video]`).")
 def timeline(video: UploadFile = File(..., description="the video"),
-             every: float = Form(2.0, gt=0.0, le=600.0, description="seconds between sampled frames"),
+             every: float = Form(2.0, ge=0.001, le=600.0, description="seconds between sampled frames (0.001 to 600)"),
              st: _State = Depends(get_state)):
     from ..images import VIDEO_EXTS
 
