@@ -435,9 +435,22 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _subparser(ap: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command ``a`` is for (``detector train``, ``dataset export``...), for its errors."""
+    p = ap
+    for dest in ("command", "detector_command", "dataset_command"):
+        name = getattr(a, dest, None)
+        subs = [x for x in p._actions if isinstance(x, argparse._SubParsersAction)]
+        if name and subs and name in subs[0].choices:
+            p = subs[0].choices[name]
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
-    a = ap.parse_args(argv)
+    a, extra = ap.parse_known_args(argv)
+    if extra:                         # said by the command's own parser: its usage, `animeid CMD: error:`
+        _subparser(ap, a).error(f"unrecognized arguments: {' '.join(extra)}")
     if a.max_pixels is not None:      # through the environment: worker processes see it too
         from .images import MAX_PIXELS_ENV
 
@@ -453,16 +466,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(a.func(a) or 0)
     except ConfigError as e:         # an option's value: a usage error, said with the flag's name
         where = f"{_flag(e.option)}: " if e.option else ""
-        print(f"animeid: error: {where}{e.problem}", file=sys.stderr)
+        print(f"{_subparser(ap, a).prog}: error: {where}{e.problem}", file=sys.stderr)
         return 2
-    except AnimeidError as e:
-        print(f"animeid: error: {e}", file=sys.stderr)
+    except AnimeidError as e:        # `animeid train: error: ...`, as argparse says its own errors
+        print(f"{_subparser(ap, a).prog}: error: {e}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as e:
         hint = missing_extra_hint(e)
         if hint is None:
             raise
-        print(f"animeid: error: {hint}", file=sys.stderr)
+        print(f"{_subparser(ap, a).prog}: error: {hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("animeid: interrupted", file=sys.stderr)

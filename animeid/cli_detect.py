@@ -164,7 +164,8 @@ def add_commands(sub) -> None:
     p.add_argument("detector", nargs="+", metavar="DETECTOR",
                    help="'default', 'animeface' or a detector file; several are compared in one table")
     p.add_argument("--boxes", required=True, nargs="+", metavar="BOXES_DIR", help="boxed pictures (any format)")
-    p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"])
+    p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"],
+                   help="annotation format of --boxes (default: recognised from the files)")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                    help="score only this part of the seeded split 'detector train' makes (default all)")
     p.add_argument("--val-fraction", type=share(hi_open=True).arg("--val-fraction"), default=0.05,

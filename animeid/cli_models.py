@@ -26,9 +26,31 @@ def _method_options(a) -> dict:
     return opts
 
 
+_METHOD_FLAGS = ("backbone", "steps", "learning_rate", "batch_size", "label_smoothing", "augment", "n_iter",
+                 "epochs", "input_size", "time_budget", "trainable_blocks", "augmentation", "tune")
+
+
+def _check_method_flags(method: str, opts: dict) -> None:
+    """A flag the chosen ``--method`` has no use for: refused naming the flags it has (the API's own
+    message lists Python option names, many of which have no flag)."""
+    from .errors import ConfigError
+    from .train import METHODS
+
+    m = METHODS.get(method)
+    if m is None:
+        return                                      # an unknown method: train() says so, listing them
+    flag = lambda k: "--" + k.replace("_", "-")     # noqa: E731
+    for k in opts:
+        if k not in m.defaults and not (k == "time_budget" and "time_budget_s" in m.defaults):
+            mine = [flag(x) for x in _METHOD_FLAGS if x in m.defaults]
+            raise ConfigError(None, f"{flag(k)}: method {method!r} takes no such option (its options here: "
+                                    f"{', '.join(mine) or 'none'})")
+
+
 def cmd_train(a) -> int:
     from .train import train
 
+    _check_method_flags(a.method, _method_options(a))
     r = train(a.dataset, a.out, method=a.method, progress=not a.quiet, seed=a.seed,
               overwrite=a.overwrite, **_method_options(a))
     chosen = f" ({r.info['chosen']})" if r.info.get("chosen") else ""
@@ -197,14 +219,9 @@ def _predict(a) -> int:
                         **(a.unknown_threshold or {}))
     rec._threshold(cfg, rec.openset)              # a refusal rate the model cannot use: said once, up front
     failed = 0
-    try:
-        files = list(iter_image_files(a.images))
-    except InputError as e:
-        print(f"animeid: {e}", file=sys.stderr)
-        return 1
+    files = list(iter_image_files(a.images))      # a missing input: InputError, said by main as any error
     if not files:
-        print("animeid: no pictures given", file=sys.stderr)
-        return 1
+        raise InputError("no pictures found in the inputs given")
     used: set[str] = set()                           # preview names given so far
     for f, res in _predict_chunks(rec, files, cfg):
         if isinstance(res, InputError):

@@ -31,6 +31,7 @@ def cmd_serve(a) -> int:
     app = create_app(a.model, a.workspace, max_upload_mb=a.max_upload_mb, max_video_mb=a.max_video_mb, preload=True,
                      save_enrolments=a.save_enrolments, detector=a.detector)
     rec = app.state.animeid.recognizer
+    sock = _listen(a.host, a.port)              # a port in use is said before anything else
     if not _loopback(a.host):
         print(f"animeid: warning: listening on {a.host}: the server has no authentication; anyone who can reach "
               "this address can use it" + (" and rename the workspace's faces" if a.workspace else ""), file=sys.stderr)
@@ -40,8 +41,31 @@ def cmd_serve(a) -> int:
           + ", API docs at /docs", file=sys.stderr, flush=True)
     if a.save_enrolments:
         print(f"animeid: enrolments and forgets through the API are saved to {a.model}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=a.host, port=a.port, log_level="info" if a.verbose else "warning", access_log=a.verbose)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info" if a.verbose else "warning", access_log=a.verbose))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def _listen(host: str, port: int):
+    """A socket bound to ``host:port`` for uvicorn; :class:`~animeid.errors.AnimeidError` naming the
+    address when it cannot be (in use, not this machine's, no permission)."""
+    import errno
+    import socket
+
+    from .errors import AnimeidError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        why = "the port is in use (another server?); pick another with --port" if e.errno == errno.EADDRINUSE else (e.strerror or e)
+        raise AnimeidError(f"cannot listen on {host}:{port}: {why}") from None
+    return sock
 
 
 def _timeline_png(video: str) -> str:

@@ -803,12 +803,13 @@ def sync(workspace: str | os.PathLike) -> SyncSummary:
 
 
 def label_faces(workspace: str | os.PathLike, face_ids: Sequence[int], name: str | None) -> int:
-    """Give ``name`` (None: unlabel) to faces by id, moving their crops to the matching folder."""
+    """Give ``name`` (None: unlabel) to faces by id, moving their crops to the matching folder.
+    Returns the number of faces (an id given twice counts once)."""
     if name is not None:
         name = _check_character(name)
     n = 0
     with Workspace(workspace) as ws:
-        for fid in face_ids:
+        for fid in dict.fromkeys(int(i) for i in face_ids):
             row = ws.conn.execute("SELECT * FROM faces WHERE id=? AND status='ok'", (int(fid),)).fetchone()
             if row is None:
                 raise DatasetError(f"no face with id {fid}", ws.root)

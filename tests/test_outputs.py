@@ -71,7 +71,7 @@ def test_export_into_the_workspace_is_refused_and_the_workspace_survives(ws, cap
     before = _digest(ws)
     assert main(["dataset", "export", str(ws), "--out", str(ws)]) == 1
     err = capsys.readouterr().err
-    assert f"animeid: error: {ws.resolve()}: is an animeid workspace" in err and "Traceback" not in err
+    assert f"animeid dataset export: error: {ws.resolve()}: is an animeid workspace" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert _digest(ws) == before
     assert main(["dataset", "export", str(ws), "--out", str(ws), "--overwrite"]) == 1     # not even then

@@ -161,6 +161,14 @@ def test_recognize_a_face_equals_the_library(model, rec, faces):
         r = c.post("/api/v1/recognize?top=5&detect=never", files={"image": (f.name, f.read_bytes(), "image/jpeg")})
         assert r.status_code == 200 and len(r.json()["faces"][0]["candidates"]) == 5
         assert r.json()["faces"][0]["box"] == [0, 0, 96, 96]
+        # the same options as form fields beside the picture (a form field wins over the query)
+        r = c.post("/api/v1/recognize?top=2", data={"top": "4", "detect": "never"},
+                   files={"image": (f.name, f.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200 and len(r.json()["faces"][0]["candidates"]) == 4
+        assert r.json()["faces"][0]["box"] == [0, 0, 96, 96]
+        for field, bad in (("top", "0"), ("threshold", "5"), ("unknown_threshold", "-0.5"), ("detect", "x")):
+            r = c.post("/api/v1/recognize", data={field: bad}, files={"image": (f.name, f.read_bytes(), "image/jpeg")})
+            assert r.status_code == 422, (field, r.text)
 
 
 def test_several_images_give_results_in_order(model, faces):
@@ -247,14 +255,18 @@ def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
         chars = c.get("/api/v1/characters").json()
         by = {d["name"]: d for d in chars["details"]}
         assert [d["name"] for d in chars["details"]] == chars["characters"] and chars["characters"][-1] == "newcomer"
-        assert by["newcomer"] == {"name": "newcomer", "trained": False, "trained_faces": None, "enrolled_pictures": 2}
+        assert by["newcomer"] == {"name": "newcomer", "trained": False, "trained_faces": None, "enrolled_pictures": 2,
+                                  "thumbnail": "/api/v1/characters/newcomer/thumbnail"}
         assert by[CHARS[1]]["trained"] and by[CHARS[1]]["enrolled_pictures"] == 1
         assert CHARS[2] not in by and chars["forgotten"] == [CHARS[2]]
         # forget takes JSON too (as the label route does); a missing name is a 422 naming the field
         r = c.post("/api/v1/forget", json={"name": "newcomer"})
         assert r.status_code == 200 and "newcomer" not in r.json()["characters"]
         r = c.post("/api/v1/forget", json={})
-        assert r.status_code == 422 and "'name'" in r.json()["detail"]
+        assert r.status_code == 422 and r.json()["detail"] == "missing JSON field 'name'"
+        r = c.post("/api/v1/forget", json={"name": 5})
+        assert r.status_code == 422 and r.json()["detail"] == "name: Input should be a valid string"
+        assert c.post("/api/v1/forget", data={"nam": "x"}).json()["detail"] == "missing form field 'name'"
         assert c.post("/api/v1/forget", content=b"{nope", headers={"Content-Type": "application/json"}
                       ).status_code == 422
         # the page's error messages come from here: readable, naming the problem
@@ -578,9 +590,13 @@ def test_label_flow_updates_the_manifest(model, workspace):
         other = [f["id"] for g2 in groups["groups"] if g2 is not g for f in g2["faces"]][:2]
         r = c.post("/api/v1/workspace/label", data={"ids": ",".join(map(str, other)), "name": "formname"})
         assert r.status_code == 200 and r.json()["labelled"] == len(other) and r.json()["name"] == "formname"
-        r = c.post("/api/v1/workspace/label", data={"ids": [str(i) for i in other]})      # no name: un-label
+        r = c.post("/api/v1/workspace/label", data={"ids": [str(i) for i in other]})      # name forgotten: refused
+        assert r.status_code == 422 and r.json()["detail"] == "missing form field 'name'"
+        r = c.post("/api/v1/workspace/label", data={"ids": [str(i) for i in other], "name": ""})   # empty: un-label
         assert r.status_code == 200 and r.json()["name"] is None and r.json()["unlabeled"] == n - len(ids)
         assert c.post("/api/v1/workspace/label", data={"name": "x"}).status_code == 422
+        r = c.post("/api/v1/workspace/label", content=b"ids=1", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415 and "JSON or as a form" in r.json()["detail"]
         # a single face, a Unicode name; then back to unlabeled
         rest = [i for i in rows if rows[i]["label"] is None]
         r = c.post("/api/v1/workspace/label", json={"ids": rest[:1], "name": "涼風 青葉"})
@@ -700,3 +716,21 @@ def test_label_page_groups_with_animeid_cluster_and_shows_faces_left_apart_one_b
         g = c.get("/api/v1/workspace/groups").json()
         assert g["grouping"] == "model guess" and g["unlabeled"] == len(who) - 2
         assert not any(gr["left_apart"] for gr in g["groups"])
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(model, capsys):
+    import socket
+
+    from animeid.cli import main
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        assert main(["serve", str(model), "--port", str(port)]) == 1
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert f"animeid serve: error: cannot listen on 127.0.0.1:{port}: the port is in use" in err
+    assert "open http" not in err and "Traceback" not in err

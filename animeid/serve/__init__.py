@@ -186,8 +186,11 @@ def _add_error_handlers(app: FastAPI) -> None:
                 parts.append(f"the request body is not valid JSON ({why})")
             elif err.get("type") == "missing":
                 src = (err.get("loc") or ("",))[0]
-                kind = ("JSON field" if request.url.path.endswith("/label") else "multipart/form-data field"
-                        if src == "body" else "query parameter" if src == "query" else "field")
+                ctype = request.headers.get("content-type", "")
+                body_kind = ("JSON field" if ctype.startswith("application/json") else
+                             "form field" if ctype.startswith("application/x-www-form-urlencoded") else
+                             "multipart/form-data field")
+                kind = body_kind if src == "body" else "query parameter" if src == "query" else "field"
                 parts.append(f"missing {kind} {where!r}")
             else:
                 parts.append(f"{where}: {err.get('msg', 'invalid')}")

@@ -121,7 +121,21 @@ def recognize(image: list[UploadFile] = File(..., description="one or more pictu
                               "model's calibration data, `0.05` or `5%` (more: more faces unknown; from 0 up to "
                               "100 % excluded); `off`: never; `score:T`: a raw open-set score threshold. "
                               "Default: the model's calibrated threshold"),
+              top_form: Optional[int] = Form(None, alias="top", ge=1, le=50,
+                                             description="as the query parameter `top` (the form field wins)"),
+              threshold_form: Optional[float] = Form(None, alias="threshold", ge=0.0, le=1.0,
+                                                     description="as the query parameter `threshold`"),
+              detect_form: Optional[Literal["auto", "always", "never"]] = Form(
+                  None, alias="detect", description="as the query parameter `detect`"),
+              unknown_threshold_form: Optional[str] = Form(None, alias="unknown_threshold", max_length=40,
+                                                           description="as the query parameter `unknown_threshold`"),
               st: _State = Depends(get_state)):
+    # the options may come as query parameters or as form fields beside the pictures (as `every` does
+    # for a timeline); a form field wins
+    top = top_form if top_form is not None else top
+    threshold = threshold_form if threshold_form is not None else threshold
+    detect = detect_form if detect_form is not None else detect
+    unknown_threshold = unknown_threshold_form if unknown_threshold_form is not None else unknown_threshold
     try:
         unk = parse_unknown_threshold(unknown_threshold)
         cfg = PredictConfig(top=top, threshold=threshold, detect=detect, detector=st.settings.detector, **unk)
@@ -164,7 +178,7 @@ _NAME_BODY = {"required": True, "content": {
     for ct in ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")}}
 
 
-@router.post("/api/v1/forget", tags=["recognition"], responses=errors(400, 422, 501),
+@router.post("/api/v1/forget", tags=["recognition"], responses=errors(400, 415, 422, 501),
              openapi_extra={"requestBody": _NAME_BODY},
              summary="Remove a character from the model (open-set models only)",
              description="`name`, as a form field or JSON `{\"name\": ...}`. An enrolled character's pictures "
@@ -177,7 +191,10 @@ async def forget(request: Request, st: _State = Depends(get_state)):
     if not isinstance(name, str):
         from fastapi.exceptions import RequestValidationError
 
-        raise RequestValidationError([{"type": "missing", "loc": ("body", "name"), "msg": "Field required"}])
+        raise RequestValidationError([{"type": "missing", "loc": ("body", "name"), "msg": "Field required"}
+                                      if name is None else
+                                      {"type": "string_type", "loc": ("body", "name"),
+                                       "msg": "Input should be a valid string"}])
     return await run_in_threadpool(_forget, st, name)
 
 

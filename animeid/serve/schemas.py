@@ -77,7 +77,8 @@ class Error(BaseModel):
 
 def errors(*codes: int) -> dict:
     what = {400: "unreadable picture or video, or a bad name", 403: "a path outside the workspace",
-            404: "no such job, face or workspace", 413: "upload over the limit (counted while reading)",
+            404: "not found: no such job, face, character thumbnail or workspace",
+            413: "upload over the limit (counted while reading)", 415: "a request body neither JSON nor a form",
             422: "a missing or invalid field or parameter", 429: "too many videos waiting",
             501: "the model cannot enrol or forget characters"}
     return {c: {"model": Error, "description": what[c]} for c in codes}

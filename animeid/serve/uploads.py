@@ -156,7 +156,11 @@ async def form_or_json(request: Any) -> dict:
 
     from fastapi.exceptions import RequestValidationError
 
-    if request.headers.get("content-type", "").startswith("application/json"):
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith(("application/json", "application/x-www-form-urlencoded", "multipart/form-data")):
+        raise HTTPException(415, f"send the fields as JSON or as a form (application/json, "
+                                 f"application/x-www-form-urlencoded or multipart/form-data), not {ctype or 'nothing'}")
+    if ctype.startswith("application/json"):
         raw = await request.body()
         try:
             data = json.loads(raw)

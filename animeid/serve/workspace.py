@@ -162,18 +162,18 @@ def face_crop(face_id: int, st: _State = Depends(get_state)):
 
 _LABEL_BODY = {"required": True, "content": {
     "application/json": {"schema": LabelRequest.model_json_schema()},
-    **{ct: {"schema": {"type": "object", "required": ["ids"], "properties": {
+    **{ct: {"schema": {"type": "object", "required": ["ids", "name"], "properties": {
         "ids": {"type": "array", "items": {"type": "integer"},
                 "description": "face ids (the field repeated, or one field of comma-separated ids)"},
-        "name": {"type": "string", "maxLength": 200, "description": "character name; absent or empty un-labels"}}}}
+        "name": {"type": "string", "maxLength": 200, "description": "character name; empty un-labels"}}}}
        for ct in ("application/x-www-form-urlencoded", "multipart/form-data")}}}
 
 
-@router.post("/api/v1/workspace/label", responses=errors(400, 403, 404, 422), openapi_extra={"requestBody": _LABEL_BODY},
+@router.post("/api/v1/workspace/label", responses=errors(400, 403, 404, 415, 422), openapi_extra={"requestBody": _LABEL_BODY},
              summary="Name faces (moves their crops into the character's folder and records it in the manifest)",
              description="JSON `{\"ids\": [1, 2], \"name\": \"aoba\"}` (`name: null` un-labels), or the same "
-                         "as form fields, like `/api/v1/forget` (`ids` repeated or comma-separated; no or an "
-                         "empty `name` un-labels).")
+                         "as form fields, like `/api/v1/forget` (`ids` repeated or comma-separated; an empty `name` "
+                         "un-labels; `name` must be sent).")
 async def label(request: Request, st: _State = Depends(get_state)):
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
@@ -183,6 +183,10 @@ async def label(request: Request, st: _State = Depends(get_state)):
     if not request.headers.get("content-type", "").startswith("application/json"):   # a form: text fields
         ids = body.get("ids", [])
         ids = [x for part in (ids if isinstance(ids, list) else [ids]) for x in str(part).split(",") if x.strip()]
+        if "name" not in body:     # as in JSON, un-labelling is said, not implied by a forgotten field
+            from fastapi.exceptions import RequestValidationError
+
+            raise RequestValidationError([{"type": "missing", "loc": ("body", "name"), "msg": "Field required"}])
         body = {"ids": ids, "name": body.get("name") or None}
     try:
         req = LabelRequest.model_validate(body)

@@ -215,12 +215,12 @@ function renderTimeline(tl) {
       const n = rs.reduce((a, r) => a + r.n, 0);
       const p = rs.reduce((a, r) => a + r.mean_p * r.n, 0) / Math.max(1, n);
       const face = (tl.thumbnails || {})[name];
-      return el("tr", {}, el("td", {}, face ? el("img", { class: "face-thumb", src: face, alt: "", width: 40, height: 40 }) : null,
+      return el("tr", {}, el("td", {}, face ? el("img", { class: "face-thumb", src: face, alt: `face of ${name}`, width: 40, height: 40 }) : null,
                                        el("span", { text: name })),
         el("td", { text: rs.map((r) => r.start === r.end ? fmtTime(r.start) : `${fmtTime(r.start)}-${fmtTime(r.end)}`).join(", ") }),
         el("td", { text: String(n) }), el("td", { text: pct(p) }));
     })));
-  result.replaceChildren(el("h2", { text: tl.video }), svg, table);
+  result.replaceChildren(el("h2", { text: tl.video }), el("div", { class: "timeline-scroll" }, svg), table);
 }
 
 // ------------------------------------------------------------------ input: drop, paste, choose

@@ -62,7 +62,7 @@ function renderCharacters(fresh) {
       : null;
     return el("tr", { class: (d.trained ? "" : "is-enrolled") + (d.name === fresh ? " fresh" : ""), "data-name": d.name },
       el("th", { scope: "row", class: "char-name" },
-        d.thumbnail ? el("img", { class: "face-thumb", src: d.thumbnail, alt: "", width: 40, height: 40 })
+        d.thumbnail ? el("img", { class: "face-thumb", src: d.thumbnail, alt: `face of ${d.name}`, width: 40, height: 40 })
                     : el("span", { class: "face-thumb none", "aria-hidden": "true", text: d.name.charAt(0) }),
         el("span", { text: d.name })), el("td", {}, kind),
       el("td", { class: "count", text: parts.join(" + ") || "\u2013" }), el("td", { class: "act" }, forget));
