@@ -174,7 +174,7 @@ def cmd_dataset_sync(a) -> int:
 def cmd_dataset_export(a) -> int:
     from .dataset import export
 
-    r = export(a.workspace, a.out, size=a.size, seed=a.seed, val=a.val, test=a.test, overwrite=a.overwrite)
+    r = export(a.workspace, a.out, size=a.crop_size, seed=a.seed, val=a.val, test=a.test, overwrite=a.overwrite)
     print(f"{plural(r['faces'], 'face')} of {plural(len(r['characters']), 'character')}, {r['size']}x{r['size']}, "
           f"written to {r['out']} "
           "(split in split.csv)")
@@ -368,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: new or empty (or an earlier export with --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export in --out (only the files it wrote; anything else there is refused)")
-    p.add_argument("--size", type=o.SIDE.arg("--size"), default=96, help="side of the faces in pixels (default 96)")
+    p.add_argument("--crop-size", "--size", dest="crop_size", type=o.SIDE.arg("--crop-size"), default=96,
+                   action=renamed("--crop-size", "--size"),
+                   help="side of the exported faces in pixels (default 96; --size is the old name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     p.add_argument("--val", type=o.share(hi_open=True).arg("--val"), default=0.1,
                    help="validation share, 0 up to 1 (default 0.1)")
