@@ -34,7 +34,6 @@ import dataclasses
 import fnmatch
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import sqlite3
@@ -51,6 +50,7 @@ from PIL import Image
 from ._util import atomic_write_bytes, bar_options, log, plural, progress as _progress, stage
 from .errors import ModelFileError
 from .images import ImageTyping, load_image
+from .onnx_export import INPUT_NAME, RESAMPLE, export
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -74,12 +74,9 @@ __all__ = [
 #: Bump when the exported graph or the stored feature format changes, to invalidate caches.
 _EXPORT_FORMAT = 1
 _FEATURE_DB = "features-v1.sqlite"
-_ONNX_OPSET = 17
-_INPUT_NAME, _OUTPUT_NAME = "pixels", "features"
+_INPUT_NAME, _OUTPUT_NAME = INPUT_NAME, "features"
 _MIN_SIZE, _MAX_SIZE = 32, 1024
-
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-             "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
+_RESAMPLE = RESAMPLE
 
 
 @dataclass(frozen=True)
@@ -252,17 +249,11 @@ def _export_onnx(cfg: BackboneConfig, path: Path) -> None:
             "pip install 'animeid[train]'", path) from None
     log.info("exporting backbone %s to %s", cfg.key, path)
     model = create_torch_model(cfg)
-    dummy = torch.zeros(2, 3, cfg.input_size, cfg.input_size)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy-exporter / TorchScript deprecation notices
-        if getattr(model, "export_scripted", False):
+    if getattr(model, "export_scripted", False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript deprecation notices
             model = torch.jit.script(model)
-        with torch.no_grad():
-            torch.onnx.export(model, (dummy,), buf, dynamo=False, input_names=[_INPUT_NAME],
-                              output_names=[_OUTPUT_NAME], opset_version=_ONNX_OPSET, do_constant_folding=True,
-                              dynamic_axes={_INPUT_NAME: {0: "batch"}, _OUTPUT_NAME: {0: "batch"}})
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, export(model, torch.zeros(2, 3, cfg.input_size, cfg.input_size), [_OUTPUT_NAME]))
 
 
 # ---------------------------------------------------------------------------------------------- preprocess

@@ -46,16 +46,15 @@ import math
 import os
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from ._util import atomic_write, log, progress as _progress, stage as _stage
 from .images import ImageTyping, load_image
+from .onnx_export import INPUT_NAME, RESAMPLE, export
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -66,11 +65,7 @@ __all__ = ["AUGMENTS", "FinetuneConfig", "FinetuneResult", "finetune", "onnx_pre
 AUGMENTS = ("none", "flip", "light", "study", "strong")
 CHECKPOINT_NAME = "finetune.pt"
 _CHECKPOINT_FORMAT = 1
-_INPUT_NAME = "pixels"
 _OUTPUTS = ("probs", "embedding")
-_ONNX_OPSET = 17
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-             "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
 #: config fields that may change between a run and its resumption
 _RESUME_FREE = ("threads", "time_budget_s")
 
@@ -162,7 +157,7 @@ def _load_resized(images: Sequence[ImageTyping], size: int, interpolation: str) 
     for i, im in enumerate(images):
         img = load_image(im, "RGB")
         if img.size != (size, size):
-            img = img.resize((size, size), _RESAMPLE[interpolation])
+            img = img.resize((size, size), RESAMPLE[interpolation])
         out[i] = np.asarray(img)
     return out
 
@@ -333,14 +328,7 @@ def _export_onnx(model, size: int) -> bytes:
     dummy = torch.zeros(2, 3, size, size)
     with torch.no_grad():
         outputs = list(_OUTPUTS) + (["identity"] if len(model(dummy)) > len(_OUTPUTS) else [])
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(model, (dummy,), buf, dynamo=False, input_names=[_INPUT_NAME],
-                              output_names=outputs, opset_version=_ONNX_OPSET, do_constant_folding=True,
-                              dynamic_axes={_INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
-    return buf.getvalue()
+    return export(model, dummy, outputs)
 
 
 def onnx_predict(onnx_bytes: bytes, images: Sequence[ImageTyping] | np.ndarray, backbone: Any,
@@ -362,7 +350,7 @@ def onnx_predict(onnx_bytes: bytes, images: Sequence[ImageTyping] | np.ndarray, 
     for s in range(0, n, batch_size):
         chunk = images[s:s + batch_size]
         x = chunk if pre else B.preprocess(list(chunk), bcfg)
-        p, e = sess.run(list(_OUTPUTS), {_INPUT_NAME: np.ascontiguousarray(x, np.float32)})
+        p, e = sess.run(list(_OUTPUTS), {INPUT_NAME: np.ascontiguousarray(x, np.float32)})
         probs.append(p)
         embs.append(e)
     if not probs:

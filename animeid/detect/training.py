@@ -547,14 +547,13 @@ def fit_calibration(detections: Sequence[tuple[np.ndarray, np.ndarray]], items: 
 def export_onnx(net, path: str | os.PathLike, metadata: dict) -> None:
     """Write the detector file: the ONNX graph (``pixels`` -> ``peaks``, ``ltrb``; dynamic batch, height
     and width) with ``metadata`` stored as ``animeid_detector``. Written atomically."""
-    import warnings
-
     import onnx
     import torch
     from torch import nn
     from torch.nn import functional as F
 
     from .._util import atomic_write_bytes
+    from ..onnx_export import INPUT_NAME, export
 
     class Exported(nn.Module):
         def __init__(self):
@@ -568,17 +567,10 @@ def export_onnx(net, path: str | os.PathLike, metadata: dict) -> None:
             return peaks, ltrb
 
     net.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(Exported().eval(), (torch.zeros(1, 3, 256, 320),), buf, dynamo=False,
-                              input_names=["pixels"], output_names=["peaks", "ltrb"], opset_version=17,
-                              do_constant_folding=False,
-                              dynamic_axes={"pixels": {0: "batch", 2: "height", 3: "width"},
-                                            "peaks": {0: "batch", 1: "h", 2: "w"},
-                                            "ltrb": {0: "batch", 2: "h", 3: "w"}})
-    model = onnx.load_from_string(buf.getvalue())
+    graph = export(Exported().eval(), torch.zeros(1, 3, 256, 320), ["peaks", "ltrb"], constant_folding=False,
+                   dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                                 "peaks": {0: "batch", 1: "h", 2: "w"}, "ltrb": {0: "batch", 2: "h", 3: "w"}})
+    model = onnx.load_from_string(graph)
     entry = model.metadata_props.add()
     entry.key, entry.value = "animeid_detector", json.dumps(metadata, ensure_ascii=False)
     atomic_write_bytes(path, model.SerializeToString())
