@@ -31,7 +31,6 @@ models in ``onnx/`` and computed features in ``features-v1.sqlite``. Weights are
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
 import importlib.util
 import json
@@ -51,6 +50,7 @@ from ._util import atomic_write_bytes, bar_options, log, plural, progress as _pr
 from .errors import ModelFileError
 from .images import ImageTyping, load_image
 from .onnx_export import INPUT_NAME, RESAMPLE, export
+from .registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -123,8 +123,9 @@ class BackboneConfig:
 
 
 Builder = Callable[[BackboneConfig], "torch.nn.Module"]
-_REGISTRY: dict[str, tuple[BackboneConfig, Builder]] = {}
-_REGISTRY_LOCK = threading.Lock()
+#: Registered backbones: name -> (config, builder)
+_REGISTRY: Registry[tuple[BackboneConfig, Builder]] = Registry("backbone", option="backbone")
+_REGISTRY_LOCK = threading.Lock()      # export locks (one per backbone)
 
 
 def register_backbone(cfg: BackboneConfig, builder: Builder, *, overwrite: bool = False) -> None:
@@ -136,15 +137,12 @@ def register_backbone(cfg: BackboneConfig, builder: Builder, *, overwrite: bool 
     """
     if "@" in cfg.name or not cfg.name:
         raise ValueError(f"a backbone name must be non-empty and without '@': {cfg.name!r}")
-    with _REGISTRY_LOCK:
-        if cfg.name in _REGISTRY and not overwrite:
-            raise ValueError(f"backbone {cfg.name!r} is already registered")
-        _REGISTRY[cfg.name] = (cfg, builder)
+    _REGISTRY.register(cfg.name, (cfg, builder), overwrite=overwrite)
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
     """Registered backbone names matching the shell-style ``pattern``, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    return sorted(_REGISTRY.list(pattern))
 
 
 BackboneSpec = Union[str, BackboneConfig]
@@ -161,11 +159,7 @@ def get_config(name: BackboneSpec) -> BackboneConfig:
     if not isinstance(name, str):
         raise TypeError(f"a backbone is named by a str, got {type(name).__name__}")
     base, sep, size = name.partition("@")
-    if base not in _REGISTRY:
-        from .errors import UnknownNameError
-
-        raise UnknownNameError(f"unknown backbone {base!r}; known: {', '.join(list_backbones())}", "backbone")
-    cfg = _REGISTRY[base][0]
+    cfg = _REGISTRY.get(base)[0]             # UnknownNameError listing the backbones
     if sep:
         try:
             s = int(size)
@@ -179,11 +173,7 @@ def get_config(name: BackboneSpec) -> BackboneConfig:
 
 
 def _builder(cfg: BackboneConfig) -> Builder:
-    if cfg.name not in _REGISTRY:
-        from .errors import UnknownNameError
-
-        raise UnknownNameError(f"unknown backbone {cfg.name!r}; known: {', '.join(list_backbones())}", "backbone")
-    return _REGISTRY[cfg.name][1]
+    return _REGISTRY.get(cfg.name)[1]
 
 
 # ----------------------------------------------------------------------------------------------- cache dir

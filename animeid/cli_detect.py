@@ -128,6 +128,7 @@ def cmd_evaluate(a) -> int:
 
 
 def add_commands(sub) -> None:
+    from .detect.annotations import FORMATS
     from .options import number, share
 
     det = sub.add_parser("detector", help="train and evaluate face detectors")
@@ -140,7 +141,7 @@ def add_commands(sub) -> None:
     p.add_argument("--from", dest="init", metavar="DETECTOR",
                    help="fine-tune: start from 'default' (the shipped detector), a detector file (.onnx) or a "
                         "checkpoint (OUT.work/checkpoint.pt) instead of ImageNet weights")
-    p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"],
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="annotation format (default: recognised from the files)")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training pictures (default 10)")
     p.add_argument("--batch-size", type=int, default=8, help="pictures per step (default 8)")
@@ -164,7 +165,7 @@ def add_commands(sub) -> None:
     p.add_argument("detector", nargs="+", metavar="DETECTOR",
                    help="'default', 'animeface' or a detector file; several are compared in one table")
     p.add_argument("--boxes", required=True, nargs="+", metavar="BOXES_DIR", help="boxed pictures (any format)")
-    p.add_argument("--format", default="auto", choices=["auto", "boxes.json", "coco", "yolo", "voc"],
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="annotation format of --boxes (default: recognised from the files)")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                    help="score only this part of the seeded split 'detector train' makes (default all)")

@@ -299,6 +299,7 @@ def _threshold_arg(v: str) -> dict:
 
 def add_commands(sub) -> None:
     from .predict import MAX_TOP, _predict_rules
+    from .finetune import AUGMENTS
     from .train import METHODS, _option_rules
 
     rules = _option_rules()
@@ -328,7 +329,7 @@ def add_commands(sub) -> None:
     p.add_argument("--input-size", type=rule("input_size", "--input-size"), help="finetune: input size in pixels")
     p.add_argument("--trainable-blocks", type=rule("trainable_blocks", "--trainable-blocks"),
                    help="finetune: how many top blocks train (default 6; -1: all)")
-    p.add_argument("--augmentation", choices=["none", "flip", "light", "study", "strong"],
+    p.add_argument("--augmentation", choices=list(AUGMENTS),
                    help="finetune: augmentation strength (default light)")
     p.add_argument("--time-budget", type=rule("time_budget", "--time-budget"),
                    help="finetune: seconds training may take (default 1140); stops early keeping the best epoch")

@@ -42,6 +42,7 @@ from ._sklearn import (BaseEstimator, ClassifierMixin, TransformerMixin, check_c
                        check_is_fitted, validate_data)
 
 from .images import ImageTyping, load_image
+from .registry import Registry
 
 __all__ = [
     "STUDY_FOREST_PARAMS",
@@ -784,8 +785,9 @@ class ProbabilityHead(_ArraysMixin, ClassifierMixin, BaseEstimator):
 
 
 #: Head names as stored in model files.
-HEADS: dict[str, type] = {"PixelForest": PixelForest, "SoftmaxHead": SoftmaxHead, "LogisticHead": LogisticHead,
-                          "ProbabilityHead": ProbabilityHead}
+HEADS: Registry[type] = Registry("head", entries={
+    "PixelForest": PixelForest, "SoftmaxHead": SoftmaxHead, "LogisticHead": LogisticHead,
+    "ProbabilityHead": ProbabilityHead})
 
 
 def head_name(estimator: Any) -> str:
@@ -798,8 +800,4 @@ def head_name(estimator: Any) -> str:
 
 def head_from_arrays(name: str, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any] | None = None):
     """Rebuild the fitted head ``name`` (a key of :data:`HEADS`) from its arrays and parameters."""
-    try:
-        cls = HEADS[name]
-    except KeyError:
-        raise ValueError(f"unknown head {name!r}; known heads: {sorted(HEADS)}") from None
-    return cls.from_arrays(arrays, params)
+    return HEADS.get(name).from_arrays(arrays, params)      # UnknownNameError (a ValueError) listing them

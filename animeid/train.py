@@ -34,6 +34,7 @@ import numpy as np
 from ._util import plural, stage
 from .errors import DatasetError
 from .features import FeaturePipeline, FeatureSpec
+from .registry import Registry
 
 __all__ = ["METHODS", "TrainResult", "train", "list_methods", "Method", "compare", "compare_markdown", "STUDY_TABLE"]
 
@@ -59,18 +60,17 @@ class Method:
     defaults: dict[str, Any]
 
 
-METHODS: dict[str, Method] = {}
+#: Training methods by name (``--method``), in the order the CLI lists them.
+METHODS: Registry[Method] = Registry("method", option="method")
 
 
 def _method(name: str, description: str, **defaults: Any):
-    def deco(fn):
-        METHODS[name] = Method(name, description, fn, defaults)
-        return fn
-    return deco
+    """Register the decorated ``fit(train_x, train_y, val_x, val_y, *, <defaults>, progress)`` as a method."""
+    return METHODS.decorator(name, lambda fn: Method(name, description, fn, defaults))
 
 
-def list_methods() -> list[str]:
-    return list(METHODS)
+def list_methods(pattern: str = "*") -> list[str]:
+    return METHODS.list(pattern)
 
 
 def _load_all(paths: Sequence[Path], progress: bool | None = False, desc: str = "loading faces") -> list[np.ndarray]:
@@ -302,11 +302,7 @@ def training_fingerprint(train_paths: Sequence[Path], val_paths: Sequence[Path])
 
 
 def _resolve_method(method: str) -> Method:
-    if method not in METHODS:
-        from .errors import UnknownNameError
-
-        raise UnknownNameError(f"unknown method {method!r}; methods: {', '.join(METHODS)}", "method")
-    return METHODS[method]
+    return METHODS.get(method)              # UnknownNameError listing the methods
 
 
 def _option_rules() -> dict:

@@ -57,6 +57,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .._plot import pil_font
 from ..errors import InputError
 from ..images import ImageTyping, load_image, to_array
+from ..registry import Registry
 
 __all__ = [
     "Face",
@@ -166,10 +167,9 @@ DEFAULT_DETECTOR = "default"
 #: Detector factories by name. Add a detector here (a class following :class:`Detector`).
 #: Besides these names, :func:`get_detector` takes the path of a detector file that
 #: ``animeid detector train`` wrote.
-DETECTORS: dict[str, Callable[[], Detector]] = {
-    "default": _learned,
-    "animeface": _animeface,
-}
+DETECTORS: Registry[Callable[[], Detector]] = Registry(
+    "face detector", option="detector", hint="or the path of a detector file (animeid detector train)",
+    entries={"default": _learned, "animeface": _animeface})
 
 _detectors: dict[str, Detector] = {}
 _detectors_lock = threading.Lock()
@@ -188,8 +188,11 @@ def check_detector_name(name: str | os.PathLike, option: str | None = None) -> s
     key = os.fspath(name)
     if key in DETECTORS or _is_path(key):
         return name
-    raise UnknownNameError(f"unknown face detector {key!r}; known: {', '.join(DETECTORS)}, "
-                           "or the path of a detector file (animeid detector train)", option)
+    try:
+        DETECTORS.get(key)
+    except UnknownNameError as e:                    # the registry's message, with the option given here
+        raise UnknownNameError(e.problem, option or e.option) from None
+    return name
 
 
 def get_detector(name: str | os.PathLike | None = None) -> Detector:
@@ -618,7 +621,7 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
     """
     from .._util import save_image_atomic
     from ..names import safe_filename
-    from ..images import IMAGE_EXTS, load_image, walk_files
+    from ..images import IMAGE_EXTS, walk_files
 
     used: set[str] = set()
 
