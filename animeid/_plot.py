@@ -129,6 +129,22 @@ def _cjk_pil_font(size: int) -> Any:
         return None
 
 
+def label_font(size: int) -> Any:
+    """A PIL font of ``size`` px for labels on pictures (boxes, sheets): DejaVu Sans or another common
+    TrueType font when one is installed, else Pillow's own (scalable with FreeType, else its bitmap)."""
+    from PIL import ImageFont
+
+    for name in ("DejaVuSans.ttf", "NotoSansCJK-Regular.ttc", "Arial.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, Exception):  # Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
 def pil_font(size: int, text: str) -> Any:
     """A PIL FreeType font of ``size`` px able to draw ``text`` when it needs a CJK font and one is
     installed; ``None`` otherwise (use the usual font)."""

@@ -231,6 +231,14 @@ def missing_extra_hint(error: ImportError) -> str | None:
             f"pip install 'animeid[{extra}]' (or 'animeid[all]' for everything)")
 
 
+def print_json(obj: Any) -> None:
+    """One JSON line on stdout (UTF-8 kept; what JSON cannot hold, e.g. a path, as text), flushed:
+    the CLI's ``--json`` output."""
+    import json
+
+    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
+
+
 def frame_note(result: dict) -> str:
     """`` (frame 3 of 12)`` for a detect/predict result read from a frame of an animated picture
     (``"frame"``: 0-based index, ``"frames"``: count; ``"searched"``: frames searched when fewer), else ``""``."""

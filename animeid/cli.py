@@ -6,23 +6,19 @@ stderr), 2 for a usage error. No command prints a traceback for a user's mistake
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from . import __version__
-from ._util import frame_note, missing_extra_hint, plural, require_extras
+from ._util import frame_note, missing_extra_hint, plural, print_json, require_extras
 from .errors import AnimeidError, ConfigError
 
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("animeid")
 
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, ensure_ascii=False), flush=True)
 
 
 def _fail_lines(failed) -> None:
@@ -91,7 +87,7 @@ def _detect(a) -> int:
         n_pics += 1
         n_faces += len(rec["faces"])
         if a.json:
-            _print_json({k: rec[k] for k in ("path", "width", "height", "faces", "frame", "frames", "searched") if k in rec})
+            print_json({k: rec[k] for k in ("path", "width", "height", "faces", "frame", "frames", "searched") if k in rec})
         else:
             print(f"{rec['path']}: {plural(len(rec['faces']), 'face')}" + frame_note(rec))
     if not a.json:
@@ -188,7 +184,7 @@ def cmd_dataset_stats(a) -> int:
 
     r = stats(a.path, sheet=a.sheet)
     if a.json:
-        _print_json(r)
+        print_json(r)
         return 0
     present = {k for c in r["characters"].values() for k in c}
     cols = [k for k in ("all", "train", "val", "test") if k in present]

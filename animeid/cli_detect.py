@@ -1,9 +1,10 @@
 """CLI: the face-detector options every command shares, and ``animeid detector train|evaluate``."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+from ._util import print_json
 
 __all__ = ["add_detector_opts", "add_commands"]
 
@@ -119,7 +120,7 @@ def cmd_evaluate(a) -> int:
     if a.pr_curve:
         draw_pr_curves(rows, a.pr_curve)
     if a.json:
-        print(json.dumps({"pictures": len(items), "detectors": [r.to_dict() for r in rows]}, ensure_ascii=False))
+        print_json({"pictures": len(items), "detectors": [r.to_dict() for r in rows]})
     else:
         print(format_table(rows, len(items)))
         if a.pr_curve:

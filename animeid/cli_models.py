@@ -5,13 +5,10 @@ import json
 import sys
 from pathlib import Path
 
-from ._util import frame_note, plural
+from ._util import frame_note, plural, print_json
 
 __all__ = ["add_commands"]
 
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, ensure_ascii=False), flush=True)
 
 
 def _method_options(a) -> dict:
@@ -72,7 +69,7 @@ def cmd_train(a) -> int:
         print(f"animeid: warning: {plural(len(r.skipped), 'file')} of the dataset left out (named above): "
               "the model was trained without them", file=sys.stderr)
     if a.json:
-        _print_json(r.to_dict())
+        print_json(r.to_dict())
     return 1 if r.skipped else 0
 
 
@@ -136,7 +133,7 @@ def cmd_evaluate(a) -> int:
         d["confusion_png"] = str(out)
         d["skipped"] = [[str(p), why] for p, why in ds.skipped]
         sys.stderr.flush()
-        _print_json(d)
+        print_json(d)
     return 1 if ds.skipped else 0
 
 
@@ -229,7 +226,7 @@ def _predict(a) -> int:
             print(f"animeid: {res}", file=sys.stderr)
             continue
         if a.json:
-            _print_json({k: res[k] for k in ("path", "faces", "whole_picture", "frame", "frames", "searched") if k in res})
+            print_json({k: res[k] for k in ("path", "faces", "whole_picture", "frame", "frames", "searched") if k in res})
         elif not res["faces"]:
             whole = res.get("whole_picture")
             print(f"{res['path']}: no face found" + frame_note(res) + ("; read whole as a face crop: "

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from ._util import plural
+from ._util import plural, print_json
 
 __all__ = ["add_commands"]
 
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
 
 
 def _check_model_out(a) -> None:
@@ -38,7 +34,7 @@ def cmd_enroll(a) -> int:
     print(f"enrolled {r['name']!r} ({what}) from {plural(r['added'], 'picture')}; "
           f"{plural(r['faces'], 'enrolled picture')} in all; {plural(len(rec.labels), 'character')}; model: {out}")
     if a.json:
-        _print_json({**r, "model": str(out), "characters": rec.labels})
+        print_json({**r, "model": str(out), "characters": rec.labels})
     return 0
 
 
@@ -63,7 +59,7 @@ def cmd_cluster(a) -> int:
     groups = cluster_workspace(a.workspace, a.model, threshold=a.threshold, min_size=a.min_size,
                                linkage=a.linkage, sheets=not a.no_sheets, progress=not a.quiet)
     if a.json:
-        _print_json({"groups": [g.to_dict() for g in groups]})
+        print_json({"groups": [g.to_dict() for g in groups]})
         return 0
     if not groups:
         print("no unlabeled faces to group")
@@ -128,7 +124,7 @@ def cmd_suggest(a) -> int:
         return 2
     r = suggest(a.workspace, a.model, min_p=a.min_p, accept=a.accept, progress=not a.quiet)
     if a.json:
-        _print_json(r)
+        print_json(r)
         return 0
     print(f"{plural(r['faces'], 'unlabeled face')}: {r['confident']} confident (p >= {a.min_p:g}), "
           f"{len(r['doubtful'])} doubtful" + (f"; {r['accepted']} labeled" if a.accept else

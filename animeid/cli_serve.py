@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import sys
 from pathlib import Path
 
-from ._util import plural
+from ._util import plural, print_json
 
 __all__ = ["add_commands"]
 
@@ -110,7 +109,7 @@ def _timelines(a) -> int:
             failed += 1
             print(f"animeid: {video}: {tl['error']}", file=sys.stderr)
         if a.json:
-            print(json.dumps({**tl, "png": str(png) if png else None}, ensure_ascii=False), flush=True)
+            print_json({**tl, "png": str(png) if png else None})
         else:
             print(f"{video}: {plural(len(tl['frames']), 'frame')} (one every {a.every:g} s), "
                   f"{plural(len(tl['characters']), 'character')}")
@@ -157,7 +156,7 @@ def _timeline(a) -> int:
         # the error says which frames were read: those before a break, or before and after damaged data
         print(f"animeid: {a.video}: {tl['error']}", file=sys.stderr)
     if a.json:
-        print(json.dumps({**tl, "png": str(png) if png else None}, ensure_ascii=False), flush=True)
+        print_json({**tl, "png": str(png) if png else None})
     else:
         print(f"{a.video}: {len(tl['frames'])} frames (one every {a.every:g} s), "
               f"{plural(len(tl['characters']), 'character')}")

@@ -39,7 +39,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from ._plot import pil_font
+from ._plot import label_font, pil_font
 from ._util import atomic_write, progress, save_image_atomic
 from .errors import DatasetError, InputError
 from .images import IMAGE_EXTS, load_image, walk_files
@@ -293,7 +293,7 @@ class CollectSummary:
 
 # A unit of detection work: (source key, item key, time, page, picture or path)
 @dataclass
-class _Job:
+class _DetectJob:
     source_id: int
     item_key: str
     time: float | None
@@ -308,7 +308,7 @@ class _Result:
     error: str | None = None
 
 
-def _detect_job(job: _Job, cfg: CollectConfig) -> _Result:
+def _detect_job(job: _DetectJob, cfg: CollectConfig) -> _Result:
     """Runs in a worker process: load, detect, crop, hash. Returns PNG bytes so nothing is written twice."""
     from .detect import crop_box, crop_face, detect_faces
 
@@ -343,7 +343,7 @@ class _Runner:
 
             self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
 
-    def map(self, jobs: Iterable[_Job]) -> Iterator[tuple[_Job, _Result]]:
+    def map(self, jobs: Iterable[_DetectJob]) -> Iterator[tuple[_DetectJob, _Result]]:
         if self.pool is None:
             for job in jobs:
                 yield job, _detect_job(job, self.cfg)
@@ -359,7 +359,7 @@ class _Runner:
             j, fut = window.popleft()
             yield j, fut.result()
 
-    def video(self, path: Path, source_id: int, done: set[str], errors: list[str]) -> Iterator[tuple[_Job, _Result]]:
+    def video(self, path: Path, source_id: int, done: set[str], errors: list[str]) -> Iterator[tuple[_DetectJob, _Result]]:
         """``(job, result)`` per sampled frame of a video not in ``done``, in time order."""
         return self.map(_video_jobs(path, source_id, self.cfg, done, errors))
 
@@ -410,7 +410,7 @@ class _Store:
     def done_keys(self, source_id: int) -> set[str]:
         return {r[0] for r in self.ws.conn.execute("SELECT key FROM items WHERE source_id=?", (source_id,))}
 
-    def add(self, job: _Job, res: _Result, source: Path, label: str | None = None,
+    def add(self, job: _DetectJob, res: _Result, source: Path, label: str | None = None,
             label_index: int | None = None, folder: str = UNLABELED) -> int:
         """Store one item's faces; ``label`` goes to face ``label_index`` (others stay unlabeled)."""
         rows, dups = [], 0
@@ -474,7 +474,7 @@ def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path
     return found, failed, skipped
 
 
-def _video_jobs(path: Path, source_id: int, cfg: CollectConfig, done: set[str], errors: list[str]) -> Iterator[_Job]:
+def _video_jobs(path: Path, source_id: int, cfg: CollectConfig, done: set[str], errors: list[str]) -> Iterator[_DetectJob]:
     from .video import sample_frames
 
     # Frames are decoded from the start even when resuming, so that the chain of "similar to the
@@ -487,7 +487,7 @@ def _video_jobs(path: Path, source_id: int, cfg: CollectConfig, done: set[str], 
             key = _time_key(fr.time)
             if key in done:
                 continue
-            yield _Job(source_id, key, round(fr.time, 3), None, image=fr.image)
+            yield _DetectJob(source_id, key, round(fr.time, 3), None, image=fr.image)
     except InputError as e:
         errors.append(e.message)
 
@@ -499,7 +499,7 @@ def _resolve_workers(workers: int | None) -> int:
 
 def _picture_results(ws: Workspace, runner: _Runner, store: "_Store", summary: CollectSummary,
                      pictures: Sequence[Path], desc: str, disable: bool | None
-                     ) -> Iterator[tuple[int, Path, list[tuple[_Job, _Result]]]]:
+                     ) -> Iterator[tuple[int, Path, list[tuple[_DetectJob, _Result]]]]:
     """Register each picture as a source and detect in the pool; yields ``(source id, path, [(job,
     result), ...])`` per readable picture: one job for a still picture (``page=0``), one per sampled
     frame (``page=k``, :data:`ANIMATION_FRAMES` at most) for an animated one.
@@ -517,12 +517,12 @@ def _picture_results(ws: Workspace, runner: _Runner, store: "_Store", summary: C
             continue
         have = store.done_keys(sid)
         pages = frame_picks(frame_count(path), ANIMATION_FRAMES)
-        jobs = [_Job(sid, f"page={k}", None, k, path=str(path)) for k in pages if f"page={k}" not in have]
+        jobs = [_DetectJob(sid, f"page={k}", None, k, path=str(path)) for k in pages if f"page={k}" not in have]
         if not jobs:            # every frame stored by an interrupted run
             _set_source_status(ws, sid, "done")
             continue
         pending.extend(jobs)
-    group: list[tuple[_Job, _Result]] = []
+    group: list[tuple[_DetectJob, _Result]] = []
     for job, res in progress(runner.map(pending), total=len(pending), desc=desc, unit="pic", disable=disable):
         if group and group[0][0].source_id != job.source_id:
             yield from _finish_picture(ws, summary, group)
@@ -532,8 +532,8 @@ def _picture_results(ws: Workspace, runner: _Runner, store: "_Store", summary: C
         yield from _finish_picture(ws, summary, group)
 
 
-def _finish_picture(ws: Workspace, summary: CollectSummary, group: list[tuple[_Job, _Result]]
-                    ) -> Iterator[tuple[int, Path, list[tuple[_Job, _Result]]]]:
+def _finish_picture(ws: Workspace, summary: CollectSummary, group: list[tuple[_DetectJob, _Result]]
+                    ) -> Iterator[tuple[int, Path, list[tuple[_DetectJob, _Result]]]]:
     job = group[0][0]
     errors = [res.error for _, res in group if res.error]
     if errors:
@@ -1007,7 +1007,7 @@ def contact_sheet(files: dict[str, list[Path]], path: str | os.PathLike, *, per_
     H = max(1, len(names)) * (thumb + 4) + 4
     sheet = Image.new("RGB", (W, H), (250, 250, 250))
     draw = ImageDraw.Draw(sheet)
-    font = _font(14)
+    font = label_font(14)
     for row, name in enumerate(names):
         y = 4 + row * (thumb + 4)
         draw.text((6, y + thumb // 2 - 16), name[:22], fill=(20, 20, 20), font=pil_font(14, name[:22]) or font)
@@ -1026,15 +1026,3 @@ def contact_sheet(files: dict[str, list[Path]], path: str | os.PathLike, *, per_
     return Path(path)
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    for name in ("DejaVuSans.ttf", "NotoSansCJK-Regular.ttc", "Arial.ttf"):
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    try:
-        return ImageFont.load_default(size)
-    except TypeError:
-        return ImageFont.load_default()

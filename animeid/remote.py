@@ -126,7 +126,7 @@ def _segment_task(path: str, source_id: int, index: int, start: float, stop: flo
     """One segment of a video: its sampled frames (those not done already), each detected, cropped
     and hashed. Returns ``([(job without picture, result), ...], error or None)``; an error met in a
     segment after the first one that yielded no frame (a segment after the video's real end) is no error."""
-    from .dataset import _detect_job, _Job, _time_key
+    from .dataset import _detect_job, _DetectJob, _time_key
     from .errors import InputError
     from .video import sample_frames
 
@@ -140,7 +140,7 @@ def _segment_task(path: str, source_id: int, index: int, start: float, stop: flo
     try:
         for fr in sample_frames(path, cfg.every, start=start, stop=stop, skip_similar=cfg.skip_similar_frames,
                                 similar_restart=cfg.every * cfg.segment_frames, skip_times=known):
-            job = _Job(source_id, _time_key(fr.time), round(fr.time, 3), None, image=fr.image)
+            job = _DetectJob(source_id, _time_key(fr.time), round(fr.time, 3), None, image=fr.image)
             res = _detect_job(job, cfg)
             job.image = None
             out.append((job, res))

@@ -52,9 +52,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from .._plot import pil_font
+from .._plot import label_font, pil_font
 from ..errors import InputError
 from ..images import ImageTyping, load_image, to_array
 from ..registry import Registry
@@ -536,13 +536,6 @@ def crop_face(image: ImageTyping, box: BoxLike, *, margin: float = 0.2, size: in
 _COLOURS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 180, 0), (200, 64, 255), (0, 200, 200)]
 
 
-def _font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=px)
-    except Exception:  # Pillow without FreeType: the small bitmap font
-        return ImageFont.load_default()
-
-
 def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] | None = None) -> Image.Image:
     """A copy of the picture (RGB, same size) with each face's box and its score or label."""
     if labels is not None and len(labels) != len(faces):
@@ -552,7 +545,7 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
     draw = ImageDraw.Draw(img)
     line = max(2, round(min(w, h) / 200))
     px = max(10, round(min(w, h) / 32))
-    default_font = _font(px)
+    default_font = label_font(px)
     for i, face in enumerate(faces):
         x0, y0, x1, y1 = (int(round(v)) for v in _box_of(face))
         colour = _COLOURS[i % len(_COLOURS)]

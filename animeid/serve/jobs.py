@@ -18,7 +18,7 @@ log = logging.getLogger("animeid")
 
 
 @dataclass
-class _Job:
+class TimelineJob:
     id: str
     filename: str
     every: float
@@ -45,9 +45,9 @@ class _Cancelled(Exception):
 class _Jobs:
     """Timeline jobs: one worker thread, a bounded queue, finished jobs kept for polling."""
 
-    def __init__(self, run: Callable[[_Job, Callable], dict], *, max_pending: int = 8, keep: int = 64):
+    def __init__(self, run: Callable[[TimelineJob, Callable], dict], *, max_pending: int = 8, keep: int = 64):
         self._run = run
-        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._jobs: OrderedDict[str, TimelineJob] = OrderedDict()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
@@ -58,11 +58,11 @@ class _Jobs:
         with self._lock:
             return dict(Counter(j.status for j in self._jobs.values()))
 
-    def get(self, job_id: str) -> _Job | None:
+    def get(self, job_id: str) -> TimelineJob | None:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def submit(self, job: _Job) -> _Job:
+    def submit(self, job: TimelineJob) -> TimelineJob:
         with self._lock:
             if self._stop.is_set():
                 raise HTTPException(503, "the server is shutting down")
@@ -78,7 +78,7 @@ class _Jobs:
             self._pool.submit(self._work, job)
         return job
 
-    def _work(self, job: _Job) -> None:
+    def _work(self, job: TimelineJob) -> None:
         def progress(done: float, duration: float | None, frames: int) -> None:
             if self._stop.is_set():
                 raise _Cancelled()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 
 from ..errors import InputError
 from ..predict import PredictConfig
-from .jobs import _Job
+from .jobs import TimelineJob
 from .schemas import Job, errors
 from .state import _State, get_state
 from .uploads import _display
@@ -17,7 +17,7 @@ from .uploads import _display
 router = APIRouter(tags=["video"])
 
 
-def run_timeline(st: _State, job: _Job, progress) -> dict:
+def run_timeline(st: _State, job: TimelineJob, progress) -> dict:
     """The work of a timeline job (in the jobs' worker thread)."""
     from ..timeline import build_timeline
 
@@ -57,7 +57,7 @@ def timeline(video: UploadFile = File(..., description="the video"),
             info = probe(path)
         except InputError as e:
             raise HTTPException(400, f"{name}: {e.message}") from None
-        job = _Job(job_id, name, float(every), path, duration=info.duration)
+        job = TimelineJob(job_id, name, float(every), path, duration=info.duration)
         return st.jobs.submit(job).to_dict()
     except BaseException:
         path.unlink(missing_ok=True)
