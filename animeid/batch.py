@@ -121,9 +121,12 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
     from .images import iter_image_files
     from .predict import PredictConfig, Recognizer
 
+    from .outputs import check_not_in_workspace
+
     out = Path(out)
     fmt = _format(out)
     cfg = cfg or PredictConfig()
+    check_not_in_workspace(Path(os.path.realpath(out)).parent, "--out")   # as every output: never in a workspace
     files = [os.fspath(f) for f in iter_image_files(inputs)]       # InputError for a missing input
     done = read_done(out)
     todo = [f for f in files if f not in done]

@@ -587,6 +587,7 @@ def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: Collect
     runner = None
     root = Path(workspace)
     fresh = not (root / "manifest.sqlite").exists()
+    had = {root, *(p for p in root.rglob("*") if p.is_dir())} if root.is_dir() else set()   # the user's folders
     try:
         ws = Workspace(workspace, create=True)
         try:
@@ -603,18 +604,19 @@ def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: Collect
             summary.seconds += time.perf_counter() - t0
             ws.close()
         if fresh and not summary.items and not summary.faces and summary.failed:
-            _remove_empty_workspace(root)      # nothing could be read: no workspace is left behind
+            _remove_empty_workspace(root, had)      # nothing could be read: no workspace is left behind
     finally:
         if cluster is not None:
             cluster.close()
 
 
-def _remove_empty_workspace(root: Path) -> None:
-    """Remove a workspace this run made and found nothing for: its manifest and empty folders only
-    (anything else, e.g. a user's file, keeps the folder)."""
+def _remove_empty_workspace(root: Path, had: set[Path]) -> None:
+    """Remove a workspace this run made and found nothing for: its manifest and the empty folders it
+    made; folders that were there before (``had``) stay, and so does anything a user put there."""
     for name in ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "manifest.sqlite-journal"):
         (root / name).unlink(missing_ok=True)
-    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [root]:
+    made = [p for p in root.rglob("*") if p.is_dir() and p not in had] + ([root] if root not in had else [])
+    for d in sorted(made, key=lambda p: -len(p.parts)):
         with contextlib.suppress(OSError):
             d.rmdir()                    # only when empty
 
@@ -988,9 +990,16 @@ def stats(path: str | os.PathLike, *, sheet: str | os.PathLike | None = None, pe
         kind = "folder"
     if not counts:
         raise DatasetError("holds no faces", root)
+    from .outputs import check_not_inside_inputs, is_animeid_png, prepare_output_file
+
     sheet_path = Path(sheet) if sheet else root / "contact_sheet.png"
     if kind == "folder" and sheet is None:
         sheet_path = root.parent / f"{root.name}_contact_sheet.png"
+    own_place = sheet is None and kind == "workspace"      # WS/contact_sheet.png: the workspace's own picture
+    prepare_output_file(sheet_path, own=is_animeid_png, what="a contact sheet", overwrite=True, option="--sheet",
+                        in_workspace=own_place)        # never over a picture or file animeid did not draw
+    if not own_place:                  # not among the faces it counts (the next count would include it)
+        check_not_inside_inputs(sheet_path.parent, [root], "--sheet", "the sheet", holds=False)
     contact_sheet(files, sheet_path, per_character=per_character)
     total = sum(v.get("all", sum(v.values())) for v in counts.values())
     return {"path": str(root), "kind": kind, "total": total, "characters": counts, "contact_sheet": str(sheet_path)}

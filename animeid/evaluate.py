@@ -170,10 +170,21 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
         items = _read_split_csv(root, split_file, skipped)
         source = SPLIT_FILE
     else:
+        real_root = os.path.realpath(root)
         for d in sorted(p for p in root.iterdir() if p.is_dir()):
             if d.name.startswith(".") or d.name in _SKIP_DIRS:
                 continue
+            target = os.path.realpath(d)
+            if d.is_symlink() and (target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)):
+                skipped.append((d, f"a link to {target}, a folder of this dataset: not a character of its own"))
+                continue
+            seen: dict[str, Path] = {}
             for f in walk_files(d, IMAGE_EXTS, skipped, within=root):   # bad links: skipped, said
+                real = os.path.realpath(f)
+                if real in seen:                 # one picture reached twice (a link beside its target)
+                    skipped.append((f, f"the same picture as {seen[real]}: counted once"))
+                    continue
+                seen[real] = f
                 items.append((f, normalize_name(d.name), None))   # NFD and NFC folders: one character
         source = f"stratified_split(seed={seed})"
 
@@ -189,7 +200,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
     for path, reason in skipped:
         log.warning("%s: skipped, %s", path, reason)
     if skipped:
-        log.warning("%s: %d unreadable or missing picture(s) skipped", root, len(skipped))
+        log.warning("%s: %s left out (named above)", root, plural(len(skipped), "file or folder", "files or folders"))
 
     if not items:
         raise DatasetError("no pictures found (expected one subfolder of pictures per character)", root)

@@ -96,6 +96,15 @@ def _read_marker(root: Path) -> dict | None:
     return m
 
 
+def _stat(p: Path) -> list[int] | None:
+    """``[size, modification time in ns]`` of a file (not following a link), None when it is not there."""
+    try:
+        st = p.lstat()
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
 def _list(names: Iterable[str], n: int = 3) -> str:
     names = sorted(names)
     shown = ", ".join(names[:n])
@@ -109,7 +118,7 @@ def _inside(child: Path, parent: Path) -> bool:
 def workspace_around(path: str | os.PathLike) -> Path | None:
     """The animeid workspace that ``path`` is or lies inside (the nearest folder up from it that holds
     ``manifest.sqlite``), or None."""
-    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    p = Path(os.path.realpath(os.path.expanduser(os.fspath(path))))     # through links: where it really is
     for q in (p, *p.parents):
         if (q / "manifest.sqlite").is_file():
             return q
@@ -120,9 +129,9 @@ def check_not_inside_inputs(path: Path, inputs: Iterable[str | os.PathLike], opt
                             holds: bool = True) -> None:
     """Refuse (:class:`OutputError`) an output ``path`` that is or lies inside an input folder of the
     command (its next run would read its own output as input), or, with ``holds``, that holds an input."""
+    path = Path(os.path.realpath(path))
     for q in inputs:
-        q = Path(os.path.abspath(os.path.expanduser(os.fspath(q))))
-        q = q.resolve() if q.exists() else q
+        q = Path(os.path.realpath(os.path.expanduser(os.fspath(q))))
         if holds and _inside(q, path):
             held = "is" if q == path else f"holds {q}, which is"
             raise OutputError(f"{held} an input of this command; give {option} a folder that does not hold "
@@ -151,15 +160,26 @@ class OutputDir:
     :meth:`clear` removes the recorded files (and the folders they leave empty), nothing else.
     """
 
-    def __init__(self, path: Path, kind: str, files: set[str], dirs: set[str] = frozenset()):
+    def __init__(self, path: Path, kind: str, files: set[str], dirs: set[str] = frozenset(),
+                 stamps: dict[str, list[int]] | None = None):
         self.path, self.kind, self.files, self.dirs = path, kind, set(files), set(dirs)
+        self.stamps: dict[str, list[int]] = {k: v for k, v in (stamps or {}).items() if k in self.files}
         self._before, _ = _scan(path)
 
     def _save(self) -> None:
         from ._version import __version__
 
         atomic_write_json(self.path / MARKER, {"animeid": __version__, "kind": self.kind,
-                                               "files": sorted(self.files), "dirs": sorted(self.dirs)})
+                                               "files": sorted(self.files), "dirs": sorted(self.dirs),
+                                               "stamps": {k: self.stamps[k] for k in sorted(self.stamps)}})
+
+    def _stamp(self, rels: Iterable[str]) -> None:
+        """Note size and modification time of files as written now: a later change (a user saving over
+        one) makes the file theirs, never replaced."""
+        for rel in rels:
+            st = _stat(self.path / rel)
+            if st is not None:
+                self.stamps[rel] = st
 
     def _rel(self, p: str | os.PathLike) -> str:
         p = Path(p)
@@ -177,8 +197,10 @@ class OutputDir:
     def finish(self) -> None:
         """Record every file (and empty folder) that appeared since the claim: this run wrote them."""
         now, empty = _scan(self.path)
-        self.files |= now - self._before
+        fresh = now - self._before
+        self.files |= fresh
         self.dirs |= empty
+        self._stamp(fresh | {f for f in self.files if f not in self.stamps})
         self._before = now
         self._save()
 
@@ -193,7 +215,7 @@ class OutputDir:
                 (self.path / rel).rmdir()        # only when empty: a folder that still holds something stays
             except OSError:
                 pass
-        self.files, self.dirs = set(), set()
+        self.files, self.dirs, self.stamps = set(), set(), {}
         self._before, _ = _scan(self.path)
         self._save()
 
@@ -214,9 +236,7 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     which belong to the workspace); so is a folder inside an input folder (read back next time).
     Raises :class:`OutputError` (nothing changed) when the folder cannot be used.
     """
-    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
-    if p.exists() or p.is_symlink():
-        p = p.resolve()
+    p = Path(os.path.realpath(os.path.expanduser(os.fspath(path))))   # where links lead, existing or not
     shown = str(p)
     if p.exists() and not p.is_dir():
         raise OutputError(f"is a file, not a folder; give {option} a new or empty folder", shown)
@@ -228,6 +248,7 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     check_not_inside_inputs(p, protect, option, "its own output")
     files: set[str] = set()
     dirs: set[str] = set()
+    stamps: dict[str, list[int]] = {}
     if p.is_dir():
         present, empty = _scan(p)
         marker = _read_marker(p)
@@ -237,6 +258,9 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
         if marker is not None:
             files = {str(f) for f in marker.get("files", [])}
             dirs = {str(d) for d in marker.get("dirs", [])}
+            stamps = {str(k): v for k, v in (marker.get("stamps") or {}).items() if isinstance(v, list)}
+            changed = {f for f in files & present if f in stamps and _stat(p / f) != stamps[f]}
+            files -= changed                       # saved over since animeid wrote it: the user's now
         elif legacy is not None:
             files = {f for f in present if legacy(f)}
         ours = files & present
@@ -256,7 +280,7 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot make the folder: {e.strerror or e}", shown) from None
-    od = OutputDir(p, kind, files, dirs)
+    od = OutputDir(p, kind, files, dirs, stamps)
     try:
         od._save()
     except OSError as e:
@@ -294,7 +318,7 @@ def is_animeid_png(path: str | os.PathLike) -> bool:
 
 
 def prepare_output_file(path: str | os.PathLike, *, own: Callable[[Path], bool], what: str,
-                        overwrite: bool = False, option: str = "--out") -> Path:
+                        overwrite: bool = False, option: str = "--out", in_workspace: bool = False) -> Path:
     """Check the output file ``path`` before any work: returns it (absolute) when it may be written.
 
     Refused (:class:`OutputError`, nothing changed): an existing folder at ``path``; an existing file
@@ -306,7 +330,8 @@ def prepare_output_file(path: str | os.PathLike, *, own: Callable[[Path], bool],
     shown = str(p)
     if p.is_dir():
         raise OutputError(f"is a folder, not {what}; give {option} the path of a file to write", shown)
-    check_not_in_workspace(p.parent, option)
+    if not in_workspace:                   # (a workspace's own contact sheet lives in it)
+        check_not_in_workspace(Path(os.path.realpath(p)).parent, option)       # through links too
     if p.exists() or p.is_symlink():
         if not own(p):
             raise OutputError(f"exists and is not {what} animeid wrote; nothing was changed: remove it or give "

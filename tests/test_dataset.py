@@ -340,3 +340,7 @@ def test_collect_of_unreadable_inputs_leaves_no_workspace(tmp_path, capsys):
     (ws / "notes.txt").write_text("mine")            # a folder the user made: kept, with their file
     assert main(["collect", str(bad), "--workspace", str(ws), "--workers", "1"]) == 1
     assert sorted(p.name for p in ws.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)              # empty folders the user made: kept too
+    assert main(["collect", str(bad), "--workspace", str(empty), "--workers", "1"]) == 1
+    assert [p.name for p in empty.iterdir()] == ["sub"]

@@ -204,7 +204,7 @@ def test_read_folder_dataset_skips_unreadable(tmp_path, caplog):
     assert isinstance(ds, FolderDataset) and len(paths) == 12 and len(labels) == 12
     assert sorted(set(labels)) == sorted({"aoba", "涼風", "hifumi"})
     assert len(ds.skipped) == 1 and ds.skipped[0][0].name == "broken.jpg"
-    assert "broken.jpg" in caplog.text and "1 unreadable" in caplog.text
+    assert "broken.jpg" in caplog.text and "1 file or folder left out" in caplog.text
     assert len(ds.splits) == 12 and ds.split_source.startswith("stratified_split")
     test_paths, test_labels = read_folder_dataset(tmp_path, "test")
     assert set(test_labels) == {"aoba", "涼風", "hifumi"}  # every character in test

@@ -152,19 +152,23 @@ def test_broken_links_and_link_loops_in_a_character_folder_are_named_and_left_ou
     (ds / "a" / "self").symlink_to(ds / "a", target_is_directory=True)
     (ds / "a" / "sub").symlink_to(ds / "b", target_is_directory=True)     # another character's folder
     (ds / "a" / "b0.png").symlink_to(ds / "b" / "0.png")                   # and one of its pictures
+    (ds / "a" / "again.png").symlink_to(ds / "a" / "0.png")                # a picture twice in one folder
+    (ds / "b_twin").symlink_to(ds / "b", target_is_directory=True)         # a character folder that is a link
     got = read_folder_dataset(ds)
     assert sorted((p.parent.name, p.name) for p in got.paths) == [
         ("a", "0.png"), ("a", "1.png"), ("a", "2.png"), ("b", "0.png"), ("b", "1.png"), ("b", "2.png")]
     assert got.labels.count("a") == 3
     why = {p.name: r for p, r in got.skipped}
-    assert set(why) == {"gone.png", "all", "self", "sub", "b0.png"}
+    assert set(why) == {"gone.png", "all", "self", "sub", "b0.png", "again.png", "b_twin"}
+    assert "the same picture as" in why["again.png"] and "not a character of its own" in why["b_twin"]
+    assert sorted(set(got.labels)) == ["a", "b"]
     assert "another character's folder" in why["sub"] and "another character's picture" in why["b0.png"]
     assert "broken link" in why["gone.png"] and "deleted.png" in why["gone.png"]
     assert "not followed" in why["all"] and "not followed" in why["self"]
     with caplog.at_level("WARNING", logger="animeid"):
         files = list(iter_image_files([ds / "a"]))
     assert sorted(str(f.relative_to(ds / "a")) for f in files) == [   # no dataset here: links to b are read
-        "0.png", "1.png", "2.png", "b0.png", "sub/0.png", "sub/1.png", "sub/2.png"]
+        "0.png", "1.png", "2.png", "again.png", "b0.png", "sub/0.png", "sub/1.png", "sub/2.png"]
     assert "gone.png: skipped, a broken link" in caplog.text
 
 

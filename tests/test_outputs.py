@@ -434,3 +434,61 @@ def test_predict_previews_of_pictures_named_alike_are_both_kept(generated_model,
     assert main(["predict", str(generated_model.path), str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
                  "--detector", "animeface", "--preview", str(tmp_path / "prev")]) == 0
     assert sorted(p.name for p in (tmp_path / "prev").glob("*.png")) == ["x.png", "x~2.png"]
+
+
+def test_a_file_saved_over_animeids_output_is_the_users_and_is_never_replaced(tmp_path):
+    """The marker notes each file's size and time as written: a user's chart saved under an earlier
+    sheet's name (or a hand-edited export crop) is theirs now, and the next run refuses to touch it."""
+    import time
+
+    from PIL import Image
+
+    from animeid._util import save_image_atomic
+    from animeid.cluster import GROUPS_DIR, _claim_sheets
+
+    od = _claim_sheets(tmp_path)
+    d = tmp_path / GROUPS_DIR
+    save_image_atomic(Image.new("RGB", (4, 4)), d / "group-2.png")
+    od.finish()
+    assert _claim_sheets(tmp_path) is not None                    # untouched: still animeid's own
+    time.sleep(0.01)
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(d / "group-2.png")   # the user saves their own picture there
+    before = (d / "group-2.png").read_bytes()
+    with pytest.raises(OutputError, match="group-2.png"):
+        _claim_sheets(tmp_path)
+    assert (d / "group-2.png").read_bytes() == before
+
+
+def test_links_do_not_lead_outputs_into_a_workspace_or_an_input_folder(ws, tmp_path, capsys):
+    from animeid.sample import make_characters, render_face
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    render_face(make_characters(1, seed=1)[0], np.random.default_rng(0), size=96).save(pics / "a.png")
+    (tmp_path / "to_ws").symlink_to(ws / "unlabeled", target_is_directory=True)
+    (tmp_path / "to_pics").symlink_to(pics, target_is_directory=True)
+    before = _digest(ws)
+    assert main(["detect", str(pics), "--out", str(tmp_path / "to_ws" / "crops")]) == 1
+    assert "an animeid workspace" in capsys.readouterr().err
+    assert main(["detect", str(pics), "--out", str(tmp_path / "to_pics" / "crops")]) == 1
+    assert "an input folder" in capsys.readouterr().err
+    assert _digest(ws) == before and not (pics / "crops").exists()
+
+
+def test_dataset_stats_sheet_never_replaces_a_users_file_nor_lands_among_the_faces(tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for name in ("aoba", "kou"):
+        (data / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (i * 90, 40, 0)).save(data / name / f"{i}.png")
+    mine = tmp_path / "mine.png"
+    Image.new("RGB", (8, 8)).save(mine)                           # a PNG animeid did not draw
+    before = mine.read_bytes()
+    assert main(["dataset", "stats", str(data), "--sheet", str(mine)]) == 1
+    assert "not a contact sheet animeid wrote" in capsys.readouterr().err and mine.read_bytes() == before
+    assert main(["dataset", "stats", str(data), "--sheet", str(data / "aoba" / "sheet.png")]) == 1
+    assert not (data / "aoba" / "sheet.png").exists()
+    assert main(["dataset", "stats", str(data), "--sheet", str(tmp_path / "sheet.png")]) == 0
+    assert main(["dataset", "stats", str(data), "--sheet", str(tmp_path / "sheet.png")]) == 0   # its own: replaced
