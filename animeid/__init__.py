@@ -8,7 +8,7 @@ The Python API is the library the CLI and the web app both call::
 
 Modules, one per pipeline stage: :mod:`animeid.video` (frames), :mod:`animeid.detect` (faces),
 :mod:`animeid.dataset` (workspaces, export), :mod:`animeid.augment`, :mod:`animeid.backbones`
-(feature extractors), :mod:`animeid.models` (recognisers), :mod:`animeid.evaluate`,
+(feature extractors), :mod:`animeid.heads` (recognisers), :mod:`animeid.evaluate`,
 :mod:`animeid.predict`, :mod:`animeid.serve`. Heavy modules are imported on first use.
 """
 from __future__ import annotations

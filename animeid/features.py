@@ -147,7 +147,7 @@ class FeaturePipeline:
     def transform(self, images: Sequence[ImageTyping], *, batch_size: int = 32, cache: bool = True,
                   progress: bool = False) -> np.ndarray:
         """Features ``(n, d)`` float32 for face crops ``images`` (pixels: ``(n, size, size, 3)`` uint8)."""
-        from .models import _resized_rgb, color_histograms, combine_features
+        from .heads import _resized_rgb, color_histograms, combine_features
 
         images = list(images)
         if self.spec.kind == "pixels":       # the resized faces themselves; PixelForest flattens them

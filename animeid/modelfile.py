@@ -55,7 +55,7 @@ _MAX_MEMBER = 4 * 1024**3  # refuse members that claim to unpack to more than 4 
 class ModelBundle:
     """A model read by :func:`read_model` (or about to be written).
 
-    ``head``: the fitted estimator (:mod:`animeid.models`), ``labels``: its characters in column
+    ``head``: the fitted estimator (:mod:`animeid.heads`), ``labels``: its characters in column
     order, ``backbone``: ``{"name", "version", "preprocess", ...}`` or ``None`` (pixel models),
     ``backbone_onnx``: the ONNX graph bytes when the file carries one, ``meta``: the whole
     animeid-model.json.
@@ -142,7 +142,7 @@ def save_model(path: str | os.PathLike, head: Any, *, method: str, labels: list[
     ``training``: a JSON-safe summary (data, split, scores, history...); ``thresholds``: e.g.
     ``{"unknown": 0.35}``. Returns the path written. ``.animeid`` is the usual ending.
     """
-    from .models import head_name
+    from .heads import head_name
 
     path = Path(path)
     name = head_name(head)
@@ -219,7 +219,7 @@ def _read_member(z: zipfile.ZipFile, name: str, path: Path) -> bytes:
 
 def read_model(path: str | os.PathLike) -> ModelBundle:
     """Open an ``.animeid`` model file; raises :class:`~animeid.errors.ModelFileError` for any problem."""
-    from .models import head_from_arrays
+    from .heads import head_from_arrays
 
     path = check_file(path, "an animeid model file", ModelFileError, missing="no such model file")
     try:

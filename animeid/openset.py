@@ -130,7 +130,7 @@ def raw_features(X: np.ndarray) -> np.ndarray:
     they are; pictures ``(n, H, W, 3)`` (pixel models) become their colour histograms."""
     X = np.asarray(X)
     if X.ndim == 4:
-        from .models import color_histograms
+        from .heads import color_histograms
 
         return color_histograms(X).astype(np.float64)
     if X.ndim != 2:
@@ -173,7 +173,7 @@ def openset_inputs(pipeline: Any, images: Sequence, *, inputs: dict[str, Any] | 
         if name == "embedding":
             F = _l2n(F)
         if inputs.get("color_weight"):
-            from .models import color_histograms
+            from .heads import color_histograms
 
             F = np.hstack([F, float(inputs["color_weight"]) * _l2n(color_histograms(images))])
         return (res[0] if head else None), F
@@ -591,7 +591,7 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
     """
     y_train = np.asarray([str(v) for v in y_train])
     classes = [str(c) for c in (classes if classes is not None else np.unique(y_train))]
-    os_, Etr = _build(F_train, y_train, classes, dim=dim, shrink=shrink, mode=mode)
+    layer, Etr = _build(F_train, y_train, classes, dim=dim, shrink=shrink, mode=mode)
     C = len(classes)
 
     # known faces: held-out ones when they cover two characters, else leave-one-out on training
@@ -599,20 +599,20 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
     if use_cal:
         ycal = np.asarray([str(v) for v in y_cal])
         keep = np.isin(ycal, classes)
-        Ecal, ycal = os_.embed(np.asarray(F_cal)[keep]), ycal[keep]
-        Z, S = os_.zscores(Ecal), os_.similarities(Ecal)
+        Ecal, ycal = layer.embed(np.asarray(F_cal)[keep]), ycal[keep]
+        Z, S = layer.zscores(Ecal), layer.similarities(Ecal)
         yi = np.array([classes.index(v) for v in ycal])
     else:
         yi = np.array([classes.index(v) for v in y_train])
-        dots = Etr @ os_.sums.T                               # remove each face from its own prototype
-        cnt = np.broadcast_to(os_.counts, dots.shape).copy()
-        ssq = np.broadcast_to(np.einsum("ij,ij->i", os_.sums, os_.sums), dots.shape).copy()
+        dots = Etr @ layer.sums.T                               # remove each face from its own prototype
+        cnt = np.broadcast_to(layer.counts, dots.shape).copy()
+        ssq = np.broadcast_to(np.einsum("ij,ij->i", layer.sums, layer.sums), dots.shape).copy()
         r = np.arange(len(yi))
         ssq[r, yi] = ssq[r, yi] - 2 * dots[r, yi] + 1
         dots[r, yi] -= 1
         cnt[r, yi] -= 1
-        Z = (dots / np.sqrt(np.maximum(ssq, _EPS)) - os_._gm[:C]) / os_._gsd[:C]
-        S = dots / np.maximum(cnt, 1) / os_._a[:C]
+        Z = (dots / np.sqrt(np.maximum(ssq, _EPS)) - layer._gm[:C]) / layer._gsd[:C]
+        S = dots / np.maximum(cnt, 1) / layer._a[:C]
         Z[cnt < 1] = -np.inf
         S[cnt < 1] = -np.inf
     known = Z.max(axis=1)
@@ -676,11 +676,11 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
         "known_accepted": float(np.mean(known >= threshold)),
         "known_accepted_correct": float(np.mean((known >= threshold) & (pred == yi))),
         "strangers_rejected": float(np.mean(stranger < threshold)) if len(stranger) else None,
-        "prototype_accuracy": float(np.mean(pred == yi)), "dim": int(os_.projection.shape[1]), "shrink": shrink,
+        "prototype_accuracy": float(np.mean(pred == yi)), "dim": int(layer.projection.shape[1]), "shrink": shrink,
     }
     calibration = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in calibration.items()}
     quantiles = np.quantile(fin_known, np.linspace(0.0, 1.0, N_QUANTILES)) if len(fin_known) >= 2 else None
-    return dataclasses.replace(os_, threshold=threshold, slope=slope, temperature=temperature, far=far,
+    return dataclasses.replace(layer, threshold=threshold, slope=slope, temperature=temperature, far=far,
                                cluster_distance=cluster_distance, calibration=calibration,
                                known_quantiles=quantiles)
 
@@ -698,21 +698,21 @@ def calibrate_for_training(fitted: Any, tr_x: Sequence, tr_y: Sequence[str], va_
         F_va = openset_features(pipe, va_x, inputs=inputs) if len(va_x) else None
         classes = [str(c) for c in fitted.head.classes_]
         kw.setdefault("strangers_seen", pipe.spec.kind == "network")
-        os_ = fit_openset(F_tr, tr_y, F_va, va_y if len(va_x) else None, classes=classes, **kw)
-        os_ = dataclasses.replace(os_, inputs=inputs)
+        layer = fit_openset(F_tr, tr_y, F_va, va_y if len(va_x) else None, classes=classes, **kw)
+        layer = dataclasses.replace(layer, inputs=inputs)
         if "mode" not in kw and len(va_x):
             # once characters are enrolled, the head keeps naming the trained characters ("hybrid") unless
             # the prototypes name the validation faces better than it does
             head_acc = float(np.mean(np.asarray(fitted.head.predict(pipe.transform(list(va_x)))).astype(str)
                                      == np.asarray(va_y, dtype=str)))
-            proto_acc = os_.calibration.get("prototype_accuracy") or 0.0
-            os_ = dataclasses.replace(os_, mode="prototype" if proto_acc > head_acc + 0.005 else "hybrid",
-                                      calibration={**os_.calibration, "head_accuracy": round(head_acc, 4)})
+            proto_acc = layer.calibration.get("prototype_accuracy") or 0.0
+            layer = dataclasses.replace(layer, mode="prototype" if proto_acc > head_acc + 0.005 else "hybrid",
+                                      calibration={**layer.calibration, "head_accuracy": round(head_acc, 4)})
     except Exception as e:  # never lose a trained model to the open-set layer
         log.warning("open-set calibration skipped: %s", e or type(e).__name__)
         return {}, {}
-    log.info("open-set layer: unknown threshold %.3f (%s)", os_.threshold, os_.calibration)
-    return os_.to_model_parts()
+    log.info("open-set layer: unknown threshold %.3f (%s)", layer.threshold, layer.calibration)
+    return layer.to_model_parts()
 
 
 # ----------------------------------------------------------------------------------------------

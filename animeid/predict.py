@@ -170,8 +170,8 @@ class Recognizer:
 
         if not with_embedding:
             return self.pipeline.transform(faces, batch_size=batch_size, cache=False), None
-        os_ = self.openset
-        return openset_inputs(self.pipeline, faces, inputs=os_.inputs if os_ is not None else None,
+        layer = self.openset
+        return openset_inputs(self.pipeline, faces, inputs=layer.inputs if layer is not None else None,
                               batch_size=batch_size, cache=False)
 
     def predict_open_faces(self, faces: Sequence[ImageTyping], *, batch_size: int = 32
@@ -182,16 +182,16 @@ class Recognizer:
         return self._predict_open(list(faces), batch_size)[:2]
 
     def _predict_open(self, faces: list, batch_size: int) -> tuple[np.ndarray, np.ndarray, list[str], Any]:
-        os_ = self.openset                       # one consistent snapshot (enrol/forget replace it)
-        labels = list(os_.labels) if os_ is not None else list(self.bundle.labels)
+        layer = self.openset                       # one consistent snapshot (enrol/forget replace it)
+        labels = list(layer.labels) if layer is not None else list(self.bundle.labels)
         if not faces:
-            return np.zeros((0, len(labels))), np.zeros(0), labels, os_
-        X, F = self._features(faces, batch_size, os_ is not None)
+            return np.zeros((0, len(labels))), np.zeros(0), labels, layer
+        X, feats = self._features(faces, batch_size, layer is not None)
         head_p = np.asarray(self.bundle.head.predict_proba(X), dtype=np.float64)
-        if os_ is None:
+        if layer is None:
             return head_p, head_p.max(axis=1), labels, None
-        E = os_.embed(F)
-        return os_.proba(E, head_p), os_.score(E), labels, os_
+        E = layer.embed(feats)
+        return layer.proba(E, head_p), layer.score(E), labels, layer
 
     def predict_proba_faces(self, faces: Sequence[ImageTyping], *, batch_size: int = 32) -> np.ndarray:
         """Probabilities ``(n, len(labels))`` for face crops."""
@@ -207,8 +207,8 @@ class Recognizer:
         """What the open-set score is: ``"prototype_z"`` (open-set layer) or ``"max_proba"``."""
         return "prototype_z" if self.openset is not None else "max_proba"
 
-    def _threshold(self, cfg: PredictConfig, os_: Any = None) -> float | None:
-        """The open-set score threshold ``cfg`` asks for with the layer ``os_`` (None: no unknown answers)."""
+    def _threshold(self, cfg: PredictConfig, layer: Any = None) -> float | None:
+        """The open-set score threshold ``cfg`` asks for with the layer ``layer`` (None: no unknown answers)."""
         from .errors import InputError, ModelFileError
 
         if not cfg.unknown:
@@ -216,35 +216,35 @@ class Recognizer:
         if cfg.unknown_rate is not None:
             if cfg.unknown_threshold is not None:
                 raise InputError("give the unknown threshold as a refusal rate or as a score, not both")
-            if os_ is None:
+            if layer is None:
                 raise ModelFileError("this model has no open-set layer (made by an older animeid), so a refusal "
                                      "rate means nothing to it: give a threshold on its highest probability "
                                      "(score:0.5) or retrain it", self.path)
             try:
-                return os_.threshold_for_rate(cfg.unknown_rate)
+                return layer.threshold_for_rate(cfg.unknown_rate)
             except ModelFileError as e:
                 raise ModelFileError(e.message, self.path) from None
         if cfg.unknown_threshold is not None:
             return float(cfg.unknown_threshold)
-        return os_.threshold if os_ is not None else None
+        return layer.threshold if layer is not None else None
 
     def _candidates(self, p: np.ndarray, top: int, labels: list[str] | None = None) -> list[dict[str, Any]]:
         labels = self.labels if labels is None else labels
         return [{"name": labels[i], "p": round(float(p[i]), 4)} for i in np.argsort(-p, kind="stable")[:max(1, top)]]
 
     def _verdict(self, p: np.ndarray, top: int, labels: list[str], score: float, threshold: float | None,
-                 os_: Any) -> dict[str, Any]:
+                 layer: Any) -> dict[str, Any]:
         """``{"name", "unknown", "candidates", "open_set"}`` for one face (see the module's notes)."""
         from .openset import UNKNOWN
 
         cands = self._candidates(p, top, labels)
         unknown = threshold is not None and bool(score < threshold)
-        info: dict[str, Any] = {"kind": "prototype_z" if os_ is not None else "max_proba",
+        info: dict[str, Any] = {"kind": "prototype_z" if layer is not None else "max_proba",
                                 "score": round(float(score), 4),
                                 "threshold": None if threshold is None else round(float(threshold), 4)}
-        if os_ is not None and os_.known_quantiles is not None:
-            rate = os_.refusal_rate(threshold)
-            below = os_.refusal_rate(float(score))
+        if layer is not None and layer.known_quantiles is not None:
+            rate = layer.refusal_rate(threshold)
+            below = layer.refusal_rate(float(score))
             info["refusal_rate"] = None if rate is None else round(rate, 4)
             info["known_below"] = None if below is None else round(below, 4)
         return {"name": UNKNOWN if unknown or not cands else cands[0]["name"], "unknown": unknown or not cands,
@@ -256,9 +256,9 @@ class Recognizer:
         module's notes); with ``cfg``, its ``top`` and unknown settings apply."""
         cfg = cfg or PredictConfig(top=top)
         self._threshold(cfg, self.openset)            # a bad setting fails before any work
-        proba, score, labels, os_ = self._predict_open(list(faces), cfg.batch_size)
-        t = self._threshold(cfg, os_)
-        return [self._verdict(p, cfg.top, labels, s, t, os_) for p, s in zip(proba, score)]
+        proba, score, labels, layer = self._predict_open(list(faces), cfg.batch_size)
+        t = self._threshold(cfg, layer)
+        return [self._verdict(p, cfg.top, labels, s, t, layer) for p, s in zip(proba, score)]
 
     def predict_faces(self, faces: Sequence[ImageTyping], *, top: int = 3,
                       cfg: PredictConfig | None = None) -> list[list[dict[str, Any]]]:
@@ -317,10 +317,10 @@ class Recognizer:
             for box, crop in pairs:
                 located.append((i, box, no_face))
                 crops.append(crop)
-        proba, score, labels, os_ = self._predict_open(crops, cfg.batch_size)
-        t = self._threshold(cfg, os_)
+        proba, score, labels, layer = self._predict_open(crops, cfg.batch_size)
+        t = self._threshold(cfg, layer)
         for (i, box, no_face), p, s in zip(located, proba, score):
-            entry = {"box": [int(v) for v in box], **self._verdict(p, cfg.top, labels, s, t, os_)}
+            entry = {"box": [int(v) for v in box], **self._verdict(p, cfg.top, labels, s, t, layer)}
             if no_face:
                 results[i]["whole_picture"] = entry
             else:
@@ -357,7 +357,7 @@ class Recognizer:
 
 
     # -- open set: enrol and forget characters without retraining
-    def _enrol_crop(self, image: ImageTyping, cfg: PredictConfig, face_crops: bool = False) -> Any:
+    def _enroll_crop(self, image: ImageTyping, cfg: PredictConfig, face_crops: bool = False) -> Any:
         """The face to enrol from a picture: the picture itself when it is a face crop (found as one
         face filling it, or ``face_crops``), else the largest face found. A picture without a face
         found is refused (:class:`~animeid.errors.InputError`) unless ``face_crops``."""
@@ -403,7 +403,7 @@ class Recognizer:
         crops, refused = [], []
         for im in images:                                           # every picture is judged before any change
             try:
-                crops.append(self._enrol_crop(im, cfg, face_crops))
+                crops.append(self._enroll_crop(im, cfg, face_crops))
             except InputError as e:
                 refused.append(e)
         if len(refused) == 1:
@@ -411,12 +411,12 @@ class Recognizer:
         if refused:
             raise InputError(f"{len(refused)} of the {len(images)} pictures cannot be enrolled: "
                              + "; ".join(str(e) for e in refused))
-        _, F = self._features(crops, cfg.batch_size, True)
+        _, feats = self._features(crops, cfg.batch_size, True)
         with self._lock:
-            os_ = self.openset
-            E = os_.embed(F)
-            new = name not in os_.labels
-            self.openset = os_.enrolled(name, E)
+            layer = self.openset
+            E = layer.embed(feats)
+            new = name not in layer.labels
+            self.openset = layer.enrolled(name, E)
             self.labels = list(self.openset.labels)
             if name not in self._thumbs:
                 from .thumbnails import thumbnail
@@ -436,15 +436,15 @@ class Recognizer:
         from .names import normalize_name
 
         with self._lock:
-            os_ = self.openset
-            name = next((lab for lab in os_.labels if normalize_name(lab) == normalize_name(name)), normalize_name(name))
-            if name not in os_.labels:
-                raise InputError(f"no character {name!r} in this model (characters: {', '.join(os_.labels)})")
-            if len(os_.labels) <= 1:
+            layer = self.openset
+            name = next((lab for lab in layer.labels if normalize_name(lab) == normalize_name(name)), normalize_name(name))
+            if name not in layer.labels:
+                raise InputError(f"no character {name!r} in this model (characters: {', '.join(layer.labels)})")
+            if len(layer.labels) <= 1:
                 raise InputError(f"{name!r} is the model's last character; a model needs at least one")
-            self.openset = os_.forgotten(name)
+            self.openset = layer.forgotten(name)
             self.labels = list(self.openset.labels)
-        return {"name": name, "trained": name in os_.trained, "characters": len(self.labels)}
+        return {"name": name, "trained": name in layer.trained, "characters": len(self.labels)}
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the model, with its current gallery and forgotten characters, to ``path`` (default:
@@ -457,14 +457,14 @@ class Recognizer:
         if path is None:
             raise ValueError("no path to save to")
         with self._lock:
-            os_ = self.openset
+            layer = self.openset
         thresholds = {k: v for k, v in (b.thresholds or {}).items() if k not in THRESHOLD_KEYS}
         from .thumbnails import to_arrays as thumb_arrays
 
         extra = {k: v for k, v in (b.extra_arrays or {}).items() if not k.startswith(("openset.", "thumbs."))}
         extra.update(thumb_arrays(self._thumbs))
-        if os_ is not None:
-            th, arr = os_.to_model_parts()
+        if layer is not None:
+            th, arr = layer.to_model_parts()
             thresholds.update(th)
             extra.update(arr)
         save_model(path, b.head, method=b.method, labels=list(b.labels), backbone=b.backbone,

@@ -11,7 +11,7 @@ CLI prints one line and the web API answers 422).
     ['finetune']
 
 Where a new one goes: a backbone, :func:`animeid.backbones.register_backbone`; a training method,
-the ``@_method`` decorator in :mod:`animeid.train`; a head, :data:`animeid.models.HEADS`; a face
+the ``@_method`` decorator in :mod:`animeid.train`; a head, :data:`animeid.heads.HEADS`; a face
 detector, :data:`animeid.detect.DETECTORS`.
 """
 from __future__ import annotations

@@ -87,7 +87,7 @@ def _load_all(paths: Sequence[Path], progress: bool | None = False, desc: str = 
          min_samples_leaf=1, max_features="sqrt", seed=24)
 def _fit_forest(train_x, train_y, val_x, val_y, *, size, tune, n_iter, cv, n_estimators, max_depth,
                 min_samples_split, min_samples_leaf, max_features, seed, progress) -> Fitted:
-    from .models import PixelForest, _resized_rgb
+    from .heads import PixelForest, _resized_rgb
 
     pipe = FeaturePipeline(FeatureSpec(kind="pixels", size=size))
     X = np.stack([_resized_rgb(im, size) for im in train_x])       # (N, size, size, 3) uint8
@@ -142,7 +142,7 @@ def _features_with_augmentation(pipe: FeaturePipeline, images, labels, augment: 
          augment=0, seed=0)
 def _fit_softmax(train_x, train_y, val_x, val_y, *, backbone, steps, learning_rate, batch_size,
                  label_smoothing, augment, seed, progress) -> Fitted:
-    from .models import SoftmaxHead
+    from .heads import SoftmaxHead
 
     pipe = FeaturePipeline(FeatureSpec(kind="backbone", backbone=backbone))
     X, y = _features_with_augmentation(pipe, train_x, train_y, augment, seed, progress)
@@ -170,7 +170,7 @@ def _curves(history: Any) -> dict[str, list[float]]:
          backbone="efficientnet_lite0_stages", tta_flip=True, color_hist=True, color_weight=1.0, C=1.0, augment=0, seed=0)
 def _fit_logistic(train_x, train_y, val_x, val_y, *, backbone, tta_flip, color_hist, color_weight, C, augment,
                   seed, progress) -> Fitted:
-    from .models import LogisticHead
+    from .heads import LogisticHead
 
     pipe = FeaturePipeline(FeatureSpec(kind="backbone", backbone=backbone, tta_flip=tta_flip,
                                        color_hist=color_hist, color_weight=color_weight))
@@ -209,7 +209,7 @@ def _fit_finetune(train_x, train_y, val_x, val_y, *, backbone, input_size, train
                   learning_rate, weight_decay, label_smoothing, augmentation, tta_flip, time_budget, checkpoint_dir,
                   seed, progress) -> Fitted:
     from .finetune import FinetuneConfig, finetune
-    from .models import ProbabilityHead
+    from .heads import ProbabilityHead
 
     cfg = FinetuneConfig(backbone=backbone, input_size=input_size, trainable_blocks=trainable_blocks, epochs=epochs,
                          batch_size=batch_size, lr=learning_rate, weight_decay=weight_decay,

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [row]
 
     if args.hist:
-        from animeid.models import LogisticHead, color_histograms, combine_features
+        from animeid.heads import LogisticHead, color_histograms, combine_features
 
         t = time.perf_counter()
         xfit, yfit = list(xtr) + list(xv), list(ytr) + list(yv)

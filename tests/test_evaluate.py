@@ -94,7 +94,7 @@ def test_bad_inputs():
 
 
 def test_evaluate_estimator():
-    from animeid.models import LogisticHead
+    from animeid.heads import LogisticHead
 
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(0, 1, (20, 4)), rng.normal(4, 1, (20, 4))])
@@ -147,7 +147,7 @@ def test_plot_reports_missing_glyphs_once(tmp_path, caplog, monkeypatch):
 
 
 def test_plot_curves(tmp_path):
-    from animeid.models import SoftmaxHead
+    from animeid.heads import SoftmaxHead
 
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(0, 1, (30, 5)), rng.normal(2, 1, (30, 5))])

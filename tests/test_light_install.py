@@ -41,7 +41,7 @@ def scene(tmp_path_factory) -> Path:
 def test_the_blocker_really_blocks():
     r = _run("-c", "import torch")
     assert r.returncode != 0 and "No module named 'torch'" in r.stderr
-    r = _run("-c", "import animeid.models, animeid.predict, sys; "
+    r = _run("-c", "import animeid.heads, animeid.predict, sys; "
                    "print(sorted(m for m in ('torch', 'sklearn', 'scipy', 'av', 'matplotlib') if m in sys.modules))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

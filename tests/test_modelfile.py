@@ -12,7 +12,7 @@ import pytest
 from animeid import _version
 from animeid.errors import ModelFileError
 from animeid.modelfile import FORMAT_VERSION, ModelBundle, read_model, save_model
-from animeid.models import LogisticHead, PixelForest, SoftmaxHead
+from animeid.heads import LogisticHead, PixelForest, SoftmaxHead
 
 LABELS = ["ahagon_umiko", "涼風青葉", "yagami_kou"]
 

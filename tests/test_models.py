@@ -14,7 +14,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import check_estimator
 
-from animeid.models import (
+from animeid.heads import (
     HEADS,
     STUDY_FOREST_PARAMS,
     ColorHistogram,
@@ -270,7 +270,7 @@ def test_from_arrays_errors():
 
 
 def test_probability_head_passes_network_probabilities_through():
-    from animeid.models import ProbabilityHead
+    from animeid.heads import ProbabilityHead
 
     head = ProbabilityHead().set_classes(["a", "b", "c"])
     P = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])

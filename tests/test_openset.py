@@ -140,7 +140,7 @@ def test_enrol_from_a_whole_illustration_uses_its_largest_face(model, detect_tad
     assert detect_faces(pic)
     from animeid.predict import PredictConfig
 
-    crop = rec._enrol_crop(pic, PredictConfig())
+    crop = rec._enroll_crop(pic, PredictConfig())
     assert crop.size[0] == crop.size[1] and crop.size[0] < 512
     assert rec.enroll("tadne girl", [pic])["new"] is True
     assert rec.predict(pic)["faces"][0]["name"] in ("tadne girl", "unknown")
@@ -249,13 +249,13 @@ def test_openset_layer_round_trip_and_damage(model, tmp_path):
     from animeid.openset import OpenSet
 
     b = read_model(model)
-    os_ = OpenSet.from_bundle(b)
-    th, arr = os_.to_model_parts()
+    layer = OpenSet.from_bundle(b)
+    th, arr = layer.to_model_parts()
     again = OpenSet.from_bundle(dataclasses.replace(b, thresholds=th, extra_arrays=arr))
-    assert again.labels == os_.labels and again.threshold == os_.threshold
+    assert again.labels == layer.labels and again.threshold == layer.threshold
     # a damaged layer (gallery rows without labels) is a ModelFileError naming the file
     bad = dict(b.extra_arrays)
-    bad["openset.gallery"] = np.zeros((2, os_.projection.shape[1]), np.float32)
+    bad["openset.gallery"] = np.zeros((2, layer.projection.shape[1]), np.float32)
     p = save_model(tmp_path / "bad.animeid", b.head, method=b.method, backbone=b.backbone,
                    backbone_onnx=b.backbone_onnx, features=b.features, thresholds=b.thresholds, extra_arrays=bad)
     import animeid

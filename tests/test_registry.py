@@ -32,7 +32,7 @@ def test_a_registry_keeps_order_lists_by_pattern_and_names_the_known_ones():
 def test_every_named_thing_lives_in_one():
     from animeid.backbones import _REGISTRY, list_backbones
     from animeid.detect import DETECTORS
-    from animeid.models import HEADS, head_from_arrays
+    from animeid.heads import HEADS, head_from_arrays
     from animeid.train import METHODS
 
     for reg in (_REGISTRY, DETECTORS, HEADS, METHODS):

@@ -109,11 +109,11 @@ def test_the_refusal_rate_maps_to_a_threshold_and_round_trips_through_the_model_
     q = read_model(model).extra_arrays["openset.known_quantiles"]
     assert q.shape == (201,) and np.all(np.diff(q) >= 0)
     rec = animeid.load(model)
-    os_ = rec.openset
+    layer = rec.openset
     for rate in (0.05, 0.25, 0.5, 0.9):
-        t = os_.threshold_for_rate(rate)
-        assert abs(os_.refusal_rate(t) - rate) < 1e-6
-    assert os_.threshold_for_rate(0.1) <= os_.threshold_for_rate(0.5)
+        t = layer.threshold_for_rate(rate)
+        assert abs(layer.refusal_rate(t) - rate) < 1e-6
+    assert layer.threshold_for_rate(0.1) <= layer.threshold_for_rate(0.5)
     # a high rate refuses a face an ordinary threshold names
     name, f = _known_face(data)
     hi = rec.predict(f, PredictConfig(detect="never", unknown_rate=0.99))["faces"][0]
@@ -123,8 +123,8 @@ def test_the_refusal_rate_maps_to_a_threshold_and_round_trips_through_the_model_
     rec.enroll("newcomer", [f], face_crops=True)
     out = rec.save(tmp_path / "plus.animeid")
     again = animeid.load(out)
-    np.testing.assert_allclose(again.openset.known_quantiles, os_.known_quantiles)
-    assert again.openset.threshold_for_rate(0.05) == pytest.approx(os_.threshold_for_rate(0.05))
+    np.testing.assert_allclose(again.openset.known_quantiles, layer.known_quantiles)
+    assert again.openset.threshold_for_rate(0.05) == pytest.approx(layer.threshold_for_rate(0.05))
 
 
 def test_old_model_files_still_load_and_predict(trained, grey, tmp_path):
