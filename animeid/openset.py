@@ -588,41 +588,80 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
     the others, as the network learned (holoen16: 99 % of such "strangers" rejected at a threshold
     that rejected 12 % of real ones). The threshold then rejects a share ``far`` of the known
     characters' held-out faces instead.
+
+    The named steps: the layer (:func:`_build`), known-face scores (:func:`_known_scores`), stranger
+    scores and distances (:func:`_stranger_scores`), the threshold (:func:`_threshold_from`), the
+    clustering cut (:func:`_cluster_distance`).
     """
     y_train = np.asarray([str(v) for v in y_train])
     classes = [str(c) for c in (classes if classes is not None else np.unique(y_train))]
     layer, Etr = _build(F_train, y_train, classes, dim=dim, shrink=shrink, mode=mode)
-    C = len(classes)
-
-    # known faces: held-out ones when they cover two characters, else leave-one-out on training
     use_cal = F_cal is not None and y_cal is not None and len(set(map(str, y_cal)) & set(classes)) >= 2
-    if use_cal:
+    Z, S, yi = _known_scores(layer, Etr, y_train, classes, F_cal if use_cal else None, y_cal if use_cal else None)
+    known = Z.max(axis=1)
+    temperature = _fit_temperature(np.where(np.isfinite(S), S, -1e3), yi)
+    stranger, gd, idd, n_folds = _stranger_scores(F_train, y_train, classes, F_cal if use_cal else None,
+                                                  y_cal if use_cal else None, dim=dim, shrink=shrink, mode=mode,
+                                                  max_folds=max_folds, seed=seed)
+    fin_known = known[np.isfinite(known)]
+    threshold, basis = _threshold_from(fin_known, stranger, far, strangers_seen)
+    slope = _slope(fin_known, stranger[np.isfinite(stranger)])
+    pred = S.argmax(axis=1)
+    calibration = {"genuine_distance_median": float(np.median(gd)) if len(gd) else None,
+                   "impostor_distance_median": float(np.median(idd)) if len(idd) else None,
+                   "threshold_from": basis,
+                   "known_faces": "validation" if use_cal else "training, leave-one-out", "n_known": int(len(known)),
+                   "stranger_folds": n_folds, "n_strangers": int(len(stranger)),
+                   "loco_auroc": _auroc(fin_known, stranger[np.isfinite(stranger)]),
+                   "known_accepted": float(np.mean(known >= threshold)),
+                   "known_accepted_correct": float(np.mean((known >= threshold) & (pred == yi))),
+                   "strangers_rejected": float(np.mean(stranger < threshold)) if len(stranger) else None,
+                   "prototype_accuracy": float(np.mean(pred == yi)), "dim": int(layer.projection.shape[1]),
+                   "shrink": shrink}
+    calibration = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in calibration.items()}
+    quantiles = np.quantile(fin_known, np.linspace(0.0, 1.0, N_QUANTILES)) if len(fin_known) >= 2 else None
+    return dataclasses.replace(layer, threshold=threshold, slope=slope, temperature=temperature, far=far,
+                               cluster_distance=_cluster_distance(gd, idd, strangers_seen), calibration=calibration,
+                               known_quantiles=quantiles)
+
+
+def _known_scores(layer: "OpenSet", Etr: np.ndarray, y_train: np.ndarray, classes: list[str],
+                  F_cal: np.ndarray | None, y_cal: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Known faces' z-scores and similarities ``(n, C)`` and class indices: the held-out faces
+    (``F_cal``) when given, else the training faces leave-one-out (each removed from its own prototype)."""
+    C = len(classes)
+    if F_cal is not None:
         ycal = np.asarray([str(v) for v in y_cal])
         keep = np.isin(ycal, classes)
         Ecal, ycal = layer.embed(np.asarray(F_cal)[keep]), ycal[keep]
-        Z, S = layer.zscores(Ecal), layer.similarities(Ecal)
-        yi = np.array([classes.index(v) for v in ycal])
-    else:
-        yi = np.array([classes.index(v) for v in y_train])
-        dots = Etr @ layer.sums.T                               # remove each face from its own prototype
-        cnt = np.broadcast_to(layer.counts, dots.shape).copy()
-        ssq = np.broadcast_to(np.einsum("ij,ij->i", layer.sums, layer.sums), dots.shape).copy()
-        r = np.arange(len(yi))
-        ssq[r, yi] = ssq[r, yi] - 2 * dots[r, yi] + 1
-        dots[r, yi] -= 1
-        cnt[r, yi] -= 1
-        Z = (dots / np.sqrt(np.maximum(ssq, _EPS)) - layer._gm[:C]) / layer._gsd[:C]
-        S = dots / np.maximum(cnt, 1) / layer._a[:C]
-        Z[cnt < 1] = -np.inf
-        S[cnt < 1] = -np.inf
-    known = Z.max(axis=1)
-    temperature = _fit_temperature(np.where(np.isfinite(S), S, -1e3), yi)
+        return layer.zscores(Ecal), layer.similarities(Ecal), np.array([classes.index(v) for v in ycal])
+    yi = np.array([classes.index(v) for v in y_train])
+    dots = Etr @ layer.sums.T                               # remove each face from its own prototype
+    cnt = np.broadcast_to(layer.counts, dots.shape).copy()
+    ssq = np.broadcast_to(np.einsum("ij,ij->i", layer.sums, layer.sums), dots.shape).copy()
+    r = np.arange(len(yi))
+    ssq[r, yi] = ssq[r, yi] - 2 * dots[r, yi] + 1
+    dots[r, yi] -= 1
+    cnt[r, yi] -= 1
+    Z = (dots / np.sqrt(np.maximum(ssq, _EPS)) - layer._gm[:C]) / layer._gsd[:C]
+    S = dots / np.maximum(cnt, 1) / layer._a[:C]
+    Z[cnt < 1] = -np.inf
+    S[cnt < 1] = -np.inf
+    return Z, S, yi
 
-    # strangers: leave one character out, embedding refitted without it
+
+def _stranger_scores(F_train: np.ndarray, y_train: np.ndarray, classes: list[str], F_cal: np.ndarray | None,
+                     y_cal: Sequence[str] | None, *, dim: int, shrink: float, mode: str, max_folds: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Strangers' scores: each known character in turn (at most ``max_folds``, drawn with ``seed``) left
+    out, the embedding refitted on the others, its faces scored. Also the cosine distances among a
+    stranger's faces (genuine) and to the other characters' faces (impostor). Returns ``(scores,
+    genuine distances, impostor distances, folds used)``."""
     rng = np.random.default_rng(seed)
     folds = [c for c in classes if np.sum(y_train == c) and len(set(classes) - {c}) >= 1]
     if len(folds) > max_folds:
         folds = sorted(str(c) for c in rng.choice(folds, max_folds, replace=False))
+    ycal = np.asarray([str(v) for v in y_cal]) if F_cal is not None else None
     strangers, gen_d, imp_d = [], [], []
     for c in folds:
         keep = y_train != c
@@ -631,58 +670,51 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
             continue
         oc, Eo = _build(F_train[keep], y_train[keep], others, dim=dim, shrink=shrink, mode=mode)
         Fc = F_train[~keep]
-        if use_cal and np.any(ycal == c):
-            Fc = np.concatenate([Fc, np.asarray(F_cal)[np.isin(np.asarray([str(v) for v in y_cal]), [c])]])
+        if ycal is not None and np.any(ycal == c):
+            Fc = np.concatenate([Fc, np.asarray(F_cal)[np.isin(ycal, [c])]])
         Ec = oc.embed(Fc)
         strangers.append(oc.score(Ec))
-        # cosine distances among the stranger's faces, and to the other characters' faces
         sub = Ec[rng.permutation(len(Ec))[:60]]
         iu = np.triu_indices(len(sub), 1)
         gen_d.append(1 - (sub @ sub.T)[iu])
         imp_d.append(1 - (sub @ Eo[rng.permutation(len(Eo))[:200]].T).ravel())
-    stranger = np.concatenate(strangers) if strangers else np.zeros(0)
-    fin_known = known[np.isfinite(known)]
-    if len(stranger) and not strangers_seen:
-        threshold, basis = float(np.quantile(stranger, 1 - far)), "strangers"
-    elif strangers_seen and len(fin_known):
-        threshold, basis = float(np.quantile(fin_known, far)), "known faces"
-    else:                                                     # two characters only: 5 % of known faces out
-        threshold, basis = float(np.quantile(fin_known, 0.05)), "known faces"
-    slope = 1.0
-    fin_k, fin_s = known[np.isfinite(known)], stranger[np.isfinite(stranger)]
-    if len(fin_k) > 1 and len(fin_s) > 1:
-        from sklearn.linear_model import LogisticRegression
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+    return cat(strangers), cat(gen_d), cat(imp_d), len(strangers)
 
-        xs = np.concatenate([fin_k, fin_s])[:, None]
-        ys = np.r_[np.ones(len(fin_k)), np.zeros(len(fin_s))]
-        slope = float(abs(LogisticRegression(C=10.0).fit(xs, ys).coef_[0, 0])) or 1.0
-    pred = S.argmax(axis=1)
-    # clustering (animeid.cluster): cut 40 % of the way from the typical distance of two faces of one
-    # unseen character to that of faces of different characters (nearer the first: a wrong face in a
-    # named group becomes a wrong label unless someone spots it, so purity comes first)
-    gd = np.concatenate(gen_d) if gen_d else np.zeros(0)
-    idd = np.concatenate(imp_d) if imp_d else np.zeros(0)
-    cluster_distance = float(np.median(gd) + 0.4 * (np.median(idd) - np.median(gd))) if len(gd) and len(idd) else None
+
+def _threshold_from(known: np.ndarray, stranger: np.ndarray, far: float, strangers_seen: bool) -> tuple[float, str]:
+    """The unknown threshold and what it was set on: letting a share ``far`` of strangers through,
+    or (strangers the network saw, or only two characters) refusing a share of known faces."""
+    if len(stranger) and not strangers_seen:
+        return float(np.quantile(stranger, 1 - far)), "strangers"
+    if strangers_seen and len(known):
+        return float(np.quantile(known, far)), "known faces"
+    return float(np.quantile(known, 0.05)), "known faces"      # two characters only: 5 % of known faces out
+
+
+def _slope(known: np.ndarray, stranger: np.ndarray) -> float:
+    """How steeply the probability of 'known' rises with the score (a logistic fit), 1 without data."""
+    if len(known) <= 1 or len(stranger) <= 1:
+        return 1.0
+    from sklearn.linear_model import LogisticRegression
+
+    xs = np.concatenate([known, stranger])[:, None]
+    ys = np.r_[np.ones(len(known)), np.zeros(len(stranger))]
+    return float(abs(LogisticRegression(C=10.0).fit(xs, ys).coef_[0, 0])) or 1.0
+
+
+def _cluster_distance(gd: np.ndarray, idd: np.ndarray, strangers_seen: bool) -> float | None:
+    """The clustering cut (:mod:`animeid.cluster`): 40 % of the way from the typical distance of two
+    faces of one unseen character to that of faces of different characters (nearer the first: a wrong
+    face in a named group becomes a wrong label unless someone spots it, so purity comes first). A
+    network that saw the left-out character keeps its faces close together, so those distances say
+    nothing of a new character's: 90 % of the different-character distance instead (holoen16,
+    fine-tuned: purity 95 %, a tenth of the face-by-face actions)."""
     if strangers_seen and len(idd):
-        # a network that saw the left-out character keeps its faces close together: those distances
-        # say nothing of a new character's; 90 % of the different-character distance instead
-        # (holoen16, fine-tuned: purity 95 %, a tenth of the face-by-face actions)
-        cluster_distance = float(0.9 * np.median(idd))
-    calibration = {"genuine_distance_median": float(np.median(gd)) if len(gd) else None,
-                   "impostor_distance_median": float(np.median(idd)) if len(idd) else None, 
-        "threshold_from": basis,
-        "known_faces": "validation" if use_cal else "training, leave-one-out", "n_known": int(len(known)),
-        "stranger_folds": len(strangers), "n_strangers": int(len(stranger)), "loco_auroc": _auroc(fin_k, fin_s),
-        "known_accepted": float(np.mean(known >= threshold)),
-        "known_accepted_correct": float(np.mean((known >= threshold) & (pred == yi))),
-        "strangers_rejected": float(np.mean(stranger < threshold)) if len(stranger) else None,
-        "prototype_accuracy": float(np.mean(pred == yi)), "dim": int(layer.projection.shape[1]), "shrink": shrink,
-    }
-    calibration = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in calibration.items()}
-    quantiles = np.quantile(fin_known, np.linspace(0.0, 1.0, N_QUANTILES)) if len(fin_known) >= 2 else None
-    return dataclasses.replace(layer, threshold=threshold, slope=slope, temperature=temperature, far=far,
-                               cluster_distance=cluster_distance, calibration=calibration,
-                               known_quantiles=quantiles)
+        return float(0.9 * np.median(idd))
+    if len(gd) and len(idd):
+        return float(np.median(gd) + 0.4 * (np.median(idd) - np.median(gd)))
+    return None
 
 
 def calibrate_for_training(fitted: Any, tr_x: Sequence, tr_y: Sequence[str], va_x: Sequence, va_y: Sequence[str],
