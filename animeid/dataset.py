@@ -623,19 +623,43 @@ def _remove_empty_workspace(root: Path, had: set[Path]) -> None:
 
 def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, cfg: CollectConfig | None = None,
             *, show_progress: bool | None = None, client=None) -> CollectSummary:
-    """Frames, detection, crops and near-duplicate removal into ``workspace`` (created if needed;
-    not when no input exists or holds a video or picture: then ``summary.nothing_to_read``).
+    """Frames, detection, crops and near-duplicate removal into ``workspace``.
 
-    Videos are sampled every ``cfg.every`` seconds; pictures are taken whole. Every face found at
-    ``cfg.threshold`` is cropped (square, ``cfg.margin``) into ``WS/unlabeled/`` unless its perceptual
-    hash is within ``cfg.dedupe_distance`` bits of a face already in the workspace. Safe to interrupt:
-    run it again and it continues. Failures are reported per file in the summary, never fatal.
+    Videos are sampled every ``cfg.every`` seconds; pictures are taken whole (animated ones: up to
+    16 frames). Every face found at ``cfg.threshold`` is cropped (square, ``cfg.margin``,
+    ``cfg.crop_size`` px) into ``WS/unlabeled/`` unless its perceptual hash is within
+    ``cfg.dedupe_distance`` bits of a face already in the workspace. Safe to interrupt: run it again
+    and it continues.
 
-    ``client``: a ``dask.distributed.Client`` or a scheduler address (``tcp://HOST:8786``) to decode,
-    detect, crop and hash on that Dask cluster's workers (``animeid[distributed]``); this process stays
-    the only writer of the workspace, which ends up the same as a local run's. The inputs must be
-    readable by every worker under the same path. An unusable cluster raises
-    :class:`animeid.remote.ClusterError` before anything is written.
+    Parameters
+    ----------
+    inputs : sequence of paths
+        Videos, pictures and folders (searched recursively).
+    workspace : path
+        The workspace folder: created if needed; not when no input exists or holds a video or
+        picture (``summary.nothing_to_read``), nor when nothing could be read.
+    cfg : CollectConfig, optional
+        Sampling, detection, cropping and near-duplicate settings (checked when made).
+    show_progress : bool, optional
+        A progress bar (None: on a terminal only).
+    client : dask.distributed.Client or str, optional
+        A client or a scheduler address (``tcp://HOST:8786``) to decode, detect, crop and hash on
+        that Dask cluster's workers (``animeid[distributed]``); this process stays the only writer
+        of the workspace, which ends up the same as a local run's. The inputs must be readable by
+        every worker under the same path.
+
+    Returns
+    -------
+    CollectSummary
+        Sources, frames or pictures read, new faces, near-duplicates dropped, seconds; failures
+        per file (never fatal).
+
+    Raises
+    ------
+    OutputError
+        ``workspace`` lies inside an input folder or inside another workspace.
+    animeid.remote.ClusterError
+        An unusable cluster, before anything is written.
     """
     cfg = cfg or CollectConfig()
     disable = None if show_progress is None else not show_progress

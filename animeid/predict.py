@@ -290,14 +290,33 @@ class Recognizer:
                 for f in faces], False
 
     def predict_batch(self, images: Sequence[ImageTyping], cfg: PredictConfig | None = None) -> list[dict[str, Any]]:
-        """One result per picture: ``{"path", "width", "height", "faces": [{"box", "name", "unknown",
-        "candidates", "open_set"}]}`` (the verdict: see the module's notes). An animated picture also
-        gets ``"frame"`` (0-based) and ``"frames"``: the frame with the most faces of up to
-        :data:`animeid.images.ANIMATION_FRAMES` searched (:func:`animeid.detect.detect_in_animation`).
+        """Find the faces in each picture and name their characters.
 
-        With ``detect="auto"``, a picture in which no face is found gets ``"faces": []`` and
-        ``"whole_picture"`` (the same fields): the guess made by reading the whole picture as a
-        face crop (right when it is one the detector missed, meaningless for a picture without a face).
+        Parameters
+        ----------
+        images : sequence of pictures
+            Paths, bytes, file objects, PIL pictures or ``(H, W, 3)`` uint8 arrays.
+        cfg : PredictConfig, optional
+            ``top`` candidates, detector and its ``threshold``, ``detect`` (``auto``: a face crop is
+            taken whole; ``always``; ``never``), the unknown threshold.
+
+        Returns
+        -------
+        list of dict
+            One per picture, in order: ``{"path", "width", "height", "faces": [{"box": [x0, y0, x1,
+            y1] (px, x1/y1 exclusive), "name" (a character or "unknown"), "unknown", "candidates":
+            [{"name", "p"}] (p: 0..1), "open_set"}]}`` (the verdict: see the module's notes). An
+            animated picture also gets ``"frame"`` (0-based) and ``"frames"``: the frame with the most
+            faces of up to :data:`animeid.images.ANIMATION_FRAMES` searched. With ``detect="auto"``, a
+            picture in which no face is found gets ``"faces": []`` and ``"whole_picture"`` (the same
+            fields): the guess made by reading it whole as a face crop.
+
+        Raises
+        ------
+        InputError
+            An unreadable picture (named).
+        ConfigError
+            An unknown-threshold the model cannot use.
         """
         cfg = cfg or PredictConfig()
         self._threshold(cfg, self.openset)            # a bad setting fails before any work

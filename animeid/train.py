@@ -376,15 +376,44 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
           **options: Any) -> TrainResult:
     """Train ``method`` on the folder-per-character ``dataset`` and save the model to ``out``.
 
-    ``options`` override the method's defaults (see :data:`METHODS`); an option the method does not
-    have, or a value an option cannot take, raises :class:`~animeid.errors.ConfigError` before any work.
-    ``out`` is checked before training starts (:class:`~animeid.errors.OutputError`): a folder, a
-    file that is not an animeid model, or (without ``overwrite``) an earlier model is refused, and so
-    are ``out.curves.png`` / ``out.confusion.png`` when they are pictures animeid did not draw.
-    ``progress``: True: a bar per stage (with ETA) on a terminal, one summary line per stage on stderr
-    otherwise; None: bars on a terminal only; False: nothing.
-    The model records the dataset's folder name, counts and the hashes of its training and validation
-    faces (:func:`training_fingerprint`), never a path.
+    Parameters
+    ----------
+    dataset : path
+        A folder with one subfolder of face pictures per character (or an exported dataset with
+        ``split.csv``); at least 2 characters, 2 pictures each.
+    out : path
+        The model file to write (``.animeid``); checked before training starts.
+    method : str
+        A name of :data:`METHODS` (``"auto"``, ``"finetune"``, ``"logistic"``, ``"softmax"``, ``"forest"``).
+    progress : bool, optional
+        True: a bar per stage (with ETA) on a terminal, one summary line per stage on stderr
+        otherwise; None: bars on a terminal only; False: nothing.
+    seed : int
+        Seed of the split and of the method.
+    test_size, val_size : float
+        Shares of each character's pictures held out for the test report and for validation
+        (without ``split.csv``).
+    overwrite : bool
+        Replace an earlier model at ``out``.
+    **options
+        Override the method's defaults (see :data:`METHODS`), e.g. ``backbone="efficientnet_lite0"``.
+
+    Returns
+    -------
+    TrainResult
+        The model's path, labels, split sizes, seconds, the held-out test report, the plots, the
+        files left out. The model records the dataset's folder name, counts and the hashes of its
+        training and validation faces (:func:`training_fingerprint`), never a path.
+
+    Raises
+    ------
+    ConfigError
+        An option the method does not have, or a value an option cannot take (before any work).
+    OutputError
+        ``out`` is a folder, a file that is not an animeid model, or (without ``overwrite``) an
+        earlier model; or ``out.curves.png`` / ``out.confusion.png`` are pictures animeid did not draw.
+    DatasetError
+        No pictures, one character only, a character with a single picture, a bad ``split.csv``.
     """
     from .evaluate import evaluate_predictions, plot_confusion, plot_curves, read_folder_dataset
     from .modelfile import save_model
