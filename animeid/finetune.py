@@ -19,11 +19,8 @@ stopped. The result holds the fine-tuned network as ONNX bytes:
   each of unit length, of ImageNet blocks: two of the frozen blocks (computed anyway) and, from a frozen
   ImageNet copy of the fine-tuned blocks run on the same shared frozen part, two blocks and the head.
   Fine-tuning on the known characters makes the embedding name them well and new ones badly (their
-  faces drift to the known characters); the ImageNet blocks keep what tells any two characters apart.
-  Measured with ``bench/openset_bench.py --method finetune`` (holoen16, 4 of 16 characters held out,
-  3 seeds; the open-set layer appends the colour histogram): 5-shot accuracy on new characters among
-  all 16 from 80.5 % (embedding alone) to 88.8 %, unknown AUROC 0.943 and 0.937. Prediction through
-  :class:`~animeid.predict.Recognizer` went from 265 to 200 faces/s (``bench/predict_speed.py``).
+  faces drift to the known characters); the ImageNet blocks keep what tells any two characters apart
+  (the figures behind this choice: BENCHMARKS.md, "Design measurements").
 
 All outputs have a dynamic batch axis. Checkpoints (``checkpoint_dir/finetune.pt``) are private
 ``torch.save`` files; what ships is the ONNX graph.

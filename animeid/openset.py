@@ -13,20 +13,17 @@ layer* beside the head, in the same model file, fitted and calibrated at the end
   training characters (PCA to at most ``dim`` = 512 directions, then the covariance of faces around
   their own character's mean, shrunk by ``shrink`` = 0.1 towards a multiple of the identity, made the
   identity: directions in which one character's faces vary -- pose, expression, artist -- count
-  less) and L2-normalised again. Learned on the known characters, it carries over to new ones: on
-  holoen16 (12 known, 4 held out; the figures in this paragraph and the next two were measured with
-  the logistic model's earlier features, Lite0 + colour histogram) 5-shot accuracy on the new
-  characters among all 16 rises from 51 % (cosine to prototypes of the raw features) to 84 %,
-  unknown AUROC (best cosine) from 0.67 to 0.84. A metric learned harder (a linear layer trained by prototype episodes on the known
-  characters, starting from this one) fitted those and did worse on new ones (65-71 %). A better
-  embedding in the model improves everything here unchanged.
+  less) and L2-normalised again. Learned on the known characters, it carries over to new ones; a
+  metric learned harder (a linear layer trained by prototype episodes) fitted the known characters
+  and did worse on new ones (figures: BENCHMARKS.md, "Design measurements"). A better embedding in
+  the model improves everything here unchanged.
 * **a prototype per character**: the sum and count of its embeddings (training faces, plus any
   enrolled pictures, whose embeddings are kept as the *gallery*). A character's similarity to a face
   is ``face . mean / a`` where ``a**2`` estimates the squared norm of the character's true mean
   (``(n |mean|**2 - 1) / (n - 1)``): the plain cosine favours characters with many faces (their
   mean is steadier, so longer) over one enrolled from 5 pictures; the unnormalised mean ignores that
-  characters differ in how alike their faces are. Measured (5-shot new / known after enrolment):
-  cosine 67 % / 92 %, unnormalised 82 % / 86 %, this 84 % / 89 %.
+  characters differ in how alike their faces are (the three compared: BENCHMARKS.md, "Design
+  measurements").
 * **per-character calibration**: the mean and spread of the cosine between a character's own
   training faces and its prototype (leave-one-out; for enrolled characters, the expected cosine of an
   n-picture prototype and the pooled spread). A face's *open-set score* is the highest z-score
