@@ -154,7 +154,8 @@ def cmd_import(a) -> int:
     cfg = _collect_cfg(a)
     _check_character(a.character)           # a bad name is refused before any picture is read
     return _workspace_run(a, lambda: import_illustrations(a.inputs, a.workspace, a.character, cfg,
-                                                          whole_if_none=not a.detect_only))
+                                                          whole_if_none=not a.detect_only,
+                                                          client=a.scheduler or None))
 
 
 def cmd_dataset_sync(a) -> int:
@@ -288,10 +289,9 @@ def _add_collect_opts(p, video: bool = True) -> None:
         p.add_argument("--keep-similar", action="store_true", help="keep near-identical consecutive frames")
     p.add_argument("--workers", type=o.whole(1, 1024).arg("--workers"), default=None,
                    help="detection processes (default: all cores; not used with --scheduler)")
-    if video:
-        add_scheduler_opt(p, "decoding, detection, cropping and hashing run on its workers; this process "
-                             "stays the only writer of the workspace. Inputs must be readable by every worker "
-                             "at the same path (a shared folder)")
+    add_scheduler_opt(p, ("decoding, " if video else "") + "detection, cropping and hashing run on its workers; "
+                         "this process stays the only writer of the workspace. Inputs must be readable by every "
+                         "worker at the same path (a shared folder)")
 
 
 def add_scheduler_opt(p, what: str) -> None:

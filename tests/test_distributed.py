@@ -125,6 +125,17 @@ def test_collect_on_a_cluster_equals_a_local_run_and_rerun_adds_nothing(inputs, 
     assert _manifest(ws) == _manifest(local_ws)
 
 
+def test_import_on_a_cluster_equals_a_local_import(inputs, client, tmp_path):
+    from animeid.dataset import import_illustrations
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    a = import_illustrations([inputs / "pics"], local, "someone", CollectConfig(**CFG), show_progress=False)
+    b = import_illustrations([inputs / "pics"], remote, "someone", CollectConfig(**CFG), show_progress=False,
+                             client=client)
+    assert a.ok and b.ok and a.items == b.items == 3 and a.faces == b.faces > 0
+    assert _manifest(remote) == _manifest(local)
+
+
 def test_a_partly_done_workspace_is_finished_on_a_cluster(inputs, local_ws, client, tmp_path):
     ws = tmp_path / "ws"
     collect([inputs / "episode.mp4", inputs / "pics"], ws, CollectConfig(**CFG), show_progress=False)
