@@ -236,5 +236,6 @@ def save_model_file(st: _State, rec: Recognizer) -> dict:
         rec.save(mp)
     except Exception as e:  # the change stays in memory; say so rather than fail the request
         log.error("%s: cannot save the model: %s", mp, e, exc_info=not isinstance(e, (OSError, AnimeidError)))
-        return {"saved": False, "save_error": f"{mp.name}: cannot save the model: {getattr(e, 'message', e)}"}
+        why = e.strerror if isinstance(e, OSError) and e.strerror else getattr(e, "message", e)
+        return {"saved": False, "save_error": f"{mp.name}: cannot save the model: {why}"}
     return {"saved": True}

@@ -1,0 +1,85 @@
+"""Promises the README makes that no other test held (issue 15 §4): EXIF orientation and file objects
+through the one picture loader, a workspace of a newer animeid refused, serve's warning for a
+non-loopback address, and an enrolment whose save fails answering `saved: false`. Generated data only."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+
+def test_the_loader_turns_a_picture_upright_by_its_exif_orientation_and_reads_file_objects(tmp_path):
+    from animeid.images import load_image
+
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    img.paste((255, 0, 0), (0, 0, 10, 20))                       # red on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6                                              # "rotate 90 degrees clockwise to view"
+    p = tmp_path / "phone.jpg"
+    img.save(p, exif=exif, quality=95)
+    up = load_image(p)
+    assert up.size == (20, 40), "EXIF orientation 6 swaps width and height"
+    r, g, b = up.getpixel((10, 3))
+    assert r > 200 and g < 60, "after turning clockwise the red left edge is at the top"
+    with open(p, "rb") as f:                                      # a file object, as uploads are
+        assert load_image(f).size == (20, 40)
+    assert load_image(io.BytesIO(p.read_bytes())).size == (20, 40)
+
+
+def test_a_workspace_of_a_newer_animeid_is_refused_untouched(tmp_path):
+    from animeid.dataset import Workspace
+    from animeid.errors import DatasetError
+
+    with Workspace(tmp_path / "ws", create=True) as ws:
+        ws.set_meta("schema_version", "99")
+    before = (tmp_path / "ws" / "manifest.sqlite").read_bytes()
+    with pytest.raises(DatasetError, match="newer animeid \\(schema 99 > 1\\)"):
+        Workspace(tmp_path / "ws")
+    assert (tmp_path / "ws" / "manifest.sqlite").read_bytes() == before
+
+
+def test_serve_warns_when_it_listens_beyond_this_machine(generated_model, capsys, monkeypatch):
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    from animeid.cli import main
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(sockets[0].getsockname()))
+    assert main(["serve", str(generated_model.path), "--port", "0"]) == 0
+    err = capsys.readouterr().err
+    assert served[0][0] == "127.0.0.1", "the default host is the loopback address"
+    assert "warning" not in err and "open http://127.0.0.1:0/" in err
+    assert main(["serve", str(generated_model.path), "--host", "0.0.0.0", "--port", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "animeid: warning: listening on 0.0.0.0: the server has no authentication" in err
+
+
+def test_an_enrolment_whose_save_fails_answers_saved_false(generated_model, tmp_path, monkeypatch):
+    pytest.importorskip("fastapi")
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from animeid.predict import Recognizer
+    from animeid.serve import create_app
+
+    mf = tmp_path / "m.animeid"
+    shutil.copy(generated_model.path, mf)
+    before = mf.read_bytes()
+
+    def fail(self, path=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Recognizer, "save", fail)
+    face = io.BytesIO()
+    Image.new("RGB", (96, 96), (10, 200, 30)).save(face, "PNG")
+    with TestClient(create_app(mf, save_enrolments=True)) as c:
+        r = c.post("/api/v1/enroll", data={"name": "newcomer", "face_crops": "true"},
+                   files={"image": ("a.png", face.getvalue(), "image/png")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["saved"] is False and "cannot save the model: No space left on device" in body["save_error"]
+        assert "newcomer" in body["characters"], "the enrolment stays in memory"
+    assert mf.read_bytes() == before, "the model file is as it was"
