@@ -23,9 +23,10 @@ LITE = "efficientnet_lite0"
 SMALL = "efficientnet_lite0@96"  # same weights at 96 px: fast in ONNX Runtime
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A private cache folder ($ANIMEID_CACHE) for the whole session."""
+    """A private cache folder ($ANIMEID_CACHE) for this module's tests, the environment put back after
+    them (a session fixture changed it for every later module: a module run alone behaved differently)."""
     d = tmp_path_factory.mktemp("animeid-cache")
     old = os.environ.get("ANIMEID_CACHE")
     os.environ["ANIMEID_CACHE"] = str(d)

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -88,33 +87,24 @@ def test_collect_killed_midway_resumes_to_the_same_manifest(detect_tadne, tmp_pa
     ref = tmp_path / "ref"
     collect([video], ref, CollectConfig(workers=1, skip_similar_frames=None))
     ws = tmp_path / "ws"
-    code = ("import sys; from animeid.dataset import collect, CollectConfig; "
+    # the child kills itself (SIGKILL, as kill -9) right after its 4th frame is committed: the same
+    # point on every run, not wherever a timer happens to catch it
+    code = ("import os, signal; from animeid import dataset; from animeid.dataset import collect, CollectConfig\n"
+            "add = dataset._Store.add\n"
+            "def dying_add(self, *a, **k):\n"
+            "    n = add(self, *a, **k)\n"
+            "    if self.summary.items == 4: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return n\n"
+            "dataset._Store.add = dying_add\n"
             f"collect([{str(video)!r}], {str(ws)!r}, CollectConfig(workers=1, skip_similar_frames=None), "
             "show_progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    deadline = time.time() + 120
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        db = ws / "manifest.sqlite"
-        if db.exists():
-            try:
-                con = sqlite3.connect(db, timeout=1)
-                n = con.execute("SELECT count(*) FROM items").fetchone()[0]
-                con.close()
-            except sqlite3.Error:
-                n = 0
-            if n >= 4:
-                proc.send_signal(signal.SIGKILL)
-                killed_at = n
-                break
-        time.sleep(0.05)
-    proc.wait()
-    assert killed_at is not None, "collect finished before it could be killed"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, "collect was not killed midway"
     con = sqlite3.connect(ws / "manifest.sqlite")
     done_before = con.execute("SELECT count(*) FROM items").fetchone()[0]
     status = con.execute("SELECT status FROM sources").fetchone()[0]
     con.close()
-    assert done_before < len(names) and status == "partial"
+    assert done_before == 4 and status == "partial", "killed after exactly 4 committed frames"
     s = collect([video], ws, CollectConfig(workers=1, skip_similar_frames=None))
     assert s.ok and s.items == len(names) - done_before     # only the rest was processed
     assert _manifest(ws) == [tuple(r) for r in _manifest(ref)]
