@@ -114,7 +114,6 @@ def test_plot_confusion_16_unicode_classes(tmp_path):
     proba[np.arange(160), np.arange(160) % 16] += 0.8
     r = evaluate_predictions(y, proba, labels)
     out = plot_confusion(r, tmp_path / "sub" / "cm.png")
-    assert out.exists()
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 800 and im.size[1] > 800
     assert not list((tmp_path / "sub").glob(".*tmp"))  # atomic: no leftovers
@@ -129,8 +128,36 @@ def test_plot_confusion_draws_japanese_names_with_a_cjk_font(tmp_path, caplog):
     r = evaluate_predictions(labels * 2, np.eye(3)[[0, 1, 2, 0, 2, 1]], labels)
     with caplog.at_level(logging.WARNING, logger="animeid"):
         out = plot_confusion(r, tmp_path / "cm.png")
-    assert out.exists()
+    with Image.open(out) as im:
+        assert im.format == "PNG", "the confusion plot with Japanese names is a PNG"
     assert not [rec for rec in caplog.records if "no glyph" in rec.getMessage()]
+
+
+def _cell_colours(png: Path, n: int) -> np.ndarray:
+    """The colour near the top-left corner of each cell of an ``n x n`` confusion plot whose cell (0, 0)
+    is a full row share (the darkest Blues): found as the block of that colour."""
+    import matplotlib
+
+    a = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    dark = tuple(round(v * 255) for v in matplotlib.colormaps["Blues"](1.0)[:3])
+    m = (a == dark).all(axis=-1)
+    xs, ys = np.flatnonzero(m.sum(axis=0) >= 50), np.flatnonzero(m.sum(axis=1) >= 50)
+    x0, y0, w, h = xs[0], ys[0], xs[-1] - xs[0] + 1, ys[-1] - ys[0] + 1
+    return np.array([[a[y0 + i * h + h // 5, x0 + j * w + w // 5] for j in range(n)] for i in range(n)])
+
+
+def test_plot_confusion_colours_each_cell_by_its_share_of_the_row(tmp_path):
+    """A hand-made 2 x 2 case: row a is [2, 0] (shares 1, 0), row b is [1, 2] (shares 1/3, 2/3; as raw
+    counts on a 0..2 scale they would be 0.5, 1, and transposed cell (0, 1) would not be white)."""
+    import matplotlib
+
+    r = evaluate_predictions(["a", "a", "b", "b", "b"], np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0.0]]),
+                             ["a", "b"])
+    assert r.confusion.tolist() == [[2, 0], [1, 2]]
+    got = _cell_colours(plot_confusion(r, tmp_path / "cm.png"), 2)
+    want = np.array([[[round(v * 255) for v in matplotlib.colormaps["Blues"](s)[:3]] for s in row]
+                     for row in ([1.0, 0.0], [1 / 3, 2 / 3])])
+    assert np.abs(got - want).max() <= 3, ("cells coloured by row share: 1, 0 / 1/3, 2/3", got.tolist(), want.tolist())
 
 
 def test_plot_reports_missing_glyphs_once(tmp_path, caplog, monkeypatch):
@@ -157,7 +184,13 @@ def test_plot_curves(tmp_path):
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 600
     out2 = plot_curves({"step": [1, 2, 3], "train_accuracy": [0.1, 0.5, 0.9]}, tmp_path / "acc.png")
-    assert out2.exists()
+    # the one series is drawn in matplotlib's first colour: a straight rising line from (1, 0.1) to (3, 0.9)
+    a = np.asarray(Image.open(out2).convert("RGB")).astype(int)
+    ys, xs = np.nonzero(np.abs(a - (31, 119, 180)).sum(axis=-1) <= 30)
+    left, right = ys[xs == xs.min()].mean(), ys[xs == xs.max()].mean()
+    mid = ys[xs == (xs.min() + xs.max()) // 2].mean()
+    assert left - right > 0.5 * a.shape[0], ("the accuracy line rises from 0.1 to 0.9 across the plot", left, right)
+    assert abs(mid - (left + right) / 2) <= 2, ("step 2 is drawn at accuracy 0.5, halfway up the line", mid, left, right)
     with pytest.raises(ValueError):
         plot_curves({"step": [1, 2], "train_loss": [1.0, 0.5]}, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
@@ -184,10 +217,13 @@ def test_stratified_split_is_seeded_and_stratified():
     assert (per["a"].count("test"), per["a"].count("val"), per["a"].count("train")) == (2, 1, 7)
     assert (per["b"].count("test"), per["b"].count("val"), per["b"].count("train")) == (1, 1, 3)
     assert (per["c"].count("test"), per["c"].count("val"), per["c"].count("train")) == (1, 0, 1)
-    # the same items get the same split whatever the list order
+    # whatever the list order, each character gets the same (test, val, train) counts
     order = np.random.default_rng(0).permutation(len(labels))
-    shuffled = stratified_split([labels[i] for i in order], test_size=0.2, val_size=0.1, seed=3)
-    assert sorted(s1) == sorted(shuffled)
+    shuffled_labels = [labels[i] for i in order]
+    shuffled = stratified_split(shuffled_labels, test_size=0.2, val_size=0.1, seed=3)
+    counts = {lab: tuple([s for l2, s in zip(shuffled_labels, shuffled) if l2 == lab].count(k)
+                         for k in ("test", "val", "train")) for lab in "abc"}
+    assert counts == {"a": (2, 1, 7), "b": (1, 1, 3), "c": (1, 0, 1)}, ("per-character counts kept when shuffled", counts)
     with pytest.raises(ValueError):
         stratified_split(labels, test_size=0.6, val_size=0.5)
 
@@ -260,4 +296,7 @@ def test_read_folder_dataset_honours_split_csv(tmp_path, caplog):
 def test_read_newgame8(newgame8: Path):
     ds = read_folder_dataset(newgame8)
     assert len(ds.paths) == 272 and len(set(ds.labels)) == 8 and not ds.skipped
-    assert ds.splits.count("test") == pytest.approx(272 * 0.2, abs=4)
+    # per character of n faces: round(n * 0.2) test, round(n * 0.1) val (halves to even), the rest train;
+    # 17, 10, 52, 25, 51, 57, 15, 45 faces -> test 3+2+10+5+10+11+3+9, val 2+1+5+2+5+6+2+4
+    got = {k: ds.splits.count(k) for k in ("test", "val", "train")}
+    assert got == {"test": 53, "val": 27, "train": 192}, ("the default 70/10/20 split of newgame8, per character", got)
