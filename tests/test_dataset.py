@@ -303,6 +303,31 @@ def test_truncated_video_keeps_its_readable_part_and_is_reported(detect_tadne, t
     assert rows and max(r[2] for r in rows) < 5.0 * len(TILES)
 
 
+def test_near_duplicate_pairs_from_constructed_hashes_split_whole_in_exact_proportions():
+    """Hand-made hashes: 15 bases, each one even-parity byte repeated 8 times (any two differ in 2+ bits
+    per byte, so 16+ bits). Character a has bases 0-9; b has 5 pairs, base 10-14 and that base with one
+    bit flipped. At 10 bits each pair is one group and the rest stay alone; the 80/10/10 split then
+    gives a (8, 1, 1) faces and b (6, 2, 2) (test and val get a pair each, train the other three),
+    whatever order the seed draws the groups in."""
+    from animeid.dataset import _split_groups
+
+    even = [v for v in range(256) if bin(v).count("1") % 2 == 0][:15]
+    bases = [int.from_bytes(bytes([v] * 8), "big") for v in even]
+    d = [int(hamming(h, np.array([g], np.uint64))[0]) for i, h in enumerate(bases) for g in bases[i + 1:]]
+    assert min(d) == 16
+    hashes = bases[:10] + [h for base in bases[10:] for h in (base, base ^ 1)]
+    groups = group_near_duplicates(hashes, 10)
+    assert groups == list(range(10)) + [10, 10, 12, 12, 14, 14, 16, 16, 18, 18], \
+        ("far-apart hashes each their own group, each 1-bit pair one group", groups)
+    labels = ["a"] * 10 + ["b"] * 10
+    for seed in range(5):
+        split = _split_groups(labels, groups, seed, (0.8, 0.1, 0.1))
+        counts = {lab: tuple([split[i] for i in range(20) if labels[i] == lab].count(k) for k in ("train", "val", "test"))
+                  for lab in "ab"}
+        assert counts == {"a": (8, 1, 1), "b": (6, 2, 2)}, ("exact 80/10/10 split by whole groups", seed, counts)
+        assert all(split[10 + 2 * k] == split[11 + 2 * k] for k in range(5)), "a near-duplicate pair never straddles"
+
+
 def test_export_split_fractions_of_zero_hold_nothing_out():
     """`dataset export --val 0 --test 0` keeps every face for training (a character with 3+ groups used
     to give test and val a group each whatever the fractions)."""
