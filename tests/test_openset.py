@@ -56,7 +56,10 @@ def test_trained_model_carries_a_calibrated_layer_and_known_faces_keep_the_head(
     assert isinstance(b.thresholds["unknown"], float) and b.thresholds["unknown_score"] == "prototype_z"
     assert {"openset.projection", "openset.sums", "openset.gallery"} <= set(b.extra_arrays)
     cal = b.thresholds["openset_calibration"]
-    assert cal["stranger_folds"] == len(KNOWN) and 0 <= cal["strangers_rejected"] <= 1
+    assert cal["stranger_folds"] == len(KNOWN) and cal["threshold_from"] == "strangers"
+    # the threshold is the strangers' 85 % quantile (far 0.15): 85 % of them score below it, to one face
+    assert cal["strangers_rejected"] == pytest.approx(0.85, abs=1 / cal["n_strangers"] + 1e-4), \
+        ("strangers rejected at the calibrated threshold = 1 - far", cal["strangers_rejected"], cal["n_strangers"])
     rec = animeid.load(model)
     assert rec.labels == KNOWN and rec.openset is not None and not rec.openset.has_changes
     faces = [f for n in KNOWN for f in _faces(data, n)[:3]]
@@ -240,8 +243,19 @@ def test_cli_enroll_out_forget_predict_and_evaluate_unknown(model, data, tmp_pat
     assert main(["evaluate", str(m), str(known_dir), "--unknown", str(unk), "--json"]) == 0
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"auroc", "unknown_rejected", "known_correct", "top1", "top5", "n"} <= set(d)
-    assert d["auroc"] > 0.7 and 0 <= d["unknown_rejected"] <= 1 and 0 <= d["known_correct"] <= 1
+    assert d["auroc"] > 0.7           # a quality floor on real faces; the formula is pinned on hand-made scores below
     assert d["n_unknown"] == len(list(unk.rglob("*.jpg")))
+    # the figures are the per-face verdicts counted: unknown_rejected = strangers answered 'unknown',
+    # known_correct = known faces answered with their own name
+    rec = animeid.load(m)
+    strangers = rec.identify_faces(sorted(unk.rglob("*.jpg")))
+    known_files = sorted(known_dir.rglob("*.jpg"))
+    known_v = rec.identify_faces(known_files)
+    assert d["unknown_rejected"] == pytest.approx(np.mean([v["unknown"] for v in strangers]), abs=1e-4), \
+        "unknown_rejected: share of strangers whose verdict is 'unknown'"
+    assert d["known_correct"] == pytest.approx(
+        np.mean([v["name"] == f.parent.name for v, f in zip(known_v, known_files)]), abs=1e-4), \
+        "known_correct: share of known faces whose verdict is their own name"
 
 
 def test_openset_layer_round_trip_and_damage(model, tmp_path):
@@ -310,3 +324,66 @@ def test_model_without_stored_openset_inputs_predicts_as_before(model, data, tmp
     p2, s2 = old_rec.predict_open_faces(faces)
     np.testing.assert_allclose(p1, p2, atol=1e-6)
     np.testing.assert_allclose(s1, s2, atol=1e-6)
+
+
+def test_open_set_figures_on_hand_made_scores():
+    """AUROC and the rates at a threshold on scores small enough to count by hand."""
+    from animeid.openset import open_set_figures
+
+    # known [0.9, 0.8] vs unknown [0.1, 0.85]: of the 4 pairs, 3 have the known face above -> 0.75
+    f = open_set_figures([0.9, 0.8], [True, False], [0.1, 0.85], threshold=0.5)
+    assert f["auroc"] == 0.75, "AUROC = share of (known, unknown) pairs ordered right"
+    assert f["unknown_rejected"] == 0.5, "0.1 < 0.5 rejected, 0.85 let through"
+    assert f["known_accepted"] == 1.0 and f["known_correct"] == 0.5, "both known accepted, one of them named right"
+    assert (f["n_known"], f["n_unknown"], f["unknown_threshold"]) == (2, 2, 0.5)
+    # ties count half; the threshold itself accepts (score >= threshold)
+    assert open_set_figures([1.0, 1.0], [True, True], [1.0], threshold=1.0)["auroc"] == 0.5, "ties count half"
+    t = open_set_figures([0.2, 0.4, 0.6], [True, True, True], [0.4, 0.7], threshold=0.4)
+    assert (t["auroc"], t["unknown_rejected"], t["known_accepted"], t["known_correct"]) == (1.5 / 6, 0.0, 2 / 3, 2 / 3)
+    assert open_set_figures([0.3], [True], [0.9, 0.7], threshold=0.5)["auroc"] == 0.0, "every unknown above: 0"
+    # no threshold, or no faces on one side: None, not a number
+    n = open_set_figures([0.9], [True], [0.1], threshold=None)
+    assert (n["auroc"], n["unknown_rejected"], n["known_correct"], n["known_accepted"]) == (1.0, None, None, None)
+    assert open_set_figures([0.9], [True], [], threshold=0.5)["auroc"] is None
+
+
+def _tiny_layer(**kw):
+    from animeid.openset import OpenSet
+
+    return OpenSet(center=np.zeros(2), projection=np.eye(2), trained=["a"], sums=np.zeros((1, 2)), counts=np.ones(1),
+                   genuine_mean=np.full(1, 0.5), genuine_sd=np.full(1, 0.1), gallery=np.zeros((0, 2)),
+                   gallery_labels=[], **kw)
+
+
+def test_refusal_rate_and_threshold_on_hand_made_known_quantiles():
+    """Known-face quantiles [-2, -1, 0, 1, 2] at shares 0, .25, .5, .75, 1: rates and thresholds are
+    linear between them."""
+    layer = _tiny_layer(known_quantiles=np.array([-2.0, -1.0, 0.0, 1.0, 2.0]), slope=3.0)
+    assert layer.threshold_for_rate(0.25) == -1.0 and layer.threshold_for_rate(0.625) == 0.5
+    assert layer.refusal_rate(0.5) == 0.625 and layer.refusal_rate(-1.0) == 0.25
+    assert layer.refusal_rate(-2.0) == 0.0 and layer.refusal_rate(-5.0) == 0.0, "at or below the lowest: none refused"
+    assert layer.refusal_rate(2.0) == 1.0 and layer.refusal_rate(9.0) == 1.0, "above the highest: all refused"
+    assert layer.threshold_for_rate(0.0) == pytest.approx(-2.0 - 1e-9, abs=1e-12) and layer.threshold_for_rate(0.0) < -2.0
+    assert layer.threshold_for_rate(1.0) == float("inf")
+    assert layer.refusal_rate(None) is None and _tiny_layer().refusal_rate(0.0) is None
+    # p(unknown) = sigmoid(slope * (threshold - score)): 0.5 at the threshold, 1/(1+e^-3) one below it
+    np.testing.assert_allclose(layer.p_unknown(np.array([0.0, -1.0, 1.0]), 0.0),
+                               [0.5, 1 / (1 + np.exp(-3.0)), 1 / (1 + np.exp(3.0))], rtol=1e-12)
+    with pytest.raises(InputError):
+        layer.threshold_for_rate(1.5)
+    with pytest.raises(ModelFileError, match="score:T"):
+        _tiny_layer().threshold_for_rate(0.1)
+
+
+def test_threshold_and_cluster_cut_on_hand_made_scores():
+    from animeid.openset import _cluster_distance, _threshold_from
+
+    strangers = np.arange(11.0)                          # 0..10: the 85 % quantile is 8.5
+    assert _threshold_from(np.array([5.0, 6.0]), strangers, 0.15, False) == (8.5, "strangers")
+    known = np.arange(21.0)                              # 0..20: the 15 % quantile is 3, the 5 % one 1
+    assert _threshold_from(known, strangers, 0.15, True) == (3.0, "known faces"), "strangers seen: far of known"
+    assert _threshold_from(known, np.zeros(0), 0.15, False) == (1.0, "known faces"), "no strangers: 5 % of known"
+    gd, idd = np.array([0.1, 0.2, 0.3]), np.array([0.7, 0.8, 0.9])
+    assert _cluster_distance(gd, idd, False) == pytest.approx(0.2 + 0.4 * (0.8 - 0.2)), "40 % from genuine to impostor"
+    assert _cluster_distance(gd, idd, True) == pytest.approx(0.9 * 0.8), "strangers seen: 90 % of impostor median"
+    assert _cluster_distance(np.zeros(0), idd, False) is None
