@@ -217,7 +217,10 @@ def test_cli_detector_evaluate_json_and_bad_input(scenes, tmp_path):
     [row] = out["detectors"]
     n_faces = sum(len(a.boxes) for a in load_boxes(scenes))
     assert out["pictures"] == 12 and row["detector"] == "animeface" and row["faces"] == n_faces > 12
-    assert 0.0 <= row["precision"] <= 1.0 and row["ms_per_picture"] > 0
+    tp, fp = row["true_positives"], row["false_positives"]
+    assert tp + fp == row["detections"] and row["ms_per_picture"] > 0
+    assert (row["precision"], row["recall"]) == (round(tp / (tp + fp), 4), round(tp / n_faces, 4)), \
+        ("precision = hits / detections, recall = hits / reference faces", row)
     (tmp_path / "boxes.json").write_text("{broken")
     r = _cli("detector", "train", str(tmp_path), "--out", str(tmp_path / "d.onnx"))
     assert r.returncode == 1 and "boxes.json: not valid JSON" in r.stderr and "Traceback" not in r.stderr

@@ -35,7 +35,13 @@ def logistic_model(small_real, tmp_path_factory):
 def test_forest_beats_chance(small_real, tmp_path):
     r = train(small_real, tmp_path / "f.animeid", method="forest", n_estimators=60, progress=False)
     assert r.test["top1"] > 0.4                    # chance: 1/8
-    assert 0 < r.info["oob_score"] <= 1
+    # out-of-bag accuracy: a whole number of the training faces right, as the saved forest keeps it
+    oob_right = r.info["oob_score"] * r.n_train
+    assert abs(oob_right - round(oob_right)) < 1e-6 and 0 < round(oob_right) <= r.n_train, \
+        ("oob score is k / n_train", r.info["oob_score"], r.n_train)
+    import animeid
+
+    assert animeid.load(r.model_path).bundle.head.oob_score_ == r.info["oob_score"], "saved forest keeps its oob score"
     assert r.confusion_png.is_file()
 
 
@@ -60,9 +66,17 @@ def test_logistic_beats_chance_and_reloads_identically(logistic_model, small_rea
     assert pa.shape == (12, 8)
     assert np.array_equal(pa, pb)
     np.testing.assert_allclose(pa.sum(1), 1, atol=1e-5)
-    # the saved model scores the held-out faces exactly as the in-memory one did at training time
-    rep, _ = evaluate_model(a, small_real)
-    assert rep.n == len(list(small_real.rglob("*.jpg"))) and rep.top1 >= r.test["top1"] - 1e-9
+    # the saved model scores the held-out test faces (the same seeded split) exactly as the in-memory one
+    # did at training time, and it learnt from none of them
+    rep, ds = evaluate_model(a, small_real, split="test")
+    assert (rep.n, rep.correct) == (r.n_test, round(r.test["top1"] * r.n_test)), \
+        ("held-out test faces: same count and same number right as at training time", rep.n, rep.correct, r.test)
+    assert rep.top5 == pytest.approx(r.test["top5"], abs=1e-12), "held-out top-5 as at training time"
+    seen = rep.extra["seen_in_training"]
+    assert (seen["train"], seen["val"], seen["n"]) == (0, 0, r.n_test), ("no test face was trained on", seen)
+    whole, _ = evaluate_model(a, small_real)
+    seen = whole.extra["seen_in_training"]
+    assert (seen["train"], seen["val"], whole.n) == (r.n_train, r.n_val, r.n_train + r.n_val + r.n_test), seen
 
 
 def test_whole_illustration_and_its_face_crop_get_the_same_top1(logistic_model, detect_tadne):
@@ -110,8 +124,12 @@ def test_cli_evaluate_json_counts_unknown_characters_as_errors(logistic_model, s
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     n_known, n_stranger = len(list((data / "toyama_rin").iterdir())), len(list((data / "stranger").iterdir()))
     assert last["n"] == n_known + n_stranger
-    assert last["top1"] <= n_known / (n_known + n_stranger) + 1e-9     # every 'stranger' face is an error
-    assert 0 <= last["top5"] <= 1
+    rin, stranger = last["per_class"]["toyama_rin"], last["per_class"]["stranger"]
+    assert last["unknown_labels"] == ["stranger"] and (stranger["n"], stranger["correct"]) == (n_stranger, 0), \
+        "every 'stranger' face is an error"
+    assert stranger["top5_correct"] == 0 and rin["n"] == n_known
+    assert last["top1"] == pytest.approx(rin["correct"] / last["n"], abs=1e-12), "top-1: only Rin's faces can be right"
+    assert last["top5"] == pytest.approx(rin["top5_correct"] / last["n"], abs=1e-12), "top-5: only Rin's faces count"
 
 
 def test_cli_predict_json_lines(logistic_model, detect_tadne, capsys):
