@@ -85,7 +85,19 @@ def test_cluster_without_a_model_groups_three_characters_and_stores_them(newgame
     assert [g.size for g in groups if g.id != -1] == sorted((g.size for g in groups if g.id != -1), reverse=True)
     run, stored = latest_groups(ws)
     assert run == groups[0].run and sum(len(v) for v in stored.values()) == sum(g.size for g in groups)
-    assert (ws / GROUPS_DIR / "group-1.png").is_file() and (ws / GROUPS_DIR / "groups.png").is_file()
+    # group 1's sheet: rows of 12 64-px thumbnails after a 180-px label column, its first face first
+    from PIL import Image
+
+    from animeid.images import load_image
+
+    g1 = groups[0]
+    sheet = np.asarray(Image.open(ws / GROUPS_DIR / "group-1.png").convert("RGB"))
+    rows = -(-min(g1.size, 48) // 12)
+    assert sheet.shape == (rows * 68 + 4, 180 + 12 * 68 + 4, 3), ("group-1.png: one row per 12 faces", sheet.shape)
+    first = np.asarray(load_image(g1.files[0], "RGB").resize((64, 64), Image.BILINEAR))
+    assert np.array_equal(sheet[4:68, 184:248], first), "group-1.png shows the group's first face top left"
+    overview = np.asarray(Image.open(ws / GROUPS_DIR / "groups.png").convert("RGB"))
+    assert overview.shape[0] == len(groups) * 68 + 4, "groups.png: one row per group (and the faces left apart)"
     # the sheets' hidden folder is no character folder
     s = sync(ws)
     assert s.labeled == 0 and s.unlabeled == sum(g.size for g in groups)
@@ -149,7 +161,14 @@ def test_suggest_stores_guesses_and_accepts_the_confident_ones(model, newgame8, 
     con = sqlite3.connect(ws / "manifest.sqlite")
     rows = con.execute("SELECT f.file, s.name, s.p FROM suggestions s JOIN faces f ON f.id = s.face_id").fetchall()
     con.close()
-    assert len(rows) == 24 and all(0 <= p <= 1 for _, _, p in rows)
+    assert len(rows) == 24
+    # each stored guess is the model's own verdict for that face: its name and its top candidate's p
+    import animeid
+
+    verdicts = animeid.load(model).identify_faces([ws / f for f, _, _ in rows], top=1)
+    assert [(n, p) for _, n, p in rows] == [(v["name"], v["candidates"][0]["p"]) for v in verdicts], \
+        "suggestions store the verdict's name and top-1 probability"
+    assert r["confident"] == sum(n != "unknown" and p >= 0.9 for _, n, p in rows), "confident: named with p >= 0.9"
     known = [(Path(f).name.split("__")[0], n) for f, n, _ in rows if not f.split("/")[-1].startswith("yagami")]
     assert np.mean([t == n for t, n in known]) >= 0.7
     # --accept moves the confident guesses; the doubtful stay unlabeled
