@@ -277,8 +277,11 @@ def test_stats_counts_and_contact_sheet(tmp_path):
     ws = _fake_workspace(tmp_path)
     r = stats(ws)
     assert r["characters"]["(unlabeled)"]["all"] == 36
-    sheet = Image.open(r["contact_sheet"])
-    assert sheet.width > 200 and sheet.height >= 60
+    sheet = np.asarray(Image.open(r["contact_sheet"]).convert("RGB"))
+    # one row ('(unlabeled)'): a 180-px label column, 12 of the 36 faces as 64-px thumbnails, 4-px gaps
+    assert sheet.shape == (4 + 68, 180 + 12 * 68 + 4, 3), ("contact sheet: one row of 12 thumbnails", sheet.shape)
+    first = np.asarray(Image.open(ws / "unlabeled/0_0.png").convert("RGB").resize((64, 64), Image.BILINEAR))
+    assert np.array_equal(sheet[4:68, 184:248], first), "the first face is the row's first thumbnail"
 
 
 def test_hamming_and_grouping():
