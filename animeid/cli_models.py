@@ -224,6 +224,8 @@ def _predict(a) -> int:
         if isinstance(res, InputError):
             failed += 1
             print(f"animeid: {res}", file=sys.stderr)
+            if a.json:                                   # one JSON line per picture given, a refused one too
+                print_json({"path": str(f), "error": res.message})
             continue
         if a.json:
             print_json({k: res[k] for k in ("path", "faces", "whole_picture", "frame", "frames", "searched") if k in res})

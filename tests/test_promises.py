@@ -83,3 +83,18 @@ def test_an_enrolment_whose_save_fails_answers_saved_false(generated_model, tmp_
         assert body["saved"] is False and "cannot save the model: No space left on device" in body["save_error"]
         assert "newcomer" in body["characters"], "the enrolment stays in memory"
     assert mf.read_bytes() == before, "the model file is as it was"
+
+
+def test_predict_json_gives_one_line_per_picture_a_refused_one_too(generated_model, tmp_path, capsys):
+    import json
+
+    from animeid.cli import main
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 64), (30, 30, 30)).save(good)
+    assert main(["predict", str(generated_model.path), str(bad), str(good), "--json", "--detector", "animeface"]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["path"] for x in lines] == [str(bad), str(good)]
+    assert "not a readable picture" in lines[0]["error"] and lines[1]["faces"] == []
