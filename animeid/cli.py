@@ -41,7 +41,7 @@ def cmd_frames(a) -> int:
         if v.get("error"):
             failed += 1
             print(f"animeid: {v['path']}: {v['error']}", file=sys.stderr)
-    print(f"frames in {a.out}")
+    print(f"frames in {a.out}" if Path(a.out).is_dir() else "no frame written: no folder made")
     return 1 if failed else 0
 
 

@@ -879,6 +879,7 @@ def write_frames(videos: Sequence[str | os.PathLike], every: float, out: str | o
 
     every, start, skip_similar = _check_sampling(every, start, skip_similar)   # before the folder is claimed
     videos = list(videos)
+    made = not Path(out).exists()
     od = prepare_output_dir(out, "frames", replace=False, protect=videos)
     out = Path(out)
     done: dict[str, set[float]] = {}
@@ -915,6 +916,10 @@ def write_frames(videos: Sequence[str | os.PathLike], every: float, out: str | o
         row["existing"] = st.skipped_known
         row["skipped_similar"] = st.skipped_similar
         rows.append(row)
+    if made and not any(r["written"] for r in rows) and not od.files:
+        (out / ".animeid-output").unlink(missing_ok=True)      # nothing could be read: no empty folder left
+        with contextlib.suppress(OSError):
+            out.rmdir()
     return {
         "out": os.fspath(out), "every": every, "skip_similar": skip_similar,
         "written": sum(r["written"] for r in rows), "existing": sum(r["existing"] for r in rows),

@@ -98,3 +98,15 @@ def test_predict_json_gives_one_line_per_picture_a_refused_one_too(generated_mod
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["path"] for x in lines] == [str(bad), str(good)]
     assert "not a readable picture" in lines[0]["error"] and lines[1]["faces"] == []
+
+
+def test_frames_of_an_unreadable_video_leave_no_empty_folder(tmp_path, capsys):
+    from animeid.cli import main
+
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(b"\x00" * 4000)
+    out = tmp_path / "frames"
+    assert main(["frames", str(bad), "--out", str(out)]) == 1
+    assert not out.exists() and "no frame written: no folder made" in capsys.readouterr().out
+    out.mkdir()                                       # a folder that was there stays
+    assert main(["frames", str(bad), "--out", str(out)]) == 1 and out.is_dir()
