@@ -771,8 +771,13 @@ def sync(workspace: str | os.PathLike) -> SyncSummary:
         for d in sorted(ws.root.iterdir()):
             if not d.is_dir() or d.name.startswith(".") or (d / ".animeid-output").exists():
                 continue                  # an animeid output folder (an older animeid let some in here): not faces
+            real_d = os.path.realpath(d)
             for f in sorted(d.iterdir()):
                 if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not f.name.startswith("."):
+                    if f.is_symlink() and os.path.dirname(os.path.realpath(f)) != real_d:
+                        log.warning("%s: a link to %s, not a face sorted into %s: left out", f,
+                                    os.path.realpath(f), d.name)
+                        continue          # another folder's face would be labelled twice
                     on_disk.setdefault(f.name, f"{d.name}/{f.name}")
         known = {}
         updates, deletions = [], []

@@ -221,6 +221,10 @@ def test_sync_records_folder_moves_unicode_and_deletions(tmp_path):
     assert s.characters["aoba"] == 10 and s.added == 1
     with Workspace(ws) as w:
         assert w.characters() == ["aoba", "初音ミク"]
+    # a link in aoba/ to a face of 初音ミク is not a second face of aoba's
+    (ws / "aoba" / "0_3.png").symlink_to(ws / "初音ミク" / "0_3.png")
+    s = sync(ws)
+    assert s.characters == {"初音ミク": 12, "aoba": 10} and s.added == 0
 
 
 def test_label_faces_moves_crops(tmp_path):
