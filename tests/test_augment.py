@@ -47,8 +47,11 @@ def test_count_shapes_dtype_and_order():
     for i, v in enumerate(out):
         src = imgs[i // 5]
         assert v.shape == src.shape and v.dtype == np.uint8
-    # variants differ from the original
-    assert sum(not np.array_equal(v, imgs[i // 5]) for i, v in enumerate(out)) >= 8
+    # originals are not included: every one of the 10 variants differs from its picture, and no two
+    # variants of one picture are the same
+    assert all(not np.array_equal(v, imgs[i // 5]) for i, v in enumerate(out)), "no variant is the original"
+    for k in (0, 5):
+        assert len({out[k + j].tobytes() for j in range(5)}) == 5, "five distinct variants of each picture"
 
 
 def test_deterministic_for_a_seed_and_independent_of_other_pictures():
