@@ -110,3 +110,31 @@ def test_frames_of_an_unreadable_video_leave_no_empty_folder(tmp_path, capsys):
     assert not out.exists() and "no frame written: no folder made" in capsys.readouterr().out
     out.mkdir()                                       # a folder that was there stays
     assert main(["frames", str(bad), "--out", str(out)]) == 1 and out.is_dir()
+
+
+def test_a_deleted_crop_never_comes_back_in_a_later_collect(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from animeid.dataset import CollectConfig, Workspace, collect, sync
+    from animeid.sample import make_characters, render_scene
+
+    scene, _ = render_scene(make_characters(3, seed=1), np.random.default_rng(11), n_faces=2)
+    pic = tmp_path / "in" / "scene.png"
+    pic.parent.mkdir()
+    scene.save(pic)
+    ws = tmp_path / "ws"
+    cfg = CollectConfig(workers=1, detector="animeface")
+    assert collect([pic], ws, cfg, show_progress=False).faces == 2
+    crops = sorted((ws / "unlabeled").glob("*.png"))
+    crops[0].unlink()                                        # the user rejects one crop
+    assert sync(ws).deleted == 1
+    again = tmp_path / "in2" / "same-scene-other-name.png"      # the same picture, a new source
+    again.parent.mkdir()
+    shutil.copy(pic, again)
+    s = collect([again], ws, cfg, show_progress=False)
+    assert s.items == 1 and s.faces == 0 and s.duplicates == 2, "the rejected face is a near-duplicate, kept out"
+    assert not crops[0].exists()
+    with Workspace(ws) as w:
+        assert len(w.faces()) == 1, "one face left, the rejected one still marked deleted"
