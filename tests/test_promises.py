@@ -138,3 +138,31 @@ def test_a_deleted_crop_never_comes_back_in_a_later_collect(tmp_path):
     assert not crops[0].exists()
     with Workspace(ws) as w:
         assert len(w.faces()) == 1, "one face left, the rejected one still marked deleted"
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_whole_and_nothing_half_written(tmp_path, monkeypatch):
+    import os
+
+    from animeid._util import atomic_write, save_image_atomic
+
+    target = tmp_path / "model.animeid"
+    target.write_bytes(b"the earlier model")
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_write(target) as f:
+            f.write(b"half of the new one")
+            raise OSError(28, "disk full")
+    assert target.read_bytes() == b"the earlier model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.animeid"], "no temporary file left"
+    # a picture whose encoder fails halfway: the same
+    pic = tmp_path / "sheet.png"
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(pic)
+    before = pic.read_bytes()
+
+    def broken_save(self, fp, *a, **k):
+        fp.write(b"\x89PNG half")
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError):
+        save_image_atomic(Image.new("RGB", (8, 8)), pic)
+    assert pic.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["model.animeid", "sheet.png"]
