@@ -587,7 +587,9 @@ def _session(summary: CollectSummary, workspace: str | os.PathLike, cfg: Collect
     runner = None
     root = Path(workspace)
     fresh = not (root / "manifest.sqlite").exists()
-    had = {root, *(p for p in root.rglob("*") if p.is_dir())} if root.is_dir() else set()   # the user's folders
+    # the user's folders, kept if nothing is read; only a fresh workspace can be removed, so an existing
+    # one (tens of thousands of crops) is not walked at every start
+    had = {root, *(p for p in root.rglob("*") if p.is_dir())} if fresh and root.is_dir() else set()
     try:
         ws = Workspace(workspace, create=True)
         try:
