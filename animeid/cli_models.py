@@ -9,22 +9,22 @@ from ._util import frame_note, plural, print_json
 
 __all__ = ["add_commands"]
 
+#: the training methods' options that have a flag (``--learning-rate`` for ``learning_rate``...)
+_METHOD_FLAGS = ("backbone", "steps", "learning_rate", "batch_size", "label_smoothing", "augment", "n_iter",
+                 "epochs", "input_size", "time_budget", "trainable_blocks", "augmentation", "tune")
 
 
 def _method_options(a) -> dict:
     opts = {}
-    for key in ("backbone", "steps", "learning_rate", "batch_size", "label_smoothing", "augment", "n_iter",
-                "epochs", "input_size", "time_budget", "trainable_blocks", "augmentation"):
+    for key in _METHOD_FLAGS:
+        if key == "tune":
+            continue
         v = getattr(a, key, None)
         if v is not None:
             opts[key] = v
     if a.tune:
         opts["tune"] = True
     return opts
-
-
-_METHOD_FLAGS = ("backbone", "steps", "learning_rate", "batch_size", "label_smoothing", "augment", "n_iter",
-                 "epochs", "input_size", "time_budget", "trainable_blocks", "augmentation", "tune")
 
 
 def _check_method_flags(method: str, opts: dict) -> None:
@@ -38,7 +38,7 @@ def _check_method_flags(method: str, opts: dict) -> None:
         return                                      # an unknown method: train() says so, listing them
     flag = lambda k: "--" + k.replace("_", "-")     # noqa: E731
     for k in opts:
-        if k not in m.defaults and not (k == "time_budget" and "time_budget_s" in m.defaults):
+        if k not in m.defaults:
             mine = [flag(x) for x in _METHOD_FLAGS if x in m.defaults]
             raise ConfigError(None, f"{flag(k)}: method {method!r} takes no such option (its options here: "
                                     f"{', '.join(mine) or 'none'})")
