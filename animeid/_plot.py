@@ -141,7 +141,7 @@ def label_font(size: int) -> Any:
             continue
     try:
         return ImageFont.load_default(size=size)
-    except (TypeError, Exception):  # Pillow without FreeType: the small bitmap font
+    except Exception:  # an older Pillow (no size) or one without FreeType: the small bitmap font
         return ImageFont.load_default()
 
 

@@ -21,18 +21,21 @@ __all__ = ["SIZE", "thumbnail", "typical_faces", "to_arrays", "from_arrays", "da
 SIZE = 64
 
 
+def _rgb(image: Any) -> Image.Image:
+    """A face crop (PIL picture or ``(H, W, 3)`` uint8 array) as an RGB PIL picture."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    return img.convert("RGB")
+
+
 def thumbnail(image: Any) -> np.ndarray:
     """``image`` (a face crop: PIL picture or ``(H, W, 3)`` array) as a ``(SIZE, SIZE, 3)`` uint8 array."""
-    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-    return np.asarray(img.convert("RGB").resize((SIZE, SIZE), Image.BICUBIC), dtype=np.uint8)
+    return np.asarray(_rgb(image).resize((SIZE, SIZE), Image.BICUBIC), dtype=np.uint8)
 
 
 def typical_faces(faces: Sequence[Any], labels: Sequence[str]) -> dict[str, np.ndarray]:
     """For each character of ``labels``, the thumbnail of its face nearest (L2 on 32x32 RGB) to the
     mean of its faces. ``faces``: ``(H, W, 3)`` uint8 arrays or PIL pictures, one per label."""
-    small = np.stack([np.asarray(Image.fromarray(np.asarray(f, dtype=np.uint8)).convert("RGB").resize((32, 32)),
-                                 dtype=np.float32) if not isinstance(f, Image.Image) else
-                      np.asarray(f.convert("RGB").resize((32, 32)), dtype=np.float32) for f in faces])
+    small = np.stack([np.asarray(_rgb(f).resize((32, 32)), dtype=np.float32) for f in faces])
     labels = np.asarray([str(x) for x in labels])
     out: dict[str, np.ndarray] = {}
     for name in dict.fromkeys(labels.tolist()):
