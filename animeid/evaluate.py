@@ -23,7 +23,7 @@ import numpy as np
 from ._plot import plot_fonts, save_png
 from ._util import plural
 from .errors import DatasetError, InputError
-from .images import IMAGE_EXTS, load_image, walk_files
+from .images import IMAGE_EXTS, load_image, path_within, walk_files
 from .names import normalize_name
 
 __all__ = [
@@ -175,7 +175,7 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
             if d.name.startswith(".") or d.name in _SKIP_DIRS:
                 continue
             target = os.path.realpath(d)
-            if d.is_symlink() and (target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)):
+            if d.is_symlink() and path_within(target, real_root):
                 skipped.append((d, f"a link to {target}, a folder of this dataset: not a character of its own"))
                 continue
             seen: dict[str, Path] = {}

@@ -362,6 +362,11 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
 
+def path_within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or lies below it (both real, absolute paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None,
                problems: list[tuple[Path, str]] | None = None,
                within: str | os.PathLike | None = None) -> list[Path]:
@@ -381,8 +386,7 @@ def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None,
     seen: set[str] = set()
 
     def elsewhere(target: str) -> bool:          # inside the dataset, outside this character's folder
-        inside = lambda t, d: t == d or t.startswith(d.rstrip(os.sep) + os.sep)  # noqa: E731
-        return fence is not None and inside(target, fence) and not inside(target, top)
+        return fence is not None and path_within(target, fence) and not path_within(target, top)
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -396,7 +400,7 @@ def walk_files(root: str | os.PathLike, exts: frozenset[str] | None = None,
                 continue
             link = Path(dirpath) / d
             target = os.path.realpath(link)
-            if link.is_symlink() and (top == target or top.startswith(target.rstrip(os.sep) + os.sep)):
+            if link.is_symlink() and path_within(top, target):
                 if problems is not None:
                     problems.append((link, f"a link to {target}, a folder that holds {root}: not followed"))
                 continue
