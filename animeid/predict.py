@@ -53,6 +53,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .calibration import apply_temperature, stored_temperature
 from .features import FeaturePipeline, FeatureSpec
 from .images import ImageTyping, describe, load_image
 
@@ -129,6 +130,8 @@ class Recognizer:
 
         self.bundle = bundle
         self.method: str = bundle.method
+        #: the temperature applied to the head's probabilities (:mod:`animeid.calibration`; 1.0: none)
+        self.head_temperature: float = stored_temperature(bundle.thresholds, bundle.path)
         feats = dict(bundle.features or {"kind": "pixels"})
         self.crop_margin = float(feats.pop("crop_margin", 0.2))
         self.spec = FeatureSpec.from_dict(feats)
@@ -187,7 +190,8 @@ class Recognizer:
         if not faces:
             return np.zeros((0, len(labels))), np.zeros(0), labels, layer
         X, feats = self._features(faces, batch_size, layer is not None)
-        head_p = np.asarray(self.bundle.head.predict_proba(X), dtype=np.float64)
+        head_p = apply_temperature(np.asarray(self.bundle.head.predict_proba(X), dtype=np.float64),
+                                   self.head_temperature)
         if layer is None:
             return head_p, head_p.max(axis=1), labels, None
         E = layer.embed(feats)

@@ -371,6 +371,39 @@ def _remove_checkpoints(d: Path) -> None:
         d.rmdir()
 
 
+def _head_calibration(fitted: Fitted, va_x: Sequence, va_y: Sequence[str]) -> dict[str, Any]:
+    """``{"head_temperature": T, "head_ece": {"before", "after", "n"}}`` for the model's ``thresholds``:
+    the temperature of the head's probabilities fitted on the validation faces
+    (:func:`animeid.calibration.fit_temperature`; 1.0 with fewer than 20 of them) and their expected
+    calibration error before and after it. ``{}`` without validation faces; any failure is logged and
+    gives ``{}`` too (the model is saved without it: predictions then use the head's own probabilities)."""
+    from .calibration import apply_temperature, expected_calibration_error, fit_temperature
+
+    if not len(va_x):
+        return {}
+    try:
+        col = {str(c): j for j, c in enumerate(fitted.head.classes_)}
+        yi = np.array([col.get(str(v), -1) for v in va_y], dtype=np.int64)
+        proba = np.asarray(fitted.head.predict_proba(fitted.pipeline.transform(list(va_x))), dtype=np.float64)
+        temperature = round(fit_temperature(proba, yi), 4)
+        known = yi >= 0
+
+        def ece(p: np.ndarray) -> float | None:
+            p = p[known]
+            return round(expected_calibration_error(p.max(axis=1), p.argmax(axis=1) == yi[known]), 4) if len(p) \
+                else None
+
+        out = {"head_temperature": temperature,
+               "head_ece": {"before": ece(proba), "after": ece(apply_temperature(proba, temperature)),
+                            "n": int(known.sum())}}
+    except Exception as e:  # never lose a trained model to its calibration
+        log.warning("head temperature skipped: %s", e or type(e).__name__)
+        return {}
+    log.info("head temperature %.4g: validation ECE %s -> %s (%d faces)", temperature, out["head_ece"]["before"],
+             out["head_ece"]["after"], out["head_ece"]["n"])
+    return out
+
+
 def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "auto", progress: bool | None = None,
           seed: int = 0, test_size: float = 0.2, val_size: float = 0.1, overwrite: bool = False,
           **options: Any) -> TrainResult:
@@ -403,7 +436,9 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     TrainResult
         The model's path, labels, split sizes, seconds, the held-out test report, the plots, the
         files left out. The model records the dataset's folder name, counts and the hashes of its
-        training and validation faces (:func:`training_fingerprint`), never a path.
+        training and validation faces (:func:`training_fingerprint`), never a path, and the
+        temperature of its probabilities fitted on the validation faces (:func:`_head_calibration`;
+        the test report measures the probabilities at that temperature, as the saved model answers).
 
     Raises
     ------
@@ -438,13 +473,17 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     tr_x, va_x = _load_all(tr_p, show, "loading training faces"), _load_all(va_p, show, "loading validation faces")
     fitted = m.fit(tr_x, tr_y, va_x, va_y, progress=show, **opts)
     seconds = time.perf_counter() - t0
+    head_cal = _head_calibration(fitted, va_x, va_y)   # the temperature predictions apply (issue 12 §5)
 
     test_report = None
     confusion_png = None
     if te_p:
+        from .calibration import apply_temperature
+
         t_te = time.perf_counter()
         te_x = _load_all(te_p, show, "loading test faces")
         proba = fitted.head.predict_proba(fitted.pipeline.transform(te_x, progress=show))
+        proba = apply_temperature(proba, head_cal.get("head_temperature", 1.0))   # as the saved model answers
         rep = evaluate_predictions(te_y, proba, list(fitted.head.classes_))
         stage(f"test: top-1 {rep.top1:.1%} on {plural(rep.n, 'face')}, {time.perf_counter() - t_te:.0f} s", show)
         test_report = rep.to_dict()
@@ -466,7 +505,7 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
         "faces": training_fingerprint(tr_p, va_p),
         "split": ds.split_source, "seed": seed, "n_train": len(tr_p), "n_val": len(va_p), "n_test": len(te_p),
         "seconds": round(seconds, 2), "info": fitted.info,
-        "test": {k: test_report[k] for k in ("top1", "top5", "n")} if test_report else None,
+        "test": {k: test_report[k] for k in ("top1", "top5", "n", "ece")} if test_report else None,
         "history": fitted.history,
     }
     from .openset import calibrate_for_training  # open-set layer: unknown threshold, prototypes (issue 5)
@@ -478,7 +517,8 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     os_arrays = {**os_arrays, **thumb_arrays(typical_faces(tr_x, tr_y))}   # a face per character, for pages
     stage(f"open-set calibration: {time.perf_counter() - t_os:.0f} s", show)
     save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
-               features={**spec.to_dict(), "crop_margin": 0.2}, training=training, thresholds=os_thresholds,
+               features={**spec.to_dict(), "crop_margin": 0.2}, training=training,
+               thresholds={**os_thresholds, **head_cal},
                extra_arrays=os_arrays)
     if own_checkpoints:
         _remove_checkpoints(opts["checkpoint_dir"])
