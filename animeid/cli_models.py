@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -94,12 +95,20 @@ def _overlap_warning(seen: dict | None, dataset: str) -> str | None:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import evaluate_model, plot_confusion
+    from .evaluate import evaluate_model, plot_confusion, plot_reliability
     from .outputs import is_animeid_png, prepare_output_file
 
     out = Path(a.confusion) if a.confusion else Path(a.model).with_name(
         f"{Path(a.model).name}.{Path(a.dataset).resolve().name}.confusion.png")
-    prepare_output_file(out, own=is_animeid_png, what="a plot", overwrite=True, option="--confusion")
+    confusion = prepare_output_file(out, own=is_animeid_png, what="a plot", overwrite=True, option="--confusion")
+    reliability = None
+    if a.reliability:
+        from .errors import OutputError
+
+        reliability = prepare_output_file(a.reliability, own=is_animeid_png, what="a plot", overwrite=True,
+                                          option="--reliability")
+        if os.path.realpath(reliability) == os.path.realpath(confusion):
+            raise OutputError("--reliability names the confusion matrix's file; give it another name", reliability)
     progress = not a.quiet
 
     if a.unknown:            # open set: known faces of DATASET against faces of characters the model lacks
@@ -109,6 +118,8 @@ def cmd_evaluate(a) -> int:
     else:
         rep, ds = evaluate_model(a.model, a.dataset, split=a.split, progress=progress)
     plot_confusion(rep, out, title=f"{Path(a.dataset).name}: top-1 {rep.top1:.1%} (n={rep.n})")
+    if reliability is not None:
+        plot_reliability(rep, reliability, title=f"{Path(a.dataset).name}: top-1 {rep.top1:.1%}")
     d = rep.to_dict()
     # everything else first: with --json the JSON object is the last line printed
     for p, why in ds.skipped:
@@ -129,8 +140,11 @@ def cmd_evaluate(a) -> int:
               + f": {pct(x['unknown_rejected'])} of unknown faces rejected, "
               f"{pct(x['known_correct'])} of known faces accepted and named correctly", file=text)
     print(f"confusion matrix: {out}", file=text)
+    if reliability is not None:
+        print(f"reliability diagram: {reliability}", file=text)
     if a.json:
         d["confusion_png"] = str(out)
+        d["reliability_png"] = str(reliability) if reliability is not None else None
         d["skipped"] = [[str(p), why] for p, why in ds.skipped]
         sys.stderr.flush()
         print_json(d)
@@ -339,11 +353,16 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="top-1/top-5, per-character accuracy and a confusion matrix")
+    p = sub.add_parser("evaluate", help="top-1/top-5, per-character accuracy, calibration error and a "
+                                         "confusion matrix")
     p.add_argument("model", help="model file (.animeid) from 'animeid train'")
     p.add_argument("dataset", help="folder with one subfolder of face pictures per character")
     p.add_argument("--split", choices=["train", "val", "test"], help="only this split of the dataset's split.csv")
     p.add_argument("--confusion", help="where to write the confusion matrix PNG")
+    p.add_argument("--reliability", metavar="FILE.png",
+                   help="also write a reliability diagram PNG: per bin of the top-1 probability, the share of "
+                        "faces answered right against the diagonal of honest probabilities, with the expected "
+                        "calibration error (ece in the JSON; a PNG animeid did not draw is never replaced)")
     p.add_argument("--unknown", metavar="DIR",
                    help="faces of characters the model does not know (a folder, subfolders allowed): adds the "
                         "known-vs-unknown AUROC and, at the model's threshold, the share of unknown faces "

@@ -5,9 +5,10 @@
   by :func:`animeid.dataset.export`) and otherwise splitting with :func:`stratified_split`.
 * :func:`stratified_split` -- a seeded per-character train/val/test split.
 * :func:`evaluate_predictions` -> :class:`Report` (top-1, top-5, per-character accuracy,
-  confusion matrix). Pictures whose true character the model does not know are *errors*,
-  never skipped, and are listed under ``unknown_labels``.
-* :func:`plot_confusion`, :func:`plot_curves` -- PNG files (matplotlib, Agg, written atomically).
+  confusion matrix, expected calibration error of the top-1 probability). Pictures whose true
+  character the model does not know are *errors*, never skipped, and are listed under ``unknown_labels``.
+* :func:`plot_confusion`, :func:`plot_reliability`, :func:`plot_curves` -- PNG files (matplotlib,
+  Agg, written atomically).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ __all__ = [
     "evaluate_predictions",
     "evaluate_estimator",
     "plot_confusion",
+    "plot_reliability",
     "plot_curves",
     "evaluate_model",
     "evaluate_open_set",
@@ -275,6 +277,11 @@ class Report:
     of ``row_labels[i]`` predicted as ``labels[j]``. ``per_class[name]`` = ``{"n", "correct",
     "accuracy", "top5_correct"}`` for every character in the evaluated pictures (and every model
     character, with ``n`` 0 and ``accuracy`` None when it has no pictures).
+
+    ``ece``: the expected calibration error of the top-1 probability (15 equal-width bins,
+    :func:`animeid.calibration.expected_calibration_error`; 0: honest probabilities), and
+    ``reliability``: its bins (:func:`animeid.calibration.reliability_bins`, what
+    :func:`plot_reliability` draws); ``None`` and ``[]`` when the scores are no probabilities.
     """
 
     n: int
@@ -288,6 +295,8 @@ class Report:
     unknown_labels: list[str]
     correct: int = 0
     top5_correct: int = 0
+    ece: float | None = None
+    reliability: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -303,6 +312,8 @@ class Report:
             "k": self.k,
             "correct": self.correct,
             "top5_correct": self.top5_correct,
+            "ece": self.ece,
+            "reliability": [dict(b) for b in self.reliability],
             "labels": list(self.labels),
             "per_class": {k: dict(v) for k, v in self.per_class.items()},
             "unknown_labels": list(self.unknown_labels),
@@ -317,7 +328,8 @@ class Report:
         top_k = "top-5" if self.k == 5 else f"top-{self.k}"
         lines = [
             f"**{self.n} pictures** - top-1 {self.top1:.1%} ({self.correct}/{self.n}), "
-            f"{top_k} {self.top5:.1%} ({self.top5_correct}/{self.n})",
+            f"{top_k} {self.top5:.1%} ({self.top5_correct}/{self.n})"
+            + ("" if self.ece is None else f", calibration error (ECE) {self.ece:.3f}"),
             "",
         ]
         if self.unknown_labels:
@@ -343,9 +355,11 @@ def evaluate_predictions(y_true: Sequence[str], proba: np.ndarray, labels: Seque
     """Score class probabilities against the true names.
 
     ``y_true``: the true character of each picture (``n``); ``proba``: ``(n, n_classes)`` scores,
-    column ``j`` for ``labels[j]`` (any monotone score works: only the ranking is used; ties go
-    to the lower column, as ``argmax``). Top-5 means top-``min(5, n_classes)``. A picture whose
-    true name is not in ``labels`` is always wrong and is reported in ``unknown_labels``.
+    column ``j`` for ``labels[j]`` (any monotone score works for the accuracies: only the ranking is
+    used; ties go to the lower column, as ``argmax``; the calibration error needs probabilities:
+    rows of numbers from 0 to 1 summing to 1, else ``ece`` is None). Top-5 means
+    top-``min(5, n_classes)``. A picture whose true name is not in ``labels`` is always wrong and is
+    reported in ``unknown_labels`` (also in the calibration error: its top-1 answer is wrong).
     """
     labels = [str(x) for x in labels]
     y_true = [str(x) for x in y_true]
@@ -398,9 +412,16 @@ def evaluate_predictions(y_true: Sequence[str], proba: np.ndarray, labels: Seque
             "top5_correct": int(hit5[m].sum()),
             "confused_with": confused,
         }
+    ece, bins = None, []
+    if np.all(np.isfinite(proba)) and proba.min() >= 0.0 and proba.max() <= 1.0 + 1e-6 \
+            and np.allclose(proba.sum(axis=1), 1.0, atol=1e-3):
+        from .calibration import expected_calibration_error, reliability_bins
+
+        top = np.clip(proba.max(axis=1), 0.0, 1.0)
+        ece, bins = expected_calibration_error(top, hit1), reliability_bins(top, hit1)
     return Report(n=n, top1=float(hit1.mean()), top5=float(hit5.mean()), k=k, labels=labels,
                   row_labels=row_labels, confusion=confusion, per_class=per_class, unknown_labels=unknown,
-                  correct=int(hit1.sum()), top5_correct=int(hit5.sum()))
+                  correct=int(hit1.sum()), top5_correct=int(hit5.sum()), ece=ece, reliability=bins)
 
 
 def evaluate_estimator(estimator: Any, X: Any, y_true: Sequence[str]) -> Report:
@@ -445,6 +466,71 @@ def plot_confusion(report: Report, path: str | os.PathLike, *, normalize: bool =
                         ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
                                 color="white" if shown[i, j] > 0.5 else "black")
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="share of row" if normalize else "pictures")
+        return save_png(fig, path)
+
+
+def plot_reliability(report: Report | tuple[Sequence[float], Sequence[bool]], path: str | os.PathLike, *,
+                     bins: int = 15, title: str | None = None) -> Path:
+    """Write the reliability diagram of ``report`` (or of ``(confidence, correct)``: each face's top-1
+    probability and whether that answer was right) as a PNG.
+
+    Top: per bin of the top-1 probability (``bins`` equal-width bins; a report's own 15), the share of
+    its faces answered right as a bar, against the diagonal of honest probabilities; the gap to the
+    diagonal is shaded (above: under-confident, below: over-confident), the bin's mean probability is a
+    dot. Bottom: faces per bin. The title (after ``title``, when given) says the expected calibration
+    error. Returns ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    from .calibration import expected_calibration_error, reliability_bins
+
+    if isinstance(report, Report):
+        if not report.reliability:
+            raise ValueError("the report's scores are no probabilities: no reliability diagram")
+        table, ece, n = report.reliability, report.ece, report.n
+    else:
+        conf, correct = report
+        table, ece = reliability_bins(conf, correct, bins), expected_calibration_error(conf, correct, bins)
+        n = int(sum(b["n"] for b in table))
+        if not n:
+            raise ValueError("nothing to draw: no faces")
+    lo = np.array([b["lo"] for b in table])
+    hi = np.array([b["hi"] for b in table])
+    width, mid = hi - lo, (lo + hi) / 2
+    counts = np.array([b["n"] for b in table])
+    filled = counts > 0
+    acc = np.array([b["accuracy"] if b["n"] else 0.0 for b in table])
+    conf = np.array([b["confidence"] if b["n"] else np.nan for b in table])
+    with plot_fonts():
+        fig = Figure(figsize=(5.6, 6.4))
+        ax, axn = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3.2, 1], "hspace": 0.08})
+        ax.bar(lo[filled], acc[filled], width=width[filled], align="edge", color="#4a7fc1", edgecolor="#1f3f66",
+               linewidth=0.6, label="share answered right")
+        over, under = filled & (conf > acc), filled & (conf < acc)
+        if over.any():
+            ax.bar(lo[over], (conf - acc)[over], bottom=acc[over], width=width[over], align="edge",
+                   facecolor="#f4b6ae", edgecolor="#b03a2e", linewidth=0.6, hatch="//", label="gap: over-confident")
+        if under.any():
+            ax.bar(lo[under], (acc - conf)[under], bottom=conf[under], width=width[under], align="edge",
+                   facecolor="#a9c4e6", edgecolor="#1f3f66", linewidth=0.6, hatch="\\\\",
+                   label="gap: under-confident")
+        ax.plot([0, 1], [0, 1], ls="--", color="#555555", lw=1, label="honest probabilities")
+        ax.plot(mid[filled], conf[filled], "o", color="#b03a2e", ms=4, label="mean top-1 probability")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("share of faces answered right")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+        ece_text = "-" if ece is None or not np.isfinite(ece) else f"{ece:.3f}"
+        heading = f"calibration error (ECE) {ece_text} on {plural(n, 'face')}"
+        ax.set_title(f"{title}\n{heading}" if title else heading)
+        axn.bar(lo, counts, width=width, align="edge", color="#888888", edgecolor="#444444", linewidth=0.6)
+        for x, c in zip(mid[filled], counts[filled]):
+            axn.text(x, c, str(int(c)), ha="center", va="bottom", fontsize=7)
+        axn.set_ylim(0, max(1, counts.max()) * 1.3)
+        axn.set_xlabel("top-1 probability shown")
+        axn.set_ylabel("faces")
+        axn.grid(alpha=0.3, axis="y")
         return save_png(fig, path)
 
 
