@@ -275,3 +275,29 @@ def test_draw_faces_japanese_label_uses_a_cjk_font(monkeypatch):
     img = draw_faces(a, [Face((10, 30, 60, 80), 0.9), Face((80, 30, 150, 100), 0.8)], ["滝本ひふみ", "Aoba"])
     assert img.size == (160, 120)
     assert [(t, f is not None) for t, f in used] == [("滝本ひふみ", True), ("Aoba", False)]
+
+
+def test_quick_pass_settles_face_crops_and_nothing_else(newgame8):
+    """Small square face crops are settled by one pass at QUICK_SIZE, with the face the full passes find;
+    a small picture with two faces, or an oblong one, always gets the full passes."""
+    from animeid.detect import learned as L
+    from animeid.images import to_array
+
+    det = get_detector("default")
+    crops = [to_array(p) for p in sorted(newgame8.glob("*/*.jpg"))[::7]]
+    settled = det._quick(crops, det._min_peak())
+    assert len(settled) >= 0.8 * len(crops)
+    full = det.raw_arrays(crops, quick=False)
+    quick = det.raw_arrays(crops)
+    for i, (boxes, raw) in settled.items():
+        assert len(boxes) == 1 and quick[i][0].shape == (1, 4)
+        assert iou(tuple(quick[i][0][0]), tuple(full[i][0][0])) >= 0.5      # the same face as the full passes
+    for i in set(range(len(crops))) - set(settled):
+        assert np.array_equal(quick[i][0], full[i][0])                   # unsettled: exactly the full passes
+    a, b = crops[0], crops[1]
+    pair = np.full((200, 200, 3), 255, np.uint8)                        # two faces side by side, square
+    pair[52:148, 4:100], pair[52:148, 100:196] = a, b
+    oblong = np.concatenate([a, b], axis=1)                             # 96 x 192: not a quick candidate
+    assert not L._quick_candidate(oblong) and L._quick_candidate(a)
+    assert det._quick([pair, oblong], det._min_peak()) == {}
+    assert len(detect_faces(pair)) == 2

@@ -135,10 +135,29 @@ PAD_FRACTION = 0.3
 #: holoen16-dev and 91 newgame8 crops, faces were found in all at 256, 320 and 384 px and in 99.3 % /
 #: 100 % at 512 px, 5.5x slower
 SMALL_SIZE = 256
+#: a small, square-ish picture (longer side under :data:`PAD_BELOW`, at most :data:`QUICK_ASPECT` times
+#: its shorter side) is first searched in one quick pass at this longer side (4x cheaper than
+#: :data:`SMALL_SIZE`); when that pass finds it is a face crop -- one face (calibrated score at least
+#: the default threshold, nothing else above 0.05) whose box side is at least :data:`QUICK_FILL` of
+#: the picture's longer side -- its answer stands, otherwise the picture gets the full passes.
+#: Measured (``bench/detect_bench.py --quick``): 95 % of 400 holoen16-dev and 96 % of 272 newgame8
+#: crops are settled by the quick pass (faces found at 128 px: 99.3 % / 100 %, against 98.5 % / 100 %
+#: at 256); of 600 iCartoonFace pictures shrunk to 240 px, with 1 to many faces, the quick pass
+#: settled 4, none in which the full pass finds several faces. Whole-picture answers in ``predict``
+#: (a face filling the picture) are unchanged; face crops run about 4x faster.
+QUICK_SIZE = 128
+QUICK_ASPECT = 1.3
+QUICK_FILL = 0.6
 
 
 def _crop_pad(rgb: np.ndarray) -> int:
     return int(round(min(rgb.shape[:2]) * PAD_FRACTION)) if max(rgb.shape[:2]) < PAD_BELOW else 0
+
+
+def _quick_candidate(rgb: np.ndarray) -> bool:
+    """A picture the quick pass may settle: small and square-ish (see :data:`QUICK_SIZE`)."""
+    h, w = rgb.shape[:2]
+    return max(h, w) < PAD_BELOW and max(h, w) <= QUICK_ASPECT * min(h, w)
 
 
 def _pad(rgb: np.ndarray, p: int) -> np.ndarray:
@@ -233,19 +252,41 @@ class LearnedDetector:
                     out[i] = (boxes / prepared[i][1], raw)
         return out
 
+    def _quick(self, rgbs: Sequence[np.ndarray], min_peak: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{index: (boxes, raw peaks)}`` of the pictures one quick pass settles as face crops (see
+        :data:`QUICK_SIZE`); the others are left out."""
+        idx = [i for i, r in enumerate(rgbs) if _quick_candidate(r)]
+        if not idx:
+            return {}
+        padded = [_pad(rgbs[i], _crop_pad(rgbs[i])) for i in idx]
+        settled = {}
+        for i, (boxes, raw) in zip(idx, self._raw(padded, QUICK_SIZE, min_peak)):
+            p = self.calibrate(raw)
+            if np.sum(p >= 0.05) != 1 or p.max() < self.default_threshold:
+                continue
+            raw_kept = raw[[int(np.argmax(raw))]]
+            box = boxes[int(np.argmax(raw))] - _crop_pad(rgbs[i])
+            if max(box[2] - box[0], box[3] - box[1]) >= QUICK_FILL * max(rgbs[i].shape[:2]):
+                settled[i] = (box[None], raw_kept)
+        return settled
+
     def raw_arrays(self, rgbs: Sequence[np.ndarray], sizes: Sequence[int] | None = None,
-                   min_peak: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                   min_peak: float | None = None, quick: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(boxes (n, 4) in each picture's pixels, unclipped; raw peak values (n,))`` per picture: every
         pass of ``sizes`` (default :attr:`sizes`) merged by non-maximum suppression, before calibration.
-        ``min_peak``: the lowest raw peak kept (default: calibrated probability 0.05)."""
+        ``min_peak``: the lowest raw peak kept (default: calibrated probability 0.05). ``quick``: a
+        small square-ish picture that one pass at :data:`QUICK_SIZE` finds to be a face crop is not
+        searched further (False: every picture gets the full passes, as for evaluation)."""
         sizes = tuple(int(s) for s in (sizes or self.sizes))
         min_peak = self._min_peak() if min_peak is None else float(min_peak)
+        settled = self._quick(rgbs, min_peak) if quick else {}
         pads = [_crop_pad(r) for r in rgbs]
+        shapes = [r.shape for r in rgbs]
         rgbs = [_pad(r, p) if p else r for r, p in zip(rgbs, pads)]
         # the extra passes (larger sizes: small faces) only for pictures they upscale at most 4x: a
         # 128 px face crop is not blown up to 1024 px for nothing
-        runs = [(size, [i for i, r in enumerate(rgbs) if k == 0 or size <= _MAX_UPSCALE * max(r.shape[:2])])
-                for k, size in enumerate(sizes)]
+        runs = [(size, [i for i, r in enumerate(rgbs) if i not in settled
+                        and (k == 0 or size <= _MAX_UPSCALE * max(shapes[i][:2]))]) for k, size in enumerate(sizes)]
         passes = []
         for size, idx in runs:
             done: dict = {}
@@ -256,6 +297,9 @@ class LearnedDetector:
             passes.append(done)
         out = []
         for i in range(len(rgbs)):
+            if i in settled:
+                out.append(settled[i])
+                continue
             mine = [p[i] for p in passes if i in p]
             boxes = np.concatenate([m[0] for m in mine]) if mine else np.zeros((0, 4))
             raw = np.concatenate([m[1] for m in mine]) if mine else np.zeros(0)

@@ -729,7 +729,7 @@ def recalibrate(path: str | os.PathLike, items: Sequence[Annotated], sizes: Sequ
 
     det = LearnedDetector(path)
     sizes = tuple(sizes or det.sizes)
-    raws = [det.raw_arrays([np.asarray(load_image(a.image, "RGB"))], sizes, 0.01)[0] for a in items]
+    raws = [det.raw_arrays([np.asarray(load_image(a.image, "RGB"))], sizes, 0.01, quick=False)[0] for a in items]
     return set_metadata(path, {**fit_calibration(raws, items), "test_sizes": list(sizes)})
 
 
