@@ -31,20 +31,10 @@ CSV_FIELDS = ["path", "face", "x0", "y0", "x1", "y1", "name", "p", "unknown", "e
 def predict_chunk(rec: Any, files: Sequence[str | os.PathLike], cfg: Any) -> list[tuple[str, Any]]:
     """``(file, result dict or error message)`` for each file, in order: the chunk goes through
     ``predict_batch`` at once (detection and recognition batched); a chunk holding an unreadable file
-    is redone one by one."""
+    is redone one by one (:meth:`~animeid.predict.Recognizer.predict_stream`)."""
     files = [os.fspath(f) for f in files]
-    if not files:
-        return []
-    try:
-        return list(zip(files, rec.predict_batch(files, cfg)))
-    except InputError:
-        out: list[tuple[str, Any]] = []
-        for f in files:
-            try:
-                out.append((f, rec.predict(f, cfg)))
-            except InputError as e:
-                out.append((f, str(e)))
-        return out
+    return [(f, str(r) if isinstance(r, InputError) else r)
+            for f, r in rec.predict_stream(files, cfg, chunk=max(1, len(files)))]
 
 
 def _format(out: Path) -> str:
@@ -148,7 +138,8 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
         else:
             rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
             rec._threshold(cfg, rec.openset)
-            results = (r for s in range(0, len(todo), chunk) for r in predict_chunk(rec, todo[s:s + chunk], cfg))
+            results = ((f, str(r) if isinstance(r, InputError) else r)
+                       for f, r in rec.predict_stream(todo, cfg, chunk=chunk))
         new = not out.exists() or out.stat().st_size == 0
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a", encoding="utf-8", newline="") as f:

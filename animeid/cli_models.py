@@ -202,23 +202,6 @@ def cmd_predict(a) -> int:
             claim.finish()
 
 
-def _predict_chunks(rec, files: list, cfg, chunk: int = 32):
-    """``(file, result or InputError)`` for each file, in order: files go through ``predict_batch`` in
-    chunks (detection and recognition batched); a chunk holding an unreadable file is redone one by one."""
-    from .errors import InputError
-
-    for s in range(0, len(files), chunk):
-        part = files[s:s + chunk]
-        try:
-            yield from zip(part, rec.predict_batch(part, cfg))
-        except InputError:
-            for f in part:
-                try:
-                    yield f, rec.predict(f, cfg)
-                except InputError as e:
-                    yield f, e
-
-
 def _predict(a) -> int:
     from .detect import draw_faces
     from .errors import InputError
@@ -234,7 +217,7 @@ def _predict(a) -> int:
     if not files:
         raise InputError("no pictures found in the inputs given")
     used: set[str] = set()                           # preview names given so far
-    for f, res in _predict_chunks(rec, files, cfg):
+    for f, res in rec.predict_stream(files, cfg):
         if isinstance(res, InputError):
             failed += 1
             print(f"animeid: {res}", file=sys.stderr)

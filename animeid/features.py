@@ -104,6 +104,9 @@ class FeaturePipeline:
 
                 opts = ort.SessionOptions()
                 opts.log_severity_level = 3
+                # no busy-waiting between operators: in predict the face detector runs beside it
+                # (measured alone too: 171 faces/s without spinning, 156 with, fine-tuned Lite0 at 128 px)
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._session = ort.InferenceSession(self.onnx_bytes, opts, providers=default_providers())
             return self._session
 

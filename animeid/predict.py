@@ -49,7 +49,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -324,11 +324,17 @@ class Recognizer:
         """
         cfg = cfg or PredictConfig()
         self._threshold(cfg, self.openset)            # a bad setting fails before any work
+        return self._name(*self._find(images, cfg), cfg)
+
+    def _find(self, images: Sequence[ImageTyping], cfg: PredictConfig
+              ) -> tuple[list[dict[str, Any]], list[tuple[int, list[int], bool]], list[Any]]:
+        """:meth:`predict_batch`'s first stage: read the pictures, find their faces (one batched pass),
+        cut the crops. Returns ``(results without faces, (picture index, box, no_face) per crop, crops)``."""
+        from .detect import detect_faces_batch
+
         located: list[tuple[int, list[int], bool]] = []
         crops: list[Any] = []
         results: list[dict[str, Any]] = []
-        from .detect import detect_faces_batch
-
         imgs = [load_image(image, "RGB") for image in images]
         found = (detect_faces_batch(imgs, threshold=cfg.threshold, detector=cfg.detector)  # one batched pass
                  if cfg.detect != "never" else [None] * len(imgs))
@@ -340,6 +346,11 @@ class Recognizer:
             for box, crop in pairs:
                 located.append((i, box, no_face))
                 crops.append(crop)
+        return results, located, crops
+
+    def _name(self, results: list[dict[str, Any]], located: list[tuple[int, list[int], bool]], crops: list[Any],
+              cfg: PredictConfig) -> list[dict[str, Any]]:
+        """:meth:`predict_batch`'s second stage: name the crops :meth:`_find` cut, into ``results``."""
         proba, score, labels, layer = self._predict_open(crops, cfg.batch_size)
         t = self._threshold(cfg, layer)
         for (i, box, no_face), p, s in zip(located, proba, score):
@@ -349,6 +360,40 @@ class Recognizer:
             else:
                 results[i]["faces"].append(entry)
         return results
+
+    def predict_stream(self, images: Sequence[ImageTyping], cfg: PredictConfig | None = None, *, chunk: int = 32
+                       ) -> Iterator[tuple[ImageTyping, dict[str, Any] | Exception]]:
+        """``(picture, result or InputError)`` for each of ``images``, in order, as :meth:`predict_batch`
+        gives them, for any number of pictures: they go through in chunks of ``chunk``, and while one
+        chunk's faces are named, the next chunk's pictures are read and searched for faces in a second
+        thread (ONNX Runtime and Pillow release the GIL, so the two stages share the cores). A chunk
+        holding an unreadable picture is redone picture by picture, the unreadable one's
+        :class:`~animeid.errors.InputError` given in its place. ``ConfigError`` for a bad ``cfg`` is
+        raised before any picture is read."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .errors import InputError
+
+        cfg = cfg or PredictConfig()
+        self._threshold(cfg, self.openset)
+        images = list(images)
+        parts = [images[s:s + chunk] for s in range(0, len(images), max(1, int(chunk)))]
+        with ThreadPoolExecutor(1, thread_name_prefix="animeid-find") as pool:
+            ahead = pool.submit(self._find, parts[0], cfg) if parts else None
+            for k, part in enumerate(parts):
+                try:
+                    found = ahead.result()
+                except InputError:
+                    found = None
+                ahead = pool.submit(self._find, parts[k + 1], cfg) if k + 1 < len(parts) else None
+                if found is not None:
+                    yield from zip(part, self._name(*found, cfg))
+                    continue
+                for image in part:                  # one unreadable picture: the others one by one
+                    try:
+                        yield image, self.predict_batch([image], cfg)[0]
+                    except InputError as e:
+                        yield image, e
 
     @staticmethod
     def _animated(images: Sequence[ImageTyping], imgs: list[Any], found: list[Any], cfg: PredictConfig
