@@ -562,7 +562,7 @@ def compare(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, augment: 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = [(n, m, dict(o)) for n, m, o in (rows or STUDY_TABLE)]
+    table = [(n, m, dict(o)) for n, m, o in (STUDY_TABLE if rows is None else rows)]
     for n, m, o in table:
         if o.get("augment"):
             o["augment"] = augment

@@ -50,6 +50,8 @@ from animeid.openset import _auroc, fit_openset, raw_features  # noqa: E402
 from animeid.predict import Recognizer  # noqa: E402
 from animeid.train import train  # noqa: E402
 
+#: the known-face refusal rates reported as operating points
+RATES = (0.02, 0.03, 0.05, 0.08, 0.15)
 DEFAULT_DATA = Path(os.environ.get("ANIMEID_SHARED_DATA", ROOT.parent / "shared" / "data")) / "holoen16-dev"
 
 
@@ -73,7 +75,9 @@ def _features(rec: Recognizer, paths):
 def run_seed(data: Path, seed: int, args, work: Path) -> dict:
     chars = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
     rng = np.random.default_rng(seed)
-    held = sorted(str(c) for c in rng.choice(chars, args.held, replace=False))
+    forced = [c for c in args.hold if c in chars]
+    rest = [c for c in chars if c not in forced]
+    held = sorted(forced + [str(c) for c in rng.choice(rest, max(0, args.held - len(forced)), replace=False)])
     known = [c for c in chars if c not in held]
     ds_dir = work / f"known-{seed}"
     ds_dir.mkdir()
@@ -115,6 +119,19 @@ def run_seed(data: Path, seed: int, args, work: Path) -> dict:
            "unknown_rejected": float(np.mean(s_h < T)), "known_accepted": float(np.mean(s_te >= T)),
            "known_correct": float(np.mean((s_te >= T) & head_ok)), "threshold": T,
            "mode_chosen": os_.mode, "calibration": os_.calibration}
+    # the operating points a user can choose (--unknown-threshold RATE: known calibration faces refused)
+    if os_.known_quantiles is not None:
+        for rate in RATES:
+            t = os_.threshold_for_rate(rate)
+            out[f"at_{rate:g}"] = {"known_correct": float(np.mean((s_te >= t) & head_ok)),
+                                   "unknown_rejected": float(np.mean(s_h < t))}
+    # calibration of the shown probabilities (the head's, at the model's temperature) on the known test faces
+    from animeid.calibration import apply_temperature, expected_calibration_error
+
+    shown = apply_temperature(Pte, rec.head_temperature)
+    out["head_temperature"] = rec.head_temperature
+    out["ece_raw"] = expected_calibration_error(Pte.max(1), head_ok)
+    out["ece"] = expected_calibration_error(shown.max(1), trained[shown.argmax(1)] == te_y)
     # enrolment: the first k pictures of each held-out character, queries after the first 10
     first = {c: np.flatnonzero(all_hy == c) for c in held}
     q = np.concatenate([first[c][10:] for c in held])
@@ -153,7 +170,8 @@ def summarise(rows: list[dict], args) -> str:
 
     pct = lambda v: f"{v:.1%}"  # noqa: E731
     n = len(rows)
-    lines = [f"**{args.data.name}**, {args.held} characters held out, method `{args.method}`, "
+    lines = [f"**{args.data.name}**, {args.held} characters held out"
+             + (f" (always {', '.join(args.hold)})" if args.hold else "") + f", method `{args.method}`, "
              f"mean of {n} seed(s) ({', '.join(str(r['seed']) for r in rows)})", "",
              "| figure | value |", "|---|---:|",
              f"| closed-set top-1, known characters (head) | {pct(m('closed_set_top1'))} |",
@@ -162,8 +180,16 @@ def summarise(rows: list[dict], args) -> str:
              f"| at the stored threshold: unknown faces rejected | {pct(m('unknown_rejected'))} |",
              f"| at the stored threshold: known faces accepted | {pct(m('known_accepted'))} |",
              f"| at the stored threshold: known faces accepted and named correctly | {pct(m('known_correct'))} |",
-             "", "| enrolled with | mode | new characters (among all) | new (among the new only) | known after enrolment |",
-             "|---:|---|---:|---:|---:|"]
+             f"| expected calibration error of the shown probabilities, known test faces (raw head) | "
+             f"{m('ece'):.3f} ({m('ece_raw'):.3f}) |",
+             "", "| --unknown-threshold (known calibration faces refused) | known faces named right first | "
+                 "unknown faces refused |", "|---:|---:|---:|"]
+    for rate in RATES:
+        if any(f"at_{rate:g}" in r for r in rows):
+            lines.append(f"| {rate:.0%} | {pct(m(f'at_{rate:g}', 'known_correct'))} | "
+                         f"{pct(m(f'at_{rate:g}', 'unknown_rejected'))} |")
+    lines += ["", "| enrolled with | mode | new characters (among all) | new (among the new only) | known after enrolment |",
+              "|---:|---|---:|---:|---:|"]
     for mode in args.modes:
         for k in args.shots:
             lines.append(f"| {k} picture(s) | {mode} | {pct(m(f'{mode}_k{k}_new'))} | "
@@ -185,6 +211,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--held", type=int, default=4, help="characters held out (default 4)")
+    ap.add_argument("--hold", nargs="+", default=[], metavar="NAME",
+                    help="characters always among the held-out ones (e.g. a look-alike pair: fuwawa mococo)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--method", default="logistic")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
