@@ -195,7 +195,8 @@ class Recognizer:
         if layer is None:
             return head_p, head_p.max(axis=1), labels, None
         E = layer.embed(feats)
-        return layer.proba(E, head_p), layer.score(E), labels, layer
+        proba = layer.proba(E, head_p)
+        return proba, layer.score(E, proba), labels, layer
 
     def predict_proba_faces(self, faces: Sequence[ImageTyping], *, batch_size: int = 32) -> np.ndarray:
         """Probabilities ``(n, len(labels))`` for face crops."""
@@ -208,8 +209,9 @@ class Recognizer:
 
     @property
     def unknown_score_kind(self) -> str:
-        """What the open-set score is: ``"prototype_z"`` (open-set layer) or ``"max_proba"``."""
-        return "prototype_z" if self.openset is not None else "max_proba"
+        """What the open-set score is: ``"prototype_z"`` or ``"prototype_z+p"`` (open-set layer, see
+        :data:`animeid.openset.SCORE_WITH_P`) or ``"max_proba"`` (models without one)."""
+        return self.openset.score_kind if self.openset is not None else "max_proba"
 
     def _threshold(self, cfg: PredictConfig, layer: Any = None) -> float | None:
         """The open-set score threshold ``cfg`` asks for with the layer ``layer`` (None: no unknown answers)."""
@@ -243,7 +245,7 @@ class Recognizer:
 
         cands = self._candidates(p, top, labels)
         unknown = threshold is not None and bool(score < threshold)
-        info: dict[str, Any] = {"kind": "prototype_z" if layer is not None else "max_proba",
+        info: dict[str, Any] = {"kind": layer.score_kind if layer is not None else "max_proba",
                                 "score": round(float(score), 4),
                                 "threshold": None if threshold is None else round(float(threshold), 4)}
         if layer is not None and layer.known_quantiles is not None:

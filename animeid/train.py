@@ -511,7 +511,8 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     from .openset import calibrate_for_training  # open-set layer: unknown threshold, prototypes (issue 5)
 
     t_os = time.perf_counter()
-    os_thresholds, os_arrays = calibrate_for_training(fitted, tr_x, tr_y, va_x, va_y)
+    os_thresholds, os_arrays = calibrate_for_training(fitted, tr_x, tr_y, va_x, va_y,
+                                                      head_temperature=head_cal.get("head_temperature", 1.0))
     from .thumbnails import to_arrays as thumb_arrays, typical_faces
 
     os_arrays = {**os_arrays, **thumb_arrays(typical_faces(tr_x, tr_y))}   # a face per character, for pages

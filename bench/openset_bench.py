@@ -111,7 +111,11 @@ def run_seed(data: Path, seed: int, args, work: Path) -> dict:
     trained = np.asarray(rec.bundle.labels)
     head_ok = trained[Pte.argmax(1)] == te_y
     Ete, Eh = os_.embed(Fte), os_.embed(Fh)
-    s_te, s_h = os_.score(Ete), os_.score(Eh)
+    from animeid.calibration import apply_temperature
+
+    T_head = rec.head_temperature
+    s_te = os_.score(Ete, os_.proba(Ete, apply_temperature(Pte, T_head)))
+    s_h = os_.score(Eh, os_.proba(Eh, apply_temperature(Ph, T_head)))
     T = os_.threshold
     out = {"seed": seed, "held_out": held, "n_known_test": int(len(te_y)), "n_unknown": int(len(all_h)),
            "train_seconds": round(train_s, 1), "closed_set_top1": float(head_ok.mean()),
@@ -126,9 +130,9 @@ def run_seed(data: Path, seed: int, args, work: Path) -> dict:
             out[f"at_{rate:g}"] = {"known_correct": float(np.mean((s_te >= t) & head_ok)),
                                    "unknown_rejected": float(np.mean(s_h < t))}
     # calibration of the shown probabilities (the head's, at the model's temperature) on the known test faces
-    from animeid.calibration import apply_temperature, expected_calibration_error
+    from animeid.calibration import expected_calibration_error
 
-    shown = apply_temperature(Pte, rec.head_temperature)
+    shown = apply_temperature(Pte, T_head)
     out["head_temperature"] = rec.head_temperature
     out["ece_raw"] = expected_calibration_error(Pte.max(1), head_ok)
     out["ece"] = expected_calibration_error(shown.max(1), trained[shown.argmax(1)] == te_y)

@@ -296,6 +296,7 @@ def test_fine_tuned_network_model_uses_its_identity_output(newgame8, tmp_path):
     assert rec.spec.kind == "network" and rec.openset is not None
     assert rec.openset.calibration["threshold_from"] == "known faces"
     assert rec.openset.inputs == {"output": "identity", "color_weight": 2.0}
+    assert rec.openset.score_kind == "prototype_z+p" and rec.unknown_score_kind == "prototype_z+p"
     # fine-tuned embedding, frozen blocks 12 and 14, ImageNet block 15 and head, colour histogram
     assert rec.openset.center.shape == (1280 + 192 + 192 + 320 + 1280 + 480,)
     new = sorted((newgame8 / NEW).iterdir())
@@ -304,6 +305,8 @@ def test_fine_tuned_network_model_uses_its_identity_output(newgame8, tmp_path):
     assert proba.shape == (5, 5) and score.shape == (5,) and np.isfinite(score).all()
     again = animeid.load(rec.save(tmp_path / "ft+1.animeid"))
     np.testing.assert_allclose(again.predict_proba_faces(new[3:8]), proba, atol=1e-5)
+    assert again.openset.score_norm == rec.openset.score_norm
+    np.testing.assert_allclose(again.predict_open_faces(new[3:8])[1], score, atol=1e-4)
 
 
 def test_model_without_stored_openset_inputs_predicts_as_before(model, data, tmp_path):
@@ -387,3 +390,46 @@ def test_threshold_and_cluster_cut_on_hand_made_scores():
     assert _cluster_distance(gd, idd, False) == pytest.approx(0.2 + 0.4 * (0.8 - 0.2)), "40 % from genuine to impostor"
     assert _cluster_distance(gd, idd, True) == pytest.approx(0.9 * 0.8), "strangers seen: 90 % of impostor median"
     assert _cluster_distance(np.zeros(0), idd, False) is None
+
+
+def test_score_with_the_highest_probability_on_synthetic_features():
+    """A layer whose threshold is set on known faces (strangers_seen) and that is given the calibration
+    faces' probabilities scores with the z-score and the highest probability together: standardised
+    on those faces, a surer face scores higher, the threshold refuses ``far`` of them, and the
+    standardisation survives the model file's thresholds; without probabilities it is refused."""
+    from types import SimpleNamespace
+
+    from animeid.openset import OpenSet, SCORE_WITH_P, fit_openset
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    means = rng.normal(size=(3, 16)) * 3
+
+    def faces(n):
+        y = np.repeat(classes, n)
+        return means[np.repeat(np.arange(3), n)] + rng.normal(size=(3 * n, 16)), y
+
+    F_tr, y_tr = faces(30)
+    F_va, y_va = faces(20)
+    P_va = rng.dirichlet(np.ones(3) * 0.3, size=len(y_va))
+    layer = fit_openset(F_tr, y_tr, F_va, y_va, classes=classes, strangers_seen=True, far=0.1, P_cal=P_va)
+    assert layer.score_kind == SCORE_WITH_P and set(layer.score_norm) == {"z_mean", "z_sd", "p_mean", "p_sd", "weight"}
+    E = layer.embed(F_va)
+    s = layer.score(E, P_va)
+    assert abs(s.mean()) < 1e-6 and np.mean(s < layer.threshold) == pytest.approx(0.1, abs=0.02)
+    assert layer.refusal_rate(layer.threshold) == pytest.approx(0.1, abs=0.01)
+    sure = np.eye(3)[[0]] * 0.98 + 0.01
+    unsure = np.full((1, 3), 1 / 3)
+    assert layer.score(E[:1], sure)[0] > layer.score(E[:1], unsure)[0]
+    with pytest.raises(ValueError, match="probabilities"):
+        layer.score(E)
+    th, arr = layer.to_model_parts()
+    assert th["unknown_score"] == SCORE_WITH_P
+    again = OpenSet.from_bundle(SimpleNamespace(extra_arrays=arr, thresholds=th, labels=classes, path=None))
+    np.testing.assert_allclose(again.score(E, P_va), s)
+    # without the probabilities, or with strangers scored, the score stays the z-score alone
+    assert fit_openset(F_tr, y_tr, F_va, y_va, classes=classes, strangers_seen=True).score_kind == "prototype_z"
+    assert fit_openset(F_tr, y_tr, F_va, y_va, classes=classes, P_cal=P_va).score_kind == "prototype_z"
+    bad = {**th, "openset_score_norm": {**th["openset_score_norm"], "z_sd": -1.0}}
+    with pytest.raises(ModelFileError, match="open-set"):
+        OpenSet.from_bundle(SimpleNamespace(extra_arrays=arr, thresholds=bad, labels=classes, path=None))

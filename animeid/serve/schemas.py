@@ -19,7 +19,8 @@ class Candidate(_Open):
 
 
 class OpenSetInfo(_Open):
-    kind: str = Field(description="what the score is: 'prototype_z' (open-set layer) or 'max_proba' (older models)")
+    kind: str = Field(description="what the score is: 'prototype_z' or 'prototype_z+p' (open-set layer; the second "
+                                  "adds the highest probability, fine-tuned networks) or 'max_proba' (older models)")
     score: float = Field(description="the face's open-set score: low means like no known character")
     threshold: Optional[float] = Field(description="the face is unknown below this score (null: never unknown)")
     refusal_rate: Optional[float] = Field(None, description="share of the model's known calibration faces this "
