@@ -297,6 +297,9 @@ def test_fine_tuned_network_model_uses_its_identity_output(newgame8, tmp_path):
     assert rec.openset.calibration["threshold_from"] == "known faces"
     assert rec.openset.inputs == {"output": "identity", "color_weight": 2.0}
     assert rec.openset.score_kind == "prototype_z+p" and rec.unknown_score_kind == "prototype_z+p"
+    from animeid.openset import KNOWN_REFUSAL
+
+    assert rec.openset.far == KNOWN_REFUSAL == 0.08      # a network's threshold refuses 8 % of known val faces
     # fine-tuned embedding, frozen blocks 12 and 14, ImageNet block 15 and head, colour histogram
     assert rec.openset.center.shape == (1280 + 192 + 192 + 320 + 1280 + 480,)
     new = sorted((newgame8 / NEW).iterdir())
