@@ -100,14 +100,16 @@ THRESHOLD_KEYS = ("unknown", "unknown_score", "unknown_far", "unknown_slope", "t
                   "pooled_sd", "openset_version", "openset_mode", "cluster_distance", "openset_calibration",
                   "openset_inputs", "openset_score_norm")
 #: The open-set score of fine-tuned networks (``score_norm`` stored): the best per-character z-score
-#: plus the log of the highest shown probability, each standardised on the known validation faces
-#: (weight 1 each). Measured on holoen16 with 4 of 16 characters held out, fine-tuned network, 6
-#: trainings (3 seeds drawing the 4 at random, 3 with the look-alike pair fuwawa + mococo among
-#: them; ``bench/openset_bench.py``): unknown AUROC 0.936 -> 0.943 and 0.931 -> 0.947 (better in 5 of
-#: the 6), and at a 5 % known-face refusal rate 60 % -> 68 % and 57 % -> 67 % of unknown faces refused.
-#: The z-score alone, the highest probability alone (0.929 / 0.939), nearest-neighbour similarities
-#: (0.897-0.938) and other mixes did no better. Layers whose threshold is set on strangers (frozen-feature
-#: methods) keep the z-score alone: a left-out character's faces have no honest head probability.
+#: plus the log of the head's highest probability (before its temperature), each standardised on the
+#: known validation faces (weight 1 each). Measured on holoen16 with 4 of 16 characters held out,
+#: fine-tuned network, 6 trainings (3 seeds drawing the 4 at random, 3 with the look-alike pair
+#: fuwawa + mococo among them; ``bench/openset_bench.py``, BENCHMARKS.md): unknown AUROC 0.936 -> 0.943
+#: and 0.931 -> 0.947 (better in 5 of the 6), and at an 8 % known-face refusal rate 77 % -> 79 % and
+#: 73 % -> 80 % of unknown faces refused. The z-score alone, the highest probability alone (0.929 /
+#: 0.939), nearest-neighbour similarities (0.897-0.938), weights 0.5 or 2 and the probability after
+#: the temperature (0.938 / 0.940) did no better. Layers whose threshold is set on strangers
+#: (frozen-feature methods) keep the z-score alone: a left-out character's faces have no honest head
+#: probability.
 SCORE_WITH_P = "prototype_z+p"
 #: The share of known validation faces a fine-tuned network's default threshold refuses (``far`` for
 #: models whose threshold is set on known faces). Measured on holoen16, 4 of 16 characters held out, 6
@@ -119,18 +121,20 @@ KNOWN_REFUSAL = 0.08
 
 
 def combine_scores(z: np.ndarray, p_max: np.ndarray, norm: dict[str, float]) -> np.ndarray:
-    """``(z - z_mean) / z_sd + weight * (log p_max - p_mean) / p_sd`` (see :data:`SCORE_WITH_P`)."""
+    """``(z - z_mean) / z_sd + weight * (log p_max - p_mean) / p_sd`` (see :data:`SCORE_WITH_P`); ``p_max``:
+    the highest probability before the head's temperature (:meth:`OpenSet.score` undoes it)."""
     logp = np.log(np.clip(np.asarray(p_max, dtype=np.float64), 1e-12, 1.0))
     return ((np.asarray(z, dtype=np.float64) - norm["z_mean"]) / norm["z_sd"]
             + float(norm.get("weight", 1.0)) * (logp - norm["p_mean"]) / norm["p_sd"])
 
 
-def _fit_norm(z: np.ndarray, p_max: np.ndarray, weight: float = 1.0) -> dict[str, float]:
-    """:data:`SCORE_WITH_P`'s standardisation from known calibration faces' best z-scores and highest probabilities."""
+def _fit_norm(z: np.ndarray, p_max: np.ndarray, p_temperature: float = 1.0, weight: float = 1.0) -> dict[str, float]:
+    """:data:`SCORE_WITH_P`'s standardisation from known calibration faces' best z-scores and highest
+    probabilities (before the head's temperature ``p_temperature``, which is stored to be undone)."""
     logp = np.log(np.clip(np.asarray(p_max, dtype=np.float64), 1e-12, 1.0))
     z = np.asarray(z, dtype=np.float64)
     return {"z_mean": float(z.mean()), "z_sd": float(max(z.std(), 1e-6)), "p_mean": float(logp.mean()),
-            "p_sd": float(max(logp.std(), 1e-6)), "weight": float(weight)}
+            "p_sd": float(max(logp.std(), 1e-6)), "weight": float(weight), "p_temperature": float(p_temperature)}
 _PREFIX = "openset."
 _EPS = 1e-12
 
@@ -409,7 +413,12 @@ class OpenSet:
             return z
         if proba is None:
             raise ValueError("this open-set layer's score needs the faces' probabilities")
-        return combine_scores(z, np.asarray(proba, dtype=np.float64).max(axis=1), self.score_norm)
+        from .calibration import apply_temperature
+
+        # the probabilities as the head gave them (measured: the raw highest probability separates
+        # unknown faces better than the tempered one, AUROC 0.943 against 0.938)
+        raw = apply_temperature(np.asarray(proba, dtype=np.float64), 1.0 / self.score_norm.get("p_temperature", 1.0))
+        return combine_scores(z, raw.max(axis=1), self.score_norm)
 
     # -- the threshold as a share of known faces refused
     def threshold_for_rate(self, rate: float) -> float:
@@ -579,7 +588,9 @@ def _score_norm(norm: Any) -> dict[str, float] | None:
         return None
     out = {k: float(norm[k]) for k in ("z_mean", "z_sd", "p_mean", "p_sd")}
     out["weight"] = float(norm.get("weight", 1.0))
-    if not all(math.isfinite(v) for v in out.values()) or out["z_sd"] <= 0 or out["p_sd"] <= 0:
+    out["p_temperature"] = float(norm.get("p_temperature", 1.0))
+    if (not all(math.isfinite(v) for v in out.values()) or out["z_sd"] <= 0 or out["p_sd"] <= 0
+            or out["p_temperature"] <= 0):
         raise ValueError("its open-set score standardisation is not a set of finite numbers")
     return out
 
@@ -636,7 +647,8 @@ def _build(F_train: np.ndarray, y_train: np.ndarray, classes: list[str], *, dim:
 def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray | None = None,
                 y_cal: Sequence[str] | None = None, *, classes: Sequence[str] | None = None, far: float = 0.15,
                 dim: int = 512, shrink: float = 0.1, mode: str = "hybrid", max_folds: int = 16,
-                seed: int = 0, strangers_seen: bool = False, P_cal: np.ndarray | None = None) -> OpenSet:
+                seed: int = 0, strangers_seen: bool = False, P_cal: np.ndarray | None = None,
+                p_temperature: float = 1.0) -> OpenSet:
     """Fit the open-set layer on raw features (:func:`openset_features`) of the training faces and
     calibrate it.
 
@@ -655,9 +667,10 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
     that rejected 12 % of real ones). The threshold then rejects a share ``far`` of the known
     characters' held-out faces instead.
 
-    ``P_cal``: the shown probabilities ``(len(F_cal), len(classes))`` of the calibration faces (the
-    head's, at its temperature). With ``strangers_seen`` and ``F_cal`` the score becomes
-    :data:`SCORE_WITH_P` (the z-score and the highest probability, standardised on these faces).
+    ``P_cal``: the head's probabilities ``(len(F_cal), len(classes))`` of the calibration faces, before
+    its temperature ``p_temperature`` (:mod:`animeid.calibration`; predictions show them after it).
+    With ``strangers_seen`` and ``F_cal`` the score becomes :data:`SCORE_WITH_P` (the z-score and the
+    highest probability, standardised on these faces).
 
     The named steps: the layer (:func:`_build`), known-face scores (:func:`_known_scores`), stranger
     scores and distances (:func:`_stranger_scores`), the threshold (:func:`_threshold_from`), the
@@ -673,7 +686,7 @@ def fit_openset(F_train: np.ndarray, y_train: Sequence[str], F_cal: np.ndarray |
     if strangers_seen and use_cal and P_cal is not None:
         keep = np.isin(np.asarray([str(v) for v in y_cal]), classes)
         p_max = np.asarray(P_cal, dtype=np.float64)[keep].max(axis=1)
-        norm = _fit_norm(known_z, p_max)
+        norm = _fit_norm(known_z, p_max, p_temperature)
         known = combine_scores(known_z, p_max, norm)
     temperature = _fit_temperature(np.where(np.isfinite(S), S, -1e3), yi)
     stranger, gd, idd, n_folds = _stranger_scores(F_train, y_train, classes, F_cal if use_cal else None,
@@ -804,19 +817,18 @@ def calibrate_for_training(fitted: Any, tr_x: Sequence, tr_y: Sequence[str], va_
     (:mod:`animeid.calibration`), for :data:`SCORE_WITH_P`. Any failure is logged and gives empty
     parts: the model is still saved, without the open-set layer."""
     try:
-        from .calibration import apply_temperature
-
         pipe = fitted.pipeline
         inputs = default_inputs(pipe)
         F_tr = openset_features(pipe, tr_x, inputs=inputs)
         F_va = openset_features(pipe, va_x, inputs=inputs) if len(va_x) else None
-        P_va = (apply_temperature(np.asarray(fitted.head.predict_proba(pipe.transform(list(va_x))), dtype=np.float64),
-                                  head_temperature) if len(va_x) else None)
+        P_va = (np.asarray(fitted.head.predict_proba(pipe.transform(list(va_x))), dtype=np.float64)
+                if len(va_x) else None)
         classes = [str(c) for c in fitted.head.classes_]
         kw.setdefault("strangers_seen", pipe.spec.kind == "network")
         if kw["strangers_seen"]:
             kw.setdefault("far", KNOWN_REFUSAL)
-        layer = fit_openset(F_tr, tr_y, F_va, va_y if len(va_x) else None, classes=classes, P_cal=P_va, **kw)
+        layer = fit_openset(F_tr, tr_y, F_va, va_y if len(va_x) else None, classes=classes, P_cal=P_va,
+                            p_temperature=head_temperature, **kw)
         layer = dataclasses.replace(layer, inputs=inputs)
         if "mode" not in kw and len(va_x):
             # once characters are enrolled, the head keeps naming the trained characters ("hybrid") unless

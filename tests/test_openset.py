@@ -416,7 +416,8 @@ def test_score_with_the_highest_probability_on_synthetic_features():
     F_va, y_va = faces(20)
     P_va = rng.dirichlet(np.ones(3) * 0.3, size=len(y_va))
     layer = fit_openset(F_tr, y_tr, F_va, y_va, classes=classes, strangers_seen=True, far=0.1, P_cal=P_va)
-    assert layer.score_kind == SCORE_WITH_P and set(layer.score_norm) == {"z_mean", "z_sd", "p_mean", "p_sd", "weight"}
+    assert layer.score_kind == SCORE_WITH_P
+    assert set(layer.score_norm) == {"z_mean", "z_sd", "p_mean", "p_sd", "weight", "p_temperature"}
     E = layer.embed(F_va)
     s = layer.score(E, P_va)
     assert abs(s.mean()) < 1e-6 and np.mean(s < layer.threshold) == pytest.approx(0.1, abs=0.02)
@@ -430,6 +431,12 @@ def test_score_with_the_highest_probability_on_synthetic_features():
     assert th["unknown_score"] == SCORE_WITH_P
     again = OpenSet.from_bundle(SimpleNamespace(extra_arrays=arr, thresholds=th, labels=classes, path=None))
     np.testing.assert_allclose(again.score(E, P_va), s)
+    # predictions show the head's probabilities at its temperature: the score undoes it
+    from animeid.calibration import apply_temperature
+
+    hot = fit_openset(F_tr, y_tr, F_va, y_va, classes=classes, strangers_seen=True, far=0.1, P_cal=P_va,
+                      p_temperature=0.5)
+    np.testing.assert_allclose(hot.score(E, apply_temperature(P_va, 0.5)), s, atol=1e-9)
     # without the probabilities, or with strangers scored, the score stays the z-score alone
     assert fit_openset(F_tr, y_tr, F_va, y_va, classes=classes, strangers_seen=True).score_kind == "prototype_z"
     assert fit_openset(F_tr, y_tr, F_va, y_va, classes=classes, P_cal=P_va).score_kind == "prototype_z"
