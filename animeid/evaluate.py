@@ -333,7 +333,7 @@ class Report:
             "",
         ]
         if self.unknown_labels:
-            lines += [f"Unknown to model (counted as errors): "
+            lines += ["Unknown to model (counted as errors): "
                       + ", ".join(f"{_md(lab)} ({self.per_class[lab]['n']})" for lab in self.unknown_labels), ""]
         lines += ["| character | pictures | correct | accuracy | most often mistaken for |",
                   "|---|---:|---:|---:|---|"]

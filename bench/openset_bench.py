@@ -86,7 +86,7 @@ def run_seed(data: Path, seed: int, args, work: Path) -> dict:
     model = (args.keep or work) / f"{args.data.name}-{args.method}-seed{seed}.animeid"
     model.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    r = train(ds_dir, model, method=args.method, seed=seed, progress=False, **args.train_options)
+    train(ds_dir, model, method=args.method, seed=seed, progress=False, **args.train_options)
     train_s = time.perf_counter() - t0
     rec = Recognizer.load(model)
     ds = read_folder_dataset(ds_dir, seed=seed)

@@ -206,3 +206,14 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     (tmp_path / "bad.animeid").write_bytes(b"zzz")
     assert main(["predict", str(tmp_path / "bad.animeid"), str(tmp_path)]) == 1
     assert "bad.animeid" in capsys.readouterr().err
+
+
+def test_finetune_runs_more_epochs_on_few_faces_but_never_fewer_than_six():
+    """Without --epochs, fine-tuning takes at least MIN_STEPS steps, within 6..18 epochs; the full
+    holoen16 split (3,452 faces) keeps its 6; given epochs are used as given."""
+    from animeid.train import METHODS, auto_epochs
+
+    assert METHODS["finetune"].defaults["epochs"] is None
+    assert auto_epochs(3452, 32) == 6 and auto_epochs(100_000, 32) == 6
+    assert auto_epochs(1040, 32) == 18 and auto_epochs(40, 32) == 18          # 33 steps an epoch; capped
+    assert auto_epochs(2400, 32) == 8                                          # 75 steps an epoch -> 600 steps
