@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 
 from .errors import InputError, OutputError
 
-__all__ = ["predict_chunk", "predict_files", "read_done", "timelines", "CSV_FIELDS"]
+__all__ = ["predict_chunk", "predict_files", "read_done", "read_failed", "timelines", "CSV_FIELDS"]
 
 CSV_FIELDS = ["path", "face", "x0", "y0", "x1", "y1", "name", "p", "unknown", "error"]
 
@@ -33,7 +33,7 @@ def predict_chunk(rec: Any, files: Sequence[str | os.PathLike], cfg: Any) -> lis
     ``predict_batch`` at once (detection and recognition batched); a chunk holding an unreadable file
     is redone one by one (:meth:`~animeid.predict.Recognizer.predict_stream`)."""
     files = [os.fspath(f) for f in files]
-    return [(f, str(r) if isinstance(r, InputError) else r)
+    return [(f, r.message if isinstance(r, InputError) else r)
             for f, r in rec.predict_stream(files, cfg, chunk=max(1, len(files)))]
 
 
@@ -56,27 +56,41 @@ def _clean_tail(out: Path) -> None:
 
 
 def read_done(out: str | os.PathLike) -> set[str]:
-    """The pictures an earlier run wrote to the results file ``out`` (empty when there is none)."""
+    """The pictures an earlier run wrote to the results file ``out`` (empty when there is none);
+    those it could not read are among them (:func:`read_failed`)."""
+    return set(_read_records(out))
+
+
+def read_failed(out: str | os.PathLike) -> set[str]:
+    """The pictures of the results file ``out`` whose record is an error (an unreadable picture): a
+    rerun does not retry them; remove their lines (or the file) to have them read again."""
+    return {path for path, failed in _read_records(out).items() if failed}
+
+
+def _read_records(out: str | os.PathLike) -> dict[str, bool]:
+    """``{picture: its record is an error}`` of the results file ``out`` (empty when there is none)."""
     out = Path(out)
     if not out.is_file():
-        return set()
+        return {}
     fmt = _format(out)
     _clean_tail(out)
-    done: set[str] = set()
+    done: dict[str, bool] = {}
     with open(out, encoding="utf-8", newline="") as f:
         if fmt == "jsonl":
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    done.add(json.loads(line)["path"])
+                    rec = json.loads(line)
+                    done[rec["path"]] = "error" in rec
                 except (ValueError, KeyError, TypeError):
                     raise OutputError(f"line {n} is not an animeid result; not a predict results file?", out) from None
         else:
             reader = csv.DictReader(f)
             if reader.fieldnames and reader.fieldnames != CSV_FIELDS:
                 raise OutputError(f"columns {reader.fieldnames} are not animeid's; not a predict results file?", out)
-            done.update(row["path"] for row in reader)
+            for row in reader:
+                done[row["path"]] = bool(row.get("error"))
     return done
 
 
@@ -106,7 +120,9 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
     ``model``: a model file (or, locally, a loaded :class:`~animeid.predict.Recognizer`). ``client``: a
     ``dask.distributed.Client`` or a scheduler address to run on a cluster (the model is then sent once
     to each worker); None: this process. ``on_result(path, result or error message)`` is called per
-    new picture, in order. Returns ``{"pictures", "skipped", "done", "failed"}``.
+    new picture, in order. Returns ``{"pictures", "skipped", "done", "failed", "failed_before"}``
+    (``done`` counts the pictures handled now, failed ones included; ``failed_before``: pictures
+    skipped because an earlier run could not read them, :func:`read_failed`).
     """
     from .images import iter_image_files
     from .predict import PredictConfig, Recognizer
@@ -118,9 +134,10 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
     cfg = cfg or PredictConfig()
     check_not_in_workspace(Path(os.path.realpath(out)).parent, "--out")   # as every output: never in a workspace
     files = [os.fspath(f) for f in iter_image_files(inputs)]       # InputError for a missing input
-    done = read_done(out)
-    todo = [f for f in files if f not in done]
-    summary = {"pictures": len(files), "skipped": len(files) - len(todo), "done": 0, "failed": 0}
+    records = _read_records(out)
+    todo = [f for f in files if f not in records]
+    summary = {"pictures": len(files), "skipped": len(files) - len(todo), "done": 0, "failed": 0,
+               "failed_before": sum(1 for f in files if records.get(f))}
     if not todo:
         return summary
     cluster = None
@@ -138,7 +155,7 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
         else:
             rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
             rec._threshold(cfg, rec.openset)
-            results = ((f, str(r) if isinstance(r, InputError) else r)
+            results = ((f, r.message if isinstance(r, InputError) else r)     # the path is the record's own field
                        for f, r in rec.predict_stream(todo, cfg, chunk=chunk))
         new = not out.exists() or out.stat().st_size == 0
         out.parent.mkdir(parents=True, exist_ok=True)

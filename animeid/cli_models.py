@@ -264,13 +264,15 @@ def _predict_to_file(a) -> int:
 
     def said(path, res):
         if isinstance(res, str):
-            print(f"animeid: {res}", file=sys.stderr)
+            print(f"animeid: {path}: {res}", file=sys.stderr)
 
     s = predict_files(rec if not a.scheduler else a.model, a.images, a.out, cfg=cfg, client=a.scheduler or None,
                       on_result=said)
-    print(f"{plural(s['pictures'], 'picture')}: {s['done']} named now, {s['skipped']} already in {a.out}"
-          + (f", {s['failed']} failed" if s["failed"] else "") + f"; results in {a.out}")
-    return 1 if s["failed"] else 0
+    print(f"{plural(s['pictures'], 'picture')}: {s['done'] - s['failed']} named now, {s['skipped']} already in "
+          f"{a.out}" + (f", {s['failed']} failed" if s["failed"] else "")
+          + (f", {s['failed_before']} failed in an earlier run (not retried: remove their lines to retry)"
+             if s["failed_before"] else "") + f"; results in {a.out}")
+    return 1 if s["failed"] or s["failed_before"] else 0
 
 
 def verdict_text(face: dict) -> str:

@@ -511,8 +511,9 @@ def plot_reliability(report: Report | tuple[Sequence[float], Sequence[bool]], pa
             ax.bar(lo[over], (conf - acc)[over], bottom=acc[over], width=width[over], align="edge",
                    facecolor="#f4b6ae", edgecolor="#b03a2e", linewidth=0.6, hatch="//", label="gap: over-confident")
         if under.any():
+            # drawn over the accuracy bar without hiding it: the bar's height stays the share right
             ax.bar(lo[under], (acc - conf)[under], bottom=conf[under], width=width[under], align="edge",
-                   facecolor="#a9c4e6", edgecolor="#1f3f66", linewidth=0.6, hatch="\\\\",
+                   facecolor="none", edgecolor="#d9e6f5", linewidth=0.6, hatch="\\\\",
                    label="gap: under-confident")
         ax.plot([0, 1], [0, 1], ls="--", color="#555555", lw=1, label="honest probabilities")
         ax.plot(mid[filled], conf[filled], "o", color="#b03a2e", ms=4, label="mean top-1 probability")

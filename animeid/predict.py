@@ -378,8 +378,12 @@ class Recognizer:
 
         cfg = cfg or PredictConfig()
         self._threshold(cfg, self.openset)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a whole number of pictures, at least 1, got {chunk!r}")
+        if isinstance(images, (str, bytes, bytearray, os.PathLike)):
+            images = [images]                        # one picture, not its characters
         images = list(images)
-        parts = [images[s:s + chunk] for s in range(0, len(images), max(1, int(chunk)))]
+        parts = [images[s:s + chunk] for s in range(0, len(images), chunk)]
         with ThreadPoolExecutor(1, thread_name_prefix="animeid-find") as pool:
             ahead = pool.submit(self._find, parts[0], cfg) if parts else None
             for k, part in enumerate(parts):

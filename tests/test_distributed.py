@@ -227,7 +227,7 @@ def test_predict_files_on_a_cluster_equals_a_local_run_in_order_and_resumes(gene
     model.write_bytes(generated_model.path.read_bytes())
     remote = tmp_path / "remote.jsonl"
     s = predict_files(model, files[:4], remote, cfg=cfg, client=client, chunk=2)
-    assert s == {"pictures": 4, "skipped": 0, "done": 4, "failed": 0}
+    assert s == {"pictures": 4, "skipped": 0, "done": 4, "failed": 0, "failed_before": 0}
     with open(remote, "a", encoding="utf-8") as f:            # a line cut off by a killed driver
         f.write('{"path": "half')
     s = predict_files(model, files, remote, cfg=cfg, client=client, chunk=2)
