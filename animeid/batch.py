@@ -33,8 +33,12 @@ def predict_chunk(rec: Any, files: Sequence[str | os.PathLike], cfg: Any) -> lis
     ``predict_batch`` at once (detection and recognition batched); a chunk holding an unreadable file
     is redone one by one (:meth:`~animeid.predict.Recognizer.predict_stream`)."""
     files = [os.fspath(f) for f in files]
-    return [(f, r.message if isinstance(r, InputError) else r)
-            for f, r in rec.predict_stream(files, cfg, chunk=max(1, len(files)))]
+    return list(_records_of(rec.predict_stream(files, cfg, chunk=max(1, len(files)))))
+
+
+def _records_of(stream: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+    """``predict_stream``'s pairs with each InputError as its message: the record's ``path`` names the file."""
+    return ((f, r.message if isinstance(r, InputError) else r) for f, r in stream)
 
 
 def _format(out: Path) -> str:
@@ -155,8 +159,7 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
         else:
             rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
             rec._threshold(cfg, rec.openset)
-            results = ((f, r.message if isinstance(r, InputError) else r)     # the path is the record's own field
-                       for f, r in rec.predict_stream(todo, cfg, chunk=chunk))
+            results = _records_of(rec.predict_stream(todo, cfg, chunk=chunk))
         new = not out.exists() or out.stat().st_size == 0
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a", encoding="utf-8", newline="") as f:

@@ -121,10 +121,14 @@ SCORE_WITH_P = "prototype_z+p"
 KNOWN_REFUSAL = 0.08
 
 
+def _log_p(p_max: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(p_max, dtype=np.float64), 1e-12, 1.0))
+
+
 def combine_scores(z: np.ndarray, p_max: np.ndarray, norm: dict[str, float]) -> np.ndarray:
     """``(z - z_mean) / z_sd + weight * (log p_max - p_mean) / p_sd`` (see :data:`SCORE_WITH_P`); ``p_max``:
     the highest probability before the head's temperature (:meth:`OpenSet.score` undoes it)."""
-    logp = np.log(np.clip(np.asarray(p_max, dtype=np.float64), 1e-12, 1.0))
+    logp = _log_p(p_max)
     return ((np.asarray(z, dtype=np.float64) - norm["z_mean"]) / norm["z_sd"]
             + float(norm.get("weight", 1.0)) * (logp - norm["p_mean"]) / norm["p_sd"])
 
@@ -132,7 +136,7 @@ def combine_scores(z: np.ndarray, p_max: np.ndarray, norm: dict[str, float]) -> 
 def _fit_norm(z: np.ndarray, p_max: np.ndarray, p_temperature: float = 1.0, weight: float = 1.0) -> dict[str, float]:
     """:data:`SCORE_WITH_P`'s standardisation from known calibration faces' best z-scores and highest
     probabilities (before the head's temperature ``p_temperature``, which is stored to be undone)."""
-    logp = np.log(np.clip(np.asarray(p_max, dtype=np.float64), 1e-12, 1.0))
+    logp = _log_p(p_max)
     z = np.asarray(z, dtype=np.float64)
     return {"z_mean": float(z.mean()), "z_sd": float(max(z.std(), 1e-6)), "p_mean": float(logp.mean()),
             "p_sd": float(max(logp.std(), 1e-6)), "weight": float(weight), "p_temperature": float(p_temperature)}
@@ -322,9 +326,9 @@ class OpenSet:
     #: function: entry i is the score below which a share i / (len - 1) of known faces lies); None: models
     #: made before it was stored, which cannot turn a refusal rate into a threshold
     known_quantiles: np.ndarray | None = None
-    #: the score's second part (:data:`SCORE_WITH_P`): ``{"z_mean", "z_sd", "p_mean", "p_sd", "weight"}``, the
-    #: known calibration faces' mean and spread of the best z-score and of the log of the highest shown
-    #: probability; None: the score is the best z-score alone (``prototype_z``: every model before it,
+    #: the score's second part (:data:`SCORE_WITH_P`): ``{"z_mean", "z_sd", "p_mean", "p_sd", "weight",
+    #: "p_temperature"}``, the known calibration faces' mean and spread of the best z-score and of the
+    #: log of the head's highest probability before its temperature ``p_temperature``; None: the score is the best z-score alone (``prototype_z``: every model before it,
     #: and models whose threshold is set on strangers)
     score_norm: dict[str, float] | None = None
 
@@ -403,8 +407,9 @@ class OpenSet:
         """Open-set score ``(n,)``; low means no known character.
 
         ``prototype_z``: the best per-character z-score. ``prototype_z+p`` (layers with
-        :attr:`score_norm`): that z-score and the log of the highest shown probability (``proba``
-        ``(n, len(labels))``, :meth:`proba` at the head's temperature), each standardised on the known
+        :attr:`score_norm`): that z-score and the log of the highest probability (``proba``
+        ``(n, len(labels))``: :meth:`proba` at the head's temperature, as shown; the temperature is
+        undone here), each standardised on the known
         calibration faces, added with the stored weight (see :data:`SCORE_WITH_P`). ``ValueError``
         when such a layer is not given ``proba``."""
         if not len(self.labels):

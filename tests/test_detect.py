@@ -285,7 +285,8 @@ def test_quick_pass_settles_face_crops_and_nothing_else(newgame8):
 
     det = get_detector("default")
     crops = [to_array(p) for p in sorted(newgame8.glob("*/*.jpg"))[::7]]
-    settled = det._quick(crops, det._min_peak())
+    settled = det._quick([L._pad(c, L._crop_pad(c)) for c in crops], [L._crop_pad(c) for c in crops],
+                         [c.shape for c in crops], det._min_peak())
     assert len(settled) >= 0.8 * len(crops)
     full = det.raw_arrays(crops, quick=False)
     quick = det.raw_arrays(crops)
@@ -298,6 +299,8 @@ def test_quick_pass_settles_face_crops_and_nothing_else(newgame8):
     pair = np.full((200, 200, 3), 255, np.uint8)                        # two faces side by side, square
     pair[52:148, 4:100], pair[52:148, 100:196] = a, b
     oblong = np.concatenate([a, b], axis=1)                             # 96 x 192: not a quick candidate
-    assert not L._quick_candidate(oblong) and L._quick_candidate(a)
-    assert det._quick([pair, oblong], det._min_peak()) == {}
+    assert not L._quick_candidate(oblong.shape) and L._quick_candidate(a.shape)
+    two = [pair, oblong]
+    assert det._quick([L._pad(c, L._crop_pad(c)) for c in two], [L._crop_pad(c) for c in two], [c.shape for c in two],
+                      det._min_peak()) == {}
     assert len(detect_faces(pair)) == 2

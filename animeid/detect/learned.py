@@ -154,9 +154,10 @@ def _crop_pad(rgb: np.ndarray) -> int:
     return int(round(min(rgb.shape[:2]) * PAD_FRACTION)) if max(rgb.shape[:2]) < PAD_BELOW else 0
 
 
-def _quick_candidate(rgb: np.ndarray) -> bool:
-    """A picture the quick pass may settle: small and square-ish (see :data:`QUICK_SIZE`)."""
-    h, w = rgb.shape[:2]
+def _quick_candidate(shape: tuple) -> bool:
+    """A picture (of ``shape`` ``(H, W, ...)``) the quick pass may settle: small and square-ish (see
+    :data:`QUICK_SIZE`)."""
+    h, w = shape[:2]
     return max(h, w) < PAD_BELOW and max(h, w) <= QUICK_ASPECT * min(h, w)
 
 
@@ -252,22 +253,23 @@ class LearnedDetector:
                     out[i] = (boxes / prepared[i][1], raw)
         return out
 
-    def _quick(self, rgbs: Sequence[np.ndarray], min_peak: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _quick(self, padded: Sequence[np.ndarray], pads: Sequence[int], shapes: Sequence[tuple],
+               min_peak: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """``{index: (boxes, raw peaks)}`` of the pictures one quick pass settles as face crops (see
-        :data:`QUICK_SIZE`); the others are left out."""
-        idx = [i for i, r in enumerate(rgbs) if _quick_candidate(r)]
+        :data:`QUICK_SIZE`); the others are left out. ``padded``: the pictures as :meth:`raw_arrays`
+        padded them by ``pads``; ``shapes``: their shapes before."""
+        idx = [i for i, shape in enumerate(shapes) if _quick_candidate(shape)]
         if not idx:
             return {}
-        padded = [_pad(rgbs[i], _crop_pad(rgbs[i])) for i in idx]
         settled = {}
-        for i, (boxes, raw) in zip(idx, self._raw(padded, QUICK_SIZE, min_peak)):
+        for i, (boxes, raw) in zip(idx, self._raw([padded[i] for i in idx], QUICK_SIZE, min_peak)):
             p = self.calibrate(raw)
             if np.sum(p >= 0.05) != 1 or p.max() < self.default_threshold:
                 continue
-            raw_kept = raw[[int(np.argmax(raw))]]
-            box = boxes[int(np.argmax(raw))] - _crop_pad(rgbs[i])
-            if max(box[2] - box[0], box[3] - box[1]) >= QUICK_FILL * max(rgbs[i].shape[:2]):
-                settled[i] = (box[None], raw_kept)
+            best = int(np.argmax(raw))
+            box = boxes[best] - pads[i]
+            if max(box[2] - box[0], box[3] - box[1]) >= QUICK_FILL * max(shapes[i][:2]):
+                settled[i] = (box[None], raw[[best]])
         return settled
 
     def raw_arrays(self, rgbs: Sequence[np.ndarray], sizes: Sequence[int] | None = None,
@@ -279,10 +281,10 @@ class LearnedDetector:
         searched further (False: every picture gets the full passes, as for evaluation)."""
         sizes = tuple(int(s) for s in (sizes or self.sizes))
         min_peak = self._min_peak() if min_peak is None else float(min_peak)
-        settled = self._quick(rgbs, min_peak) if quick else {}
         pads = [_crop_pad(r) for r in rgbs]
         shapes = [r.shape for r in rgbs]
         rgbs = [_pad(r, p) if p else r for r, p in zip(rgbs, pads)]
+        settled = self._quick(rgbs, pads, shapes, min_peak) if quick else {}
         # the extra passes (larger sizes: small faces) only for pictures they upscale at most 4x: a
         # 128 px face crop is not blown up to 1024 px for nothing
         runs = [(size, [i for i, r in enumerate(rgbs) if i not in settled
