@@ -104,7 +104,8 @@ THRESHOLD_KEYS = ("unknown", "unknown_score", "unknown_far", "unknown_slope", "t
 #: plus the log of the head's highest probability (before its temperature), each standardised on the
 #: known validation faces (weight 1 each). Measured on holoen16 with 4 of 16 characters held out,
 #: fine-tuned network, 6 trainings (3 seeds drawing the 4 at random, 3 with the look-alike pair
-#: fuwawa + mococo among them; ``bench/openset_bench.py``, BENCHMARKS.md): unknown AUROC 0.936 -> 0.943
+#: fuwawa + mococo among them; ``bench/openset_bench.py`` trained and saved them, ``bench/openset_scores.py``
+#: scored them every way; BENCHMARKS.md): unknown AUROC 0.936 -> 0.943
 #: and 0.931 -> 0.947 (better in 5 of the 6), and at an 8 % known-face refusal rate 77 % -> 79 % and
 #: 73 % -> 80 % of unknown faces refused. The z-score alone, the highest probability alone (0.929 /
 #: 0.939), nearest-neighbour similarities (0.897-0.938), weights 0.5 or 2 and the probability after
@@ -114,10 +115,10 @@ THRESHOLD_KEYS = ("unknown", "unknown_score", "unknown_far", "unknown_slope", "t
 SCORE_WITH_P = "prototype_z+p"
 #: The share of known validation faces a fine-tuned network's default threshold refuses (``far`` for
 #: models whose threshold is set on known faces). Measured on holoen16, 4 of 16 characters held out, 6
-#: trainings (``bench/openset_bench.py``, BENCHMARKS.md): refusing 15 % of the known faces (the
-#: default before) named 85 % of known faces right and refused 91-93 % of unknown ones; 8 % names
-#: about 92 % right and still refuses about 80 % of unknown faces; 3 % names 96 % right but refuses
-#: only about half. ``--unknown-threshold RATE`` chooses another point at prediction time.
+#: trainings (``bench/openset_scores.py`` on the models of ``bench/openset_bench.py``, BENCHMARKS.md):
+#: refusing 15 % of the known faces (the default before) named 85-86 % of known faces right and refused
+#: 91-92 % of unknown ones; 8 % names about 91 % right and still refuses 79-80 % of unknown faces; 3 %
+#: names 95-96 % right but refuses only about half. ``--unknown-threshold RATE`` chooses another point at prediction time.
 KNOWN_REFUSAL = 0.08
 
 
