@@ -6,8 +6,10 @@ cached in ``--cache``), so many can be compared without retraining.
 
     .venv/bin/python bench/openset_scores.py DIR F.json [--cache DIR2]
 
-The row ``z + log p (layer)`` is the score the saved models' open-set layer computes itself (for models
-made since ``animeid.openset.SCORE_WITH_P``); ``layer score`` is whatever the saved layer scores.
+``layer score`` is whatever the saved models' open-set layer scores (``animeid.openset.SCORE_WITH_P``
+for fine-tuned models made since it; the z-score for older ones). ``z + log p (after the
+temperature)`` uses each model's own ``head_temperature``: for models made before it (1.0) it equals
+``z + log p``.
 """
 from __future__ import annotations
 
