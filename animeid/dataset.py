@@ -359,9 +359,11 @@ class _Runner:
             j, fut = window.popleft()
             yield j, fut.result()
 
-    def video(self, path: Path, source_id: int, done: set[str], errors: list[str]) -> Iterator[tuple[_DetectJob, _Result]]:
-        """``(job, result)`` per sampled frame of a video not in ``done``, in time order."""
-        return self.map(_video_jobs(path, source_id, self.cfg, done, errors))
+    def videos(self, todo: Sequence[_VideoTodo]) -> Iterator[tuple[_DetectJob, _Result]]:
+        """``(job, result)`` per sampled frame not done yet, video after video, each in time order.
+        The pool's window spans videos: the next video's first frames are decoded while the last
+        frames of the one before are still being detected."""
+        return self.map(job for v in todo for job in _video_jobs(v.path, v.source_id, self.cfg, v.done, v.errors))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -472,6 +474,34 @@ def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path
         if p.is_dir() and len(found) == n_before:
             failed.append((str(p), "folder holds no videos or pictures"))
     return found, failed, skipped
+
+
+@dataclass
+class _VideoTodo:
+    """A video collect still has to read: its source row, the frame keys stored already, and the
+    first error met reading it (filled while it is read)."""
+    path: Path
+    source_id: int
+    done: set[str]
+    errors: list[str] = field(default_factory=list)
+
+
+def _video_ends(todo: Sequence[_VideoTodo], results: Iterable[tuple[_DetectJob, _Result]]
+                ) -> Iterator[tuple[_VideoTodo, _DetectJob | None, _Result | None]]:
+    """``(video, job, result)`` per frame of a runner's stream (frames of ``todo``'s videos in
+    order), and ``(video, None, None)`` once each video has no more frames to come, in ``todo``'s
+    order: a video ends when a frame of a later one arrives, or when the stream does."""
+    index = {v.source_id: i for i, v in enumerate(todo)}
+    k = 0
+    for job, res in results:
+        i = index[job.source_id]
+        while k < i:
+            yield todo[k], None, None
+            k += 1
+        yield todo[i], job, res
+    while k < len(todo):
+        yield todo[k], None, None
+        k += 1
 
 
 def _video_jobs(path: Path, source_id: int, cfg: CollectConfig, done: set[str], errors: list[str]) -> Iterator[_DetectJob]:
@@ -672,20 +702,26 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
     with _session(summary, workspace, cfg, client) as (ws, runner, store):
         videos = [(p, k) for p, k in sources if k == "video"]
         pictures = [(p, k) for p, k in sources if k == "image"]
+        todo = []
         for path, _ in videos:
             summary.sources += 1
             sid, done = _register_source(ws, path, "video")
             if done:
                 summary.skipped_sources += 1
                 continue
-            errors: list[str] = []
-            results = runner.video(path, sid, store.done_keys(sid), errors)
-            for job, res in progress(results, desc=f"{path.name}", unit="frame", disable=disable):
-                store.add(job, res, path)
-            if errors:
-                summary.failed.append((str(path), errors[0]))
-                log.warning("%s: %s", path, errors[0])
-            _set_source_status(ws, sid, "failed" if errors else "done", errors[0] if errors else None)
+            todo.append(_VideoTodo(path, sid, store.done_keys(sid)))
+        # one stream of frames over all videos, so that workers never wait at a video's end
+        desc = todo[0].path.name if len(todo) == 1 else f"{len(todo)} videos"
+        frames = progress(runner.videos(todo), desc=desc, unit="frame", disable=disable)
+        for video, job, res in _video_ends(todo, frames):
+            if job is not None:
+                store.add(job, res, video.path)
+                continue
+            why = video.errors[0] if video.errors else None
+            if why:
+                summary.failed.append((str(video.path), why))
+                log.warning("%s: %s", video.path, why)
+            _set_source_status(ws, video.source_id, "failed" if why else "done", why)
         # pictures: one source each, detection spread over the pool
         for sid, path, results in _picture_results(ws, runner, store, summary, [p for p, _ in pictures],
                                                    "pictures", disable):

@@ -333,29 +333,32 @@ class DaskRunner:
         for batch, results in zip(batches, self.cluster.ordered(calls)):
             yield from zip(batch, results)
 
-    def video(self, path: Path, source_id: int, done: set[str], errors: list[str]) -> Iterator[tuple[Any, Any]]:
-        """``(job, result)`` per sampled frame not in ``done``, in time order; the first error goes to ``errors``."""
+    def videos(self, todo: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
+        """``(job, result)`` per sampled frame not done yet, video after video, each in time order
+        (``todo``: :class:`animeid.dataset._VideoTodo` items; a video's first error goes to its
+        ``errors``). Every video is probed at once, then all their segments form one stream of tasks,
+        so that the next video's segments run while the last ones of a video are still running."""
         from .video import _ms
 
-        duration, why = self.cluster.result(self.cluster.client.submit(_probe_task, str(path), __version__,
-                                                                       pure=False))
-        if why:
-            errors.append(why)
-            return
+        probes = [self.cluster.client.submit(_probe_task, str(v.path), __version__, pure=False) for v in todo]
         span = self.cfg.every * self.cfg.segment_frames
-        n = 1 if not duration else max(1, int(-(-duration // span)))
-        done_ms = sorted(int(round(float(k[2:]) * 1000)) for k in done)
-
-        def calls():
+        plan: list[tuple[Any, tuple]] = []            # (video, task arguments), in the order stored
+        for v, probe in zip(todo, probes):
+            duration, why = self.cluster.result(probe)
+            if why:
+                v.errors.append(why)
+                continue
+            n = 1 if not duration else max(1, int(-(-duration // span)))
+            done_ms = sorted(int(round(float(k[2:]) * 1000)) for k in v.done)
             for j in range(n):
                 start, stop = j * span, ((j + 1) * span if j < n - 1 else None)   # the last one runs to the end
                 mine = [ms for ms in done_ms if ms >= _ms(start) and (stop is None or ms < _ms(stop))]
-                yield _segment_task, (str(path), source_id, j, start, stop, mine, self.cfg, __version__)
-
-        for frames, error in self.cluster.ordered(calls()):
+                plan.append((v, (str(v.path), v.source_id, j, start, stop, mine, self.cfg, __version__)))
+        results = self.cluster.ordered((_segment_task, args) for _, args in plan)
+        for (v, _), (frames, error) in zip(plan, results):
             yield from frames
-            if error and not errors:
-                errors.append(error)
+            if error and not v.errors:
+                v.errors.append(error)
 
     def close(self) -> None:
         pass

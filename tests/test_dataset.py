@@ -366,3 +366,17 @@ def test_collect_of_unreadable_inputs_leaves_no_workspace(tmp_path, capsys):
     (empty / "sub").mkdir(parents=True)              # empty folders the user made: kept too
     assert main(["collect", str(bad), "--workspace", str(empty), "--workers", "1"]) == 1
     assert [p.name for p in empty.iterdir()] == ["sub"]
+
+
+def test_video_ends_marks_every_video_in_order_even_those_without_frames():
+    from pathlib import Path
+
+    from animeid.dataset import _DetectJob, _video_ends, _VideoTodo
+
+    todo = [_VideoTodo(Path(f"v{i}.mp4"), source_id=10 + i, done=set()) for i in range(5)]
+    # frames only of videos 1 and 3 (0, 2 and 4 give none: unreadable or all done)
+    stream = [(_DetectJob(11, "t=0.000", 0.0, None), "r1a"), (_DetectJob(11, "t=1.000", 1.0, None), "r1b"),
+              (_DetectJob(13, "t=0.000", 0.0, None), "r3")]
+    got = [(v.path.name, None if job is None else res) for v, job, res in _video_ends(todo, iter(stream))]
+    assert got == [("v0.mp4", None), ("v1.mp4", "r1a"), ("v1.mp4", "r1b"), ("v1.mp4", None), ("v2.mp4", None),
+                   ("v3.mp4", "r3"), ("v3.mp4", None), ("v4.mp4", None)]

@@ -125,6 +125,38 @@ def test_collect_on_a_cluster_equals_a_local_run_and_rerun_adds_nothing(inputs, 
     assert _manifest(ws) == _manifest(local_ws)
 
 
+def _sources(ws: Path) -> list[tuple]:
+    con = sqlite3.connect(ws / "manifest.sqlite")
+    try:
+        return con.execute("SELECT path, kind, status, error IS NOT NULL FROM sources ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_several_videos_one_unreadable_in_between_equal_a_local_run(inputs, client, tmp_path):
+    """The segments of all videos form one stream of tasks: the store order, each video's status and
+    a broken video between two good ones are the same as a local run's, video after video."""
+    from animeid.video import write_video
+
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    write_video([s for s in _scenes(3, seed=5) for _ in range(4)], vids / "a.mp4", fps=2.0)
+    (vids / "b.mp4").write_bytes(b"not a video at all" * 50)
+    write_video([s for s in _scenes(4, seed=6) for _ in range(3)], vids / "c.mp4", fps=2.0)
+    args = [vids / "a.mp4", vids / "b.mp4", vids / "c.mp4"]
+    local = collect(args, tmp_path / "local", CollectConfig(**CFG), show_progress=False)
+    remote = collect(args, tmp_path / "remote", CollectConfig(**CFG), show_progress=False, client=client)
+    assert [Path(p).name for p, _ in local.failed] == [Path(p).name for p, _ in remote.failed] == ["b.mp4"]
+    expected = [(str(vids / n), "video", st, err) for n, st, err in
+                [("a.mp4", "done", 0), ("b.mp4", "failed", 1), ("c.mp4", "done", 0)]]
+    assert _sources(tmp_path / "local") == _sources(tmp_path / "remote") == expected
+    rows = _manifest(tmp_path / "remote")
+    assert rows == _manifest(tmp_path / "local")
+    names = [Path(r[1]).name for r in rows]
+    assert names == sorted(names) and {"a.mp4", "c.mp4"} <= set(names)    # a's faces all stored before c's
+    assert _items(tmp_path / "remote") == _items(tmp_path / "local")
+
+
 def test_import_on_a_cluster_equals_a_local_import(inputs, client, tmp_path):
     from animeid.dataset import import_illustrations
 
