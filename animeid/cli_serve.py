@@ -28,7 +28,7 @@ def cmd_serve(a) -> int:
         print(f"animeid: serve needs the web extras: pip install 'animeid[serve]' ({e})", file=sys.stderr)
         return 1
     app = create_app(a.model, a.workspace, max_upload_mb=a.max_upload_mb, max_video_mb=a.max_video_mb, preload=True,
-                     save_enrolments=a.save_enrolments, detector=a.detector)
+                     save_enrollments=a.save_enrollments, detector=a.detector)
     rec = app.state.animeid.recognizer
     sock = _listen(a.host, a.port)              # a port in use is said before anything else
     if not _loopback(a.host):
@@ -38,7 +38,7 @@ def cmd_serve(a) -> int:
     print(f"animeid: {rec.method} model with {len(rec.labels)} characters; "
           f"open http://{shown}:{a.port}/" + (" (label faces at /label)" if a.workspace else "")
           + ", API docs at /docs", file=sys.stderr, flush=True)
-    if a.save_enrolments:
+    if a.save_enrollments:
         print(f"animeid: enrolments and forgets through the API are saved to {a.model}", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info" if a.verbose else "warning", access_log=a.verbose))
     try:
@@ -179,9 +179,10 @@ def add_commands(sub) -> None:
                    help="largest picture upload in MB (default 20)")
     p.add_argument("--max-video-mb", type=o.MEGABYTES.arg("--max-video-mb"), default=500,
                    help="largest video upload in MB (default 500)")
-    p.add_argument("--save-enrolments", action="store_true",
+    p.add_argument("--save-enrollments", "--save-enrolments", action="store_true",
                    help="write MODEL (atomically) after each enrolment or forget through the API, so that it "
-                        "survives a restart (default: such changes live in the server's memory only)")
+                        "survives a restart (default: such changes live in the server's memory only; "
+                        "--save-enrolments is the older spelling)")
     p.add_argument("--detector", type=o.detector().arg("--detector"), default=None, metavar="NAME|FILE",
                    help="face detector: 'default' (animeid's learned detector), 'animeface', or a detector file")
     p.set_defaults(func=cmd_serve)

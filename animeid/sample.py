@@ -152,7 +152,7 @@ def _shade(c: Sequence[int], f: float) -> RGB:
     return _mix(c, (0, 0, 0), -f) if f < 0 else _mix(c, (255, 255, 255), f)
 
 
-def _line_colour(hair: Sequence[int]) -> RGB:
+def _line_color(hair: Sequence[int]) -> RGB:
     """Line-art colour: very dark, a little of the hair hue."""
     return _mix(hair, (20, 12, 16), 0.85)
 
@@ -241,7 +241,7 @@ def _draw_character(draw: ImageDraw.ImageDraw, spec: CharacterSpec, pose: _Pose,
                     rng: np.random.Generator) -> None:
     pen = _Pen(draw, pose)
     hair, skin = spec.hair, spec.skin
-    ink = _line_colour(hair)
+    ink = _line_color(hair)
     hair_dark = _shade(hair, -0.28)
     hair_light = _shade(hair, 0.35)
     skin_shadow = _mix(skin, (215, 140, 140), 0.35)

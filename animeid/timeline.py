@@ -227,11 +227,11 @@ def plot_timeline(timeline: Mapping[str, Any], path: str | os.PathLike, *, title
     with plot_fonts():
         fig = Figure(figsize=(11, 1.4 + 0.42 * max(1, len(names))))
         ax = fig.add_subplot(1, 1, 1)
-        colours = [f"C{i % 10}" for i in range(len(names))]
+        colors = [f"C{i % 10}" for i in range(len(names))]
         for row, name in enumerate(names):
             spans = [(max(0.0, r["start"] - every / 2), min(end, r["end"] + every / 2)) for r in chars[name]]
             ax.broken_barh([(a, max(b - a, every / 4)) for a, b in spans], (row - 0.35, 0.7),
-                           facecolors="0.6" if name == UNKNOWN else colours[row], alpha=0.9)
+                           facecolors="0.6" if name == UNKNOWN else colors[row], alpha=0.9)
         ax.set_yticks(range(len(names)), labels=[
             f"{n} ({sum(r['n'] for r in chars[n])})" for n in names])
         ax.set_ylim(len(names) - 0.5 if names else 0.5, -0.5)

@@ -75,7 +75,7 @@ def test_an_enrolment_whose_save_fails_answers_saved_false(generated_model, tmp_
     monkeypatch.setattr(Recognizer, "save", fail)
     face = io.BytesIO()
     Image.new("RGB", (96, 96), (10, 200, 30)).save(face, "PNG")
-    with TestClient(create_app(mf, save_enrolments=True)) as c:
+    with TestClient(create_app(mf, save_enrollments=True)) as c:
         r = c.post("/api/v1/enroll", data={"name": "newcomer", "face_crops": "true"},
                    files={"image": ("a.png", face.getvalue(), "image/png")})
         assert r.status_code == 200, r.text

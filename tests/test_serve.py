@@ -234,7 +234,7 @@ def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
     with TestClient(create_app(model, detector=DETECTOR)) as c:
         r = c.get("/characters")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-        for marker in ('id="enrol-form"', 'id="enrol-name"', 'type="file" id="enrol-files"', "multiple",
+        for marker in ('id="enroll-form"', 'id="enroll-name"', 'type="file" id="enroll-files"', "multiple",
                        'id="char-table"', "characters.js", 'href="/characters" aria-current="page"'):
             assert marker in r.text, marker
         assert c.get("/static/characters.js").status_code == 200
@@ -243,7 +243,7 @@ def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
 
         chars = c.get("/api/v1/characters").json()
         assert chars["characters"] == rec.labels and chars["can_enroll"] is True and chars["can_forget"] is True
-        assert chars["saves_enrolments"] is False and chars["model"] == model.name and chars["forgotten"] == []
+        assert chars["saves_enrollments"] is False and chars["model"] == model.name and chars["forgotten"] == []
         assert [d["name"] for d in chars["details"]] == rec.labels
         assert all(d["trained"] and 0 < d["trained_faces"] <= 16 and d["enrolled_pictures"] == 0
                    for d in chars["details"])
@@ -274,8 +274,8 @@ def test_characters_page_and_the_json_it_needs(model, rec, faces, tmp_path):
         assert r.status_code == 400 and "reserved" in r.json()["detail"]
     mf = tmp_path / "copy.animeid"
     shutil.copy(model, mf)
-    with TestClient(create_app(mf, save_enrolments=True, detector=DETECTOR)) as c:
-        assert c.get("/api/v1/characters").json()["saves_enrolments"] is True
+    with TestClient(create_app(mf, save_enrollments=True, detector=DETECTOR)) as c:
+        assert c.get("/api/v1/characters").json()["saves_enrollments"] is True
 
 
 def test_enroll_answers_501_without_enroll_and_calls_it_when_present(model, faces, monkeypatch):
@@ -310,8 +310,8 @@ def test_enroll_answers_501_without_enroll_and_calls_it_when_present(model, face
         assert len(calls) == 1
 
 
-def test_save_enrolments_writes_the_model_file(model, faces, tmp_path):
-    """With save_enrolments, an enrolment and a forget through the API reach the model file."""
+def test_save_enrollments_writes_the_model_file(model, faces, tmp_path):
+    """With save_enrollments, an enrolment and a forget through the API reach the model file."""
     import shutil
 
     TestClient = _test_client()
@@ -319,7 +319,7 @@ def test_save_enrolments_writes_the_model_file(model, faces, tmp_path):
     shutil.copy(model, mf)
     f = faces[CHARS[0]]
     files = [("image", (f.name, f.read_bytes(), "image/jpeg"))] * 2
-    with TestClient(create_app(mf, save_enrolments=True, detector=DETECTOR)) as c:
+    with TestClient(create_app(mf, save_enrollments=True, detector=DETECTOR)) as c:
         r = c.post("/api/v1/enroll", data={"name": "滝本ひふみ"}, files=files)
         assert r.status_code == 200, r.text
         assert r.json()["saved"] is True and "滝本ひふみ" in r.json()["characters"]
@@ -333,7 +333,7 @@ def test_save_enrolments_writes_the_model_file(model, faces, tmp_path):
         assert r.status_code == 400 and "no character 'nobody'" in r.json()["detail"]
 
 
-def test_without_save_enrolments_the_model_file_is_untouched(model, faces, tmp_path):
+def test_without_save_enrollments_the_model_file_is_untouched(model, faces, tmp_path):
     import shutil
 
     TestClient = _test_client()

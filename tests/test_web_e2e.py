@@ -265,41 +265,41 @@ def test_characters_page_enrols_and_forgets_a_character(model, generated_model, 
     pictures = [str(f) for f in generated_model.held_out(generated_model.strangers[0])[-3:]]  # not in the model
     mf = tmp_path / "copy.animeid"
     shutil.copy(model, mf)
-    with serve_in_thread(create_app(mf, save_enrolments=True, detector=DETECTOR)) as base:
+    with serve_in_thread(create_app(mf, save_enrollments=True, detector=DETECTOR)) as base:
         pg.goto(base + "/characters")
         pg.wait_for_selector("#char-table tbody tr")
         before = pg.locator("#char-table tbody th").all_text_contents()
         assert before == Recognizer.load(mf).labels and name not in before
         assert "written to the model file, copy.animeid" in pg.inner_text("#persist")
 
-        pg.click("#enrol-submit")                               # nothing typed: said on the page, nothing sent
+        pg.click("#enroll-submit")                               # nothing typed: said on the page, nothing sent
         assert pg.inner_text("#status.error") == "Type the character's name first."
         bad = tmp_path / "holiday.png"
         bad.write_text("this is not a picture")
-        pg.set_input_files("#enrol-files", str(bad))
-        pg.fill("#enrol-name", name)
-        pg.click("#enrol-submit")
+        pg.set_input_files("#enroll-files", str(bad))
+        pg.fill("#enroll-name", name)
+        pg.click("#enroll-submit")
         pg.wait_for_function("() => /holiday/.test(document.getElementById('status').textContent)")
         assert "holiday.png: not a readable picture" in pg.inner_text("#status.error")
         pg.click("#chosen li button[aria-label='Remove holiday.png']")
-        pg.set_input_files("#enrol-files", pictures)
+        pg.set_input_files("#enroll-files", pictures)
         assert pg.locator("#chosen li").count() == 3
-        pg.fill("#enrol-name", "unknown")                       # reserved: the server's reason shows
-        pg.click("#enrol-submit")
+        pg.fill("#enroll-name", "unknown")                       # reserved: the server's reason shows
+        pg.click("#enroll-submit")
         pg.wait_for_selector("#status.error")
         assert pg.inner_text("#status") == "\u201cunknown\u201d was not enrolled: character name 'unknown' is reserved"
         assert pg.locator("#chosen li").count() == 3             # the pictures stay for the next try
         _shot(pg, "characters-refused.png")
 
-        pg.fill("#enrol-name", name)
-        pg.click("#enrol-submit")
+        pg.fill("#enroll-name", name)
+        pg.click("#enroll-submit")
         pg.wait_for_function("() => /Enrolled/.test(document.getElementById('status').textContent)")
         status = pg.inner_text("#status")
         assert f"Enrolled \u201c{name}\u201d, a new character, from 3 pictures." in status
         assert "Saved to copy.animeid." in status
         row = pg.locator(f"#char-table tbody tr[data-name='{name}']")
         assert row.locator(".kind").inner_text() == "enrolled" and "3 enrolled pictures" in row.inner_text()
-        assert pg.locator("#chosen li").count() == 0 and pg.input_value("#enrol-name") == ""
+        assert pg.locator("#chosen li").count() == 0 and pg.input_value("#enroll-name") == ""
         assert name in Recognizer.load(mf).labels
         # every character has its face beside its name, the new one its first enrolled picture
         pg.wait_for_function("() => [...document.querySelectorAll('#char-table img.face-thumb')]"

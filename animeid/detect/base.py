@@ -459,12 +459,12 @@ def _check_fill(fill: Fill) -> np.ndarray | None:
             raise ValueError(f"fill is 'edge', 'reflect', 'symmetric', a grey level or an (r, g, b) colour, got {fill!r}")
         return None
     try:
-        colour = np.broadcast_to(np.asarray(fill, dtype=np.int64), (3,))
+        color = np.broadcast_to(np.asarray(fill, dtype=np.int64), (3,))
     except (TypeError, ValueError):
         raise ValueError(f"fill colour is a grey level or (r, g, b), got {fill!r}") from None
-    if colour.min() < 0 or colour.max() > 255:
+    if color.min() < 0 or color.max() > 255:
         raise ValueError(f"fill colour must be 0..255, got {fill!r}")
-    return colour.astype(np.uint8)
+    return color.astype(np.uint8)
 
 
 def _crop_padded(rgb: np.ndarray, left: int, top: int, side: int, fill: Fill) -> np.ndarray:
@@ -533,7 +533,7 @@ def crop_face(image: ImageTyping, box: BoxLike, *, margin: float = 0.2, size: in
 # Preview
 # --------------------------------------------------------------------------------------------
 
-_COLOURS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 180, 0), (200, 64, 255), (0, 200, 200)]
+_COLORS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 180, 0), (200, 64, 255), (0, 200, 200)]
 
 
 def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] | None = None) -> Image.Image:
@@ -548,8 +548,8 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
     default_font = label_font(px)
     for i, face in enumerate(faces):
         x0, y0, x1, y1 = (int(round(v)) for v in _box_of(face))
-        colour = _COLOURS[i % len(_COLOURS)]
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
+        color = _COLORS[i % len(_COLORS)]
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=color, width=line)
         text = str(labels[i]) if labels is not None else f"{face.score:.2f}"
         if not text:
             continue
@@ -558,7 +558,7 @@ def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] 
         tw, th = tx1 - tx0 + 2 * line, ty1 - ty0 + 2 * line
         top = y0 - th if y0 - th >= 0 else y0  # above the box when there is room, else inside
         left = min(max(x0, 0), max(w - tw, 0))
-        draw.rectangle((left, top, left + tw, top + th), fill=colour)
+        draw.rectangle((left, top, left + tw, top + th), fill=color)
         draw.text((left + line - tx0, top + line - ty0), text, fill=(255, 255, 255), font=font)
     return img
 

@@ -361,8 +361,8 @@ class Augmenter:
                 font = ImageFont.load_default()
         d = ImageDraw.Draw(pil)
         y = int(S * rng.uniform(0.78, 0.92))
-        colour = (255, 255, 255) if rng.random() < 0.7 else (255, 240, 120)
-        d.text((int(rng.uniform(0, S * 0.3)), y), text, fill=colour, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        color = (255, 255, 255) if rng.random() < 0.7 else (255, 240, 120)
+        d.text((int(rng.uniform(0, S * 0.3)), y), text, fill=color, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
         return pil
 
 

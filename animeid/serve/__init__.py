@@ -42,7 +42,7 @@ decoding: decompression bombs, huge dimensions). Upload file names are only ever
 never used as paths; face crops are served by manifest id, from inside the workspace only.
 
 Enrolment (``POST /api/v1/enroll``, ``POST /api/v1/forget``) changes the model in the server's
-memory; with ``save_enrolments`` (``animeid serve --save-enrolments``) each change is also written
+memory; with ``save_enrollments`` (``animeid serve --save-enrollments``) each change is also written
 to the model file, atomically and before the next change starts, and the answer's ``saved`` says
 whether it was.
 """
@@ -82,7 +82,8 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                max_upload_mb: float = 20, max_video_mb: float = 500, max_pixels: int = MAX_SERVE_PIXELS,
                max_images: int = 16, max_video_frames: int = 3000, page_faces: int = 120,
                tmp_dir: str | os.PathLike | None = None, preload: bool = False,
-               save_enrolments: bool = False, detector: str | None = None) -> FastAPI:
+               save_enrollments: bool = False, detector: str | None = None,
+               save_enrolments: bool | None = None) -> FastAPI:
     """The animeid web app for the model file ``model_path`` (and a workspace for the label page).
 
     ``max_upload_mb``: largest request body for pictures (``max_video_mb`` for videos), enforced
@@ -103,13 +104,16 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     from .._util import check_file
     from ..errors import ModelFileError
 
+    if save_enrolments is not None:               # the older spelling of save_enrollments
+        save_enrollments = save_enrollments or bool(save_enrolments)
+
     for k, v, rule in (("max_upload_mb", max_upload_mb, o.MEGABYTES), ("max_video_mb", max_video_mb, o.MEGABYTES),
                        ("max_pixels", max_pixels, o.whole(1)), ("max_images", max_images, o.whole(1)),
                        ("max_video_frames", max_video_frames, o.whole(1)), ("page_faces", page_faces, o.whole(1)),
                        ("detector", detector, o.detector())):
         rule.check(k, v)                          # ConfigError naming the option, before anything is opened
     mp = check_file(model_path, "an animeid model file", ModelFileError, missing="no such model file")
-    if save_enrolments and not os.access(mp.resolve().parent, os.W_OK):
+    if save_enrollments and not os.access(mp.resolve().parent, os.W_OK):
         raise ModelFileError("cannot save enrolments: the model file's folder is not writable", mp)
     ws_root: Path | None = None
     if workspace is not None:
@@ -118,7 +122,7 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
         Workspace(workspace).close()              # DatasetError when it is not one
         ws_root = Path(workspace).resolve()
     settings = Settings(max_upload_mb, max_video_mb, max_pixels, max_images, max_video_frames, page_faces,
-                        bool(save_enrolments), detector)
+                        bool(save_enrollments), detector)
     state = _State(mp, ws_root, os.fspath(tmp_dir) if tmp_dir is not None else None, settings)
     if preload:
         state.recognizer  # noqa: B018 - load now

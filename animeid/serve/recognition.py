@@ -37,8 +37,9 @@ def health(st: _State = Depends(get_state)):
                         "`enrolled_pictures` (pictures enrolled through enrolment), `thumbnail` (the URL of a "
                         "small face picture, or null). `forgotten`: trained "
                         "characters forgotten since (enrolling pictures under such a name brings it back). "
-                        "`saves_enrolments`: whether enrolments and forgets are written to the model file "
-                        "(`--save-enrolments`) or kept in memory until the server stops.")
+                        "`saves_enrollments`: whether enrolments and forgets are written to the model file "
+                        "(`--save-enrollments`) or kept in memory until the server stops (`saves_enrolments`: "
+                        "the same, under its older spelling).")
 def characters(st: _State = Depends(get_state)):
     rec = st.recognizer
     labels = list(rec.labels)
@@ -61,7 +62,8 @@ def characters(st: _State = Depends(get_state)):
             # models made before the open-set layer existed cannot enrol or forget
             "can_enroll": callable(getattr(rec, "enroll", None)) and openset is not None,
             "can_forget": callable(getattr(rec, "forget", None)) and openset is not None,
-            "details": details, "forgotten": forgotten, "saves_enrolments": bool(st.settings.save_enrolments),
+            "details": details, "forgotten": forgotten, "saves_enrollments": bool(st.settings.save_enrollments),
+            "saves_enrolments": bool(st.settings.save_enrollments),  # the older key, still answered
             "model": st.model_path.name}
 
 
@@ -152,7 +154,7 @@ def recognize(image: list[UploadFile] = File(..., description="one or more pictu
              summary="Teach the model a new character from a few pictures (open-set models only)",
              description="Multipart: `name` and one or more `image` fields. Answers 501 when the loaded "
                          "model cannot enrol characters. Enrolment changes the model in this server's memory, "
-                         "and in the model file when the server runs with `--save-enrolments`: `saved` says "
+                         "and in the model file when the server runs with `--save-enrollments`: `saved` says "
                          "whether it was written (`save_error` says why not, when a save failed).")
 def enroll(name: str = Form(..., description="the character's name"),
            image: list[UploadFile] = File(..., description="pictures of the character's face"),
@@ -164,7 +166,7 @@ def enroll(name: str = Form(..., description="the character's name"),
     if not callable(fn):
         raise HTTPException(501, "this model cannot enrol new characters: this animeid's recogniser has no "
                                  "enroll(); retrain with `animeid train` on a dataset that includes the character")
-    name = _check_name(name, enrol=True)
+    name = _check_name(name, enroll=True)
     imgs, _ = load_uploads(st, image)
     cfg = PredictConfig(detector=st.settings.detector)
     return change_model(st, rec, "enrol", name, lambda: fn(name, imgs, cfg, face_crops=face_crops),
@@ -184,7 +186,7 @@ _NAME_BODY = {"required": True, "content": {
              description="`name`, as a form field or JSON `{\"name\": ...}`. An enrolled character's pictures "
                          "go; a trained one is never answered again. Answers 501 when the loaded model cannot "
                          "forget characters. Like enrolment, it changes the model in memory, and in the model "
-                         "file with `--save-enrolments` (`saved`).")
+                         "file with `--save-enrollments` (`saved`).")
 async def forget(request: Request, st: _State = Depends(get_state)):
     body = await form_or_json(request)
     name = body.get("name")
@@ -203,13 +205,13 @@ def _forget(st: _State, name: str) -> dict:
     fn = getattr(rec, "forget", None)
     if not callable(fn):
         raise HTTPException(501, "this model cannot forget characters: this animeid's recogniser has no forget()")
-    name = _check_name(name, enrol=True)
+    name = _check_name(name, enroll=True)
     return change_model(st, rec, "forget", name, lambda: fn(name), {})
 
 
 def change_model(st: _State, rec: Recognizer, verb: str, name: str, call: Callable[[], Any], extra: dict) -> dict:
     """The answer to an enrol or forget: ``call()`` changes the model (one change at a time;
-    recognition goes on), then, with ``save_enrolments``, the model file is written before the
+    recognition goes on), then, with ``save_enrollments``, the model file is written before the
     next change starts. ``{"name", **extra, "characters", "result", "saved"}``."""
     try:
         with st._enroll_lock:
@@ -227,9 +229,9 @@ def change_model(st: _State, rec: Recognizer, verb: str, name: str, call: Callab
 
 
 def save_model_file(st: _State, rec: Recognizer) -> dict:
-    """``{"saved": bool}`` after an enrol/forget: with ``save_enrolments``, the model is written to
+    """``{"saved": bool}`` after an enrol/forget: with ``save_enrollments``, the model is written to
     its file (atomically)."""
-    if not st.settings.save_enrolments:
+    if not st.settings.save_enrollments:
         return {"saved": False}
     mp = st.model_path
     try:

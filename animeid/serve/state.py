@@ -42,8 +42,13 @@ class Settings:
     max_images: int
     max_video_frames: int
     page_faces: int
-    save_enrolments: bool
+    save_enrollments: bool
     detector: str | None
+
+    @property
+    def save_enrolments(self) -> bool:
+        """The older spelling of :attr:`save_enrollments` (still read)."""
+        return self.save_enrollments
 
     @property
     def upload_limit(self) -> int:

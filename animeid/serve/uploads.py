@@ -123,7 +123,7 @@ def _read_upload(up: UploadFile, label: str) -> _Upload:
     return _Upload(data, label)
 
 
-def _check_name(name: str, *, enrol: bool = False) -> str:
+def _check_name(name: str, *, enroll: bool = False) -> str:
     """A character name from a request, by animeid's one rule (:func:`animeid.names.check_character_name`),
     with the workspace's reserved folder names (and, to enrol or forget, ``unknown``) refused; 400 otherwise."""
     from ..dataset import _RESERVED
@@ -131,7 +131,7 @@ def _check_name(name: str, *, enrol: bool = False) -> str:
     from ..openset import UNKNOWN
 
     try:
-        return check_character_name(name, reserved={*_RESERVED, UNKNOWN} if enrol else _RESERVED)
+        return check_character_name(name, reserved={*_RESERVED, UNKNOWN} if enroll else _RESERVED)
     except ValueError as e:
         raise HTTPException(400, str(e)) from None
 

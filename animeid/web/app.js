@@ -74,31 +74,31 @@ function renderPicture(url, res) {
   stage.append(img);
   const list = el("ol", { class: "faces" });
   res.faces.forEach((face, i) => {
-    const colour = COLOURS[i % COLOURS.length];
+    const color = COLORS[i % COLORS.length];
     const [x0, y0, x1, y1] = face.box;
     const box = el("div", { class: "box", "data-face": i + 1 });
     box.style.left = (100 * x0 / res.width) + "%";
     box.style.top = (100 * y0 / res.height) + "%";
     box.style.width = (100 * (x1 - x0) / res.width) + "%";
     box.style.height = (100 * (y1 - y0) / res.height) + "%";
-    box.style.borderColor = colour;
+    box.style.borderColor = color;
     const unknownFace = isUnknown(face);
     const named = namedCandidates(face);
     const top = named[0];
     const tag = el("span", { class: "tag" + (y0 < 0.08 * res.height ? " inside" : ""),
                              text: `${i + 1}. ${unknownFace || !top ? "unknown" : `${top.name} ${pct(top.p)}`}` });
-    tag.style.background = colour;
+    tag.style.background = color;
     box.append(tag);
     stage.append(box);
 
     const badge = el("span", { class: "badge", text: String(i + 1) });
-    badge.style.background = colour;
+    badge.style.background = color;
     const cands = el("ul", { class: "cands" + (unknownFace ? " closest" : "") });
     named.forEach((c, k) => {
       const bar = el("span", { class: "pbar" });
       const fill = el("span", { class: "pfill" });
       fill.style.width = Math.round(c.p * 100) + "%";
-      fill.style.background = k === 0 && !unknownFace ? colour : "#adb5bd";
+      fill.style.background = k === 0 && !unknownFace ? color : "#adb5bd";
       bar.append(fill);
       cands.append(el("li", {},
         el("span", { class: "name", text: c.name }), bar, el("span", { class: "p", text: pct(c.p) })));
@@ -190,7 +190,7 @@ function renderTimeline(tl) {
   }
   names.forEach((name, row) => {
     const y = TOP + row * ROW;
-    const colour = name === "unknown" ? "#adb5bd" : COLOURS[row % COLOURS.length];
+    const color = name === "unknown" ? "#adb5bd" : COLORS[row % COLORS.length];
     const n = chars[name].reduce((a, r) => a + r.n, 0);
     const face = (tl.thumbnails || {})[name];
     svg.append(svgEl("text", { x: LEFT - (face ? 36 : 8), y: y + ROW / 2 + 5, class: "row-name", "text-anchor": "end" },
@@ -199,7 +199,7 @@ function renderTimeline(tl) {
     for (const r of chars[name]) {
       const a = x(r.start - every / 2), b = x(r.end + every / 2);
       const rect = svgEl("rect", { x: a, y: y + 4, width: Math.max(2, b - a), height: ROW - 8, rx: 3,
-                                   fill: colour, class: "range" });
+                                   fill: color, class: "range" });
       rect.append(svgEl("title", {}, `${name}: ${fmtTime(r.start)} - ${fmtTime(r.end)}, ${r.n} frame(s), ` +
                                       `mean p ${pct(r.mean_p)}`));
       svg.append(rect);

@@ -14,14 +14,14 @@ function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 function failure(verb, name, e) {
   const msg = e.message || String(e);
   if (msg.startsWith(`cannot ${verb} `)) return msg.charAt(0).toUpperCase() + msg.slice(1);
-  return `${q(name)} was not ${verb === "enrol" ? "enrolled" : "forgotten"}: ${msg}`;
+  return `${q(name)} was not ${verb === "enroll" ? "enrolled" : "forgotten"}: ${msg}`;
 }
 
 function savedNote(res) {
   if (res.saved) return { text: `Saved to ${info ? info.model : "the model file"}.`, kind: "ok" };
   if (res.save_error) return { text: `Not saved to the model file (${res.save_error}); the change holds until the server stops.`, kind: "error" };
   return { text: "Kept in the server's memory only: it is lost when the server stops " +
-                 "(start it with --save-enrolments to write changes to the model file).", kind: "ok" };
+                 "(start it with --save-enrollments to write changes to the model file).", kind: "ok" };
 }
 
 // ------------------------------------------------------------------ the list
@@ -43,10 +43,10 @@ function renderCharacters(fresh) {
   const nEnrolled = details.filter((d) => d.enrolled_pictures > 0 && !d.trained).length;
   document.getElementById("list-title").textContent =
     `Characters of the model (${details.length}${nEnrolled ? `, ${nEnrolled} enrolled` : ""})`;
-  document.getElementById("persist").textContent = info.saves_enrolments
+  document.getElementById("persist").textContent = info.saves_enrollments
     ? `Enrolments and forgets are written to the model file, ${info.model}.`
     : `Enrolments and forgets are kept in this server's memory until it stops; start it with ` +
-      `--save-enrolments to write them to ${info.model}.`;
+      `--save-enrollments to write them to ${info.model}.`;
 
   const canForget = info.can_forget !== false;
   const rows = details.map((d) => {
@@ -78,7 +78,7 @@ function renderCharacters(fresh) {
   const names = document.getElementById("names");
   names.replaceChildren(...details.map((d) => el("option", { value: d.name })));
 
-  const form = document.getElementById("enrol-form");
+  const form = document.getElementById("enroll-form");
   if (info.can_enroll === false) {
     for (const c of form.querySelectorAll("input, button")) c.disabled = true;
     setStatus("This model cannot enrol characters (its animeid has no enrolment); retrain it with `animeid train` " +
@@ -117,7 +117,7 @@ function renderChosen() {
     el("span", { class: "hint small", text: (c.file.size / 1024).toFixed(0) + " KB" }),
     el("button", { type: "button", class: "link", "aria-label": `Remove ${c.file.name || "picture " + (i + 1)}`,
                    text: "remove", onclick: () => { URL.revokeObjectURL(c.url); chosen.splice(i, 1); renderChosen(); } }))));
-  document.getElementById("enrol-clear").hidden = !chosen.length;
+  document.getElementById("enroll-clear").hidden = !chosen.length;
   document.getElementById("files-hint").textContent = chosen.length
     ? `${plural(chosen.length, "picture")} chosen; drop or choose more to add them.`
     : "3 to 5 pictures of the face work well.";
@@ -137,10 +137,10 @@ function clearChosen() {
   renderChosen();
 }
 
-async function enrol(ev) {
+async function enroll(ev) {
   ev.preventDefault();
   if (busy) return;
-  const nameInput = document.getElementById("enrol-name");
+  const nameInput = document.getElementById("enroll-name");
   const name = nameInput.value.trim();
   if (!name) { setStatus("Type the character's name first.", "error"); nameInput.focus(); return; }
   if (!chosen.length) { setStatus("Choose or drop at least one picture of the character's face.", "error"); return; }
@@ -156,7 +156,7 @@ async function enrol(ev) {
   const form = new FormData();
   form.append("name", name);
   chosen.forEach((c, i) => form.append("image", c.file, c.file.name || `pasted-${i + 1}.png`));
-  const button = document.getElementById("enrol-submit");
+  const button = document.getElementById("enroll-submit");
   busy = true;
   button.disabled = true;
   setStatus(`Enrolling ${q(name)} from ${plural(chosen.length, "picture")} ...`);
@@ -173,7 +173,7 @@ async function enrol(ev) {
     nameInput.value = "";
     if (await loadCharacters(res.name)) setStatus(text + " " + note.text, note.kind);
   } catch (e) {
-    setStatus(failure("enrol", name, e), "error");
+    setStatus(failure("enroll", name, e), "error");
   } finally {
     busy = false;
     button.disabled = info ? info.can_enroll === false : false;
@@ -183,11 +183,11 @@ async function enrol(ev) {
 // ------------------------------------------------------------------ set up
 
 function setup() {
-  const drop = document.getElementById("enrol-drop");
-  const input = document.getElementById("enrol-files");
+  const drop = document.getElementById("enroll-drop");
+  const input = document.getElementById("enroll-files");
   input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
-  document.getElementById("enrol-form").addEventListener("submit", enrol);
-  document.getElementById("enrol-clear").addEventListener("click", clearChosen);
+  document.getElementById("enroll-form").addEventListener("submit", enroll);
+  document.getElementById("enroll-clear").addEventListener("click", clearChosen);
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
   });

@@ -1,7 +1,7 @@
 // Shared helpers of animeid's pages. Everything the server sends is shown with textContent, never as HTML.
 "use strict";
 
-const COLOURS = ["#e03131", "#2f9e44", "#1c7ed6", "#f08c00", "#9c36b5", "#0c8599", "#d6336c", "#5c940d",
+const COLORS = ["#e03131", "#2f9e44", "#1c7ed6", "#f08c00", "#9c36b5", "#0c8599", "#d6336c", "#5c940d",
                  "#3b5bdb", "#e8590c"];
 
 function el(tag, attrs, ...children) {
