@@ -20,7 +20,30 @@ __all__ = ["__version__", "AnimeidError", "InputError", "DatasetError", "ModelFi
 
 
 def load(path):
-    """Load a saved recogniser (``.animeid`` file); see :class:`animeid.predict.Recognizer`."""
+    """Load a saved recogniser.
+
+    Parameters
+    ----------
+    path : path
+        An ``.animeid`` model file (``animeid train`` writes one).
+
+    Returns
+    -------
+    animeid.predict.Recognizer
+        The model: ``predict``, ``predict_batch``, ``identify_faces``, ``enroll``, ``forget``, ``save``.
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, unreadable, damaged, not an animeid model or from a newer animeid.
+
+    Examples
+    --------
+    >>> import animeid
+    >>> model = animeid.load("characters.animeid")
+    >>> model.predict("screenshot.png")["faces"][0]["name"]
+    'aoba'
+    """
     from .predict import Recognizer
 
     return Recognizer.load(path)

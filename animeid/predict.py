@@ -123,7 +123,33 @@ def parse_unknown_threshold(text: str | float | None) -> dict[str, Any]:
 
 
 class Recognizer:
-    """A loaded model. ``labels``: its characters; ``method``; ``meta``: the model file's description."""
+    """A loaded model: names the characters of faces, in pictures or face crops.
+
+    Made by :meth:`load` (or :func:`animeid.load`). Thread-safe for prediction; :meth:`enroll` and
+    :meth:`forget` change it in memory, :meth:`save` writes it.
+
+    Attributes
+    ----------
+    labels : list of str
+        The characters answered now: trained ones not forgotten, then enrolled ones.
+    method : str
+        The training method that made it (``"finetune"``, ``"logistic"``, ...).
+    meta : dict
+        The model file's JSON description.
+    openset : OpenSet or None
+        The open-set layer (unknown answers, enrolled characters); None for models made before it.
+    head_temperature : float
+        The temperature applied to the head's probabilities (1.0: none).
+
+    Examples
+    --------
+    >>> from animeid.predict import Recognizer
+    >>> model = Recognizer.load("characters.animeid")
+    >>> model.labels
+    ['aoba', 'hifumi', ...]
+    >>> model.predict("screenshot.png")["faces"][0]["name"]
+    'aoba'
+    """
 
     def __init__(self, bundle):
         from .openset import OpenSet
@@ -151,6 +177,27 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recognizer":
+        """Open a model file.
+
+        Parameters
+        ----------
+        path : path
+            An ``.animeid`` file written by ``animeid train`` (or :meth:`save`).
+
+        Returns
+        -------
+        Recognizer
+
+        Raises
+        ------
+        ModelFileError
+            The file is missing, unreadable, not an animeid model, damaged, or from a newer animeid
+            (the message names the file).
+
+        Examples
+        --------
+        >>> model = Recognizer.load("characters.animeid")
+        """
         from .modelfile import read_model
 
         return cls(read_model(path))
@@ -199,7 +246,9 @@ class Recognizer:
         return proba, layer.score(E, proba), labels, layer
 
     def predict_proba_faces(self, faces: Sequence[ImageTyping], *, batch_size: int = 32) -> np.ndarray:
-        """Probabilities ``(n, len(labels))`` for face crops."""
+        """Probabilities ``(n, len(labels))`` for face crops (each read whole, no detection); each row
+        sums to 1. See :meth:`identify_faces` for verdicts and :meth:`predict_open_faces` for the
+        open-set score as well."""
         return self.predict_open_faces(faces, batch_size=batch_size)[0]
 
     @property
@@ -258,8 +307,40 @@ class Recognizer:
 
     def identify_faces(self, faces: Sequence[ImageTyping], cfg: PredictConfig | None = None, *, top: int = 3
                        ) -> list[dict[str, Any]]:
-        """A verdict ``{"name", "unknown", "candidates", "open_set"}`` for each face crop (see the
-        module's notes); with ``cfg``, its ``top`` and unknown settings apply."""
+        """Name the character of each face crop, with a verdict: a character or ``"unknown"``.
+
+        Parameters
+        ----------
+        faces : sequence of pictures
+            Face crops (paths, bytes, file objects, PIL pictures or ``(H, W, 3)`` uint8 arrays), each
+            read whole: no face detection (see :meth:`predict_batch` for whole pictures).
+        cfg : PredictConfig, optional
+            Its ``top``, ``batch_size`` and unknown settings (``unknown``, ``unknown_threshold``,
+            ``unknown_rate``) apply; default ``PredictConfig(top=top)``.
+        top : int, default 3
+            Candidates per face, when ``cfg`` is not given.
+
+        Returns
+        -------
+        list of dict
+            One per face, in order: ``{"name" (a character or "unknown"), "unknown" (bool),
+            "candidates": [{"name", "p"}] (the ``top`` most likely named characters, p: 0..1, most
+            likely first), "open_set": {"kind", "score", "threshold", ...}}`` (see the module's notes).
+
+        Raises
+        ------
+        InputError
+            An unreadable picture (named), or both a refusal rate and a score threshold given.
+        ModelFileError
+            A refusal rate (``unknown_rate``) the model cannot use: no open-set layer, or no stored
+            score distribution (models made before them).
+
+        Examples
+        --------
+        >>> v = model.identify_faces(["crop1.png", "crop2.png"], PredictConfig(unknown_rate=0.05))
+        >>> v[0]["name"], v[0]["candidates"][0]
+        ('aoba', {'name': 'aoba', 'p': 0.93})
+        """
         cfg = cfg or PredictConfig(top=top)
         self._threshold(cfg, self.openset)            # a bad setting fails before any work
         proba, score, labels, layer = self._predict_open(list(faces), cfg.batch_size)
@@ -268,8 +349,33 @@ class Recognizer:
 
     def predict_faces(self, faces: Sequence[ImageTyping], *, top: int = 3,
                       cfg: PredictConfig | None = None) -> list[list[dict[str, Any]]]:
-        """Top ``top`` named candidates ``[{"name", "p"}]`` for each face crop, most likely first (no
-        verdict: whether a face is ``unknown`` is :meth:`identify_faces`'s ``name`` / ``unknown``)."""
+        """The most likely characters of each face crop, without a verdict.
+
+        Parameters
+        ----------
+        faces : sequence of pictures
+            Face crops, each read whole (no face detection).
+        top : int, default 3
+            Candidates per face (when ``cfg`` is not given).
+        cfg : PredictConfig, optional
+            Its ``top`` and ``batch_size`` apply.
+
+        Returns
+        -------
+        list of list of dict
+            For each face, its ``top`` named candidates ``[{"name", "p"}]`` (p: 0..1), most likely
+            first. Whether a face is ``unknown`` is :meth:`identify_faces`'s ``name`` / ``unknown``.
+
+        Raises
+        ------
+        InputError
+            An unreadable picture (named).
+
+        Examples
+        --------
+        >>> model.predict_faces(["crop.png"], top=2)
+        [[{'name': 'aoba', 'p': 0.93}, {'name': 'hifumi', 'p': 0.04}]]
+        """
         return [r["candidates"] for r in self.identify_faces(faces, cfg, top=top)]
 
     # -- whole pictures
@@ -320,9 +426,16 @@ class Recognizer:
         Raises
         ------
         InputError
-            An unreadable picture (named).
-        ConfigError
-            An unknown-threshold the model cannot use.
+            An unreadable picture (named), or both a refusal rate and a score threshold given.
+        ModelFileError
+            A refusal rate (``unknown_rate``) the model cannot use: no open-set layer, or no stored
+            score distribution (models made before them).
+
+        Examples
+        --------
+        >>> results = model.predict_batch(["a.png", "b.png"], PredictConfig(top=3, detector="animeface"))
+        >>> [len(r["faces"]) for r in results]
+        [2, 1]
         """
         cfg = cfg or PredictConfig()
         self._threshold(cfg, self.openset)            # a bad setting fails before any work
@@ -372,7 +485,36 @@ class Recognizer:
         chunk holding an unreadable picture is redone picture by picture, the unreadable one's
         :class:`~animeid.errors.InputError` given in its place. A threshold setting the model cannot
         use, or a ``chunk`` under 1 (``ValueError``), is raised at the first item, before any picture
-        is read (this is a generator)."""
+        is read (this is a generator).
+
+        Parameters
+        ----------
+        images : sequence of pictures, or one path
+            Paths, bytes, file objects, PIL pictures or ``(H, W, 3)`` uint8 arrays; a single path
+            (str, bytes or ``os.PathLike``) is one picture.
+        cfg : PredictConfig, optional
+            As for :meth:`predict_batch`.
+        chunk : int, default 32
+            Pictures read and searched for faces together.
+
+        Yields
+        ------
+        tuple
+            ``(picture, result)``: the picture as given, and :meth:`predict_batch`'s dict for it or,
+            for an unreadable picture, the :class:`~animeid.errors.InputError` (not raised).
+
+        Raises
+        ------
+        ValueError
+            ``chunk`` is not a whole number of at least 1.
+        InputError, ModelFileError
+            An unknown-threshold setting the model cannot use (as :meth:`identify_faces`).
+
+        Examples
+        --------
+        >>> for path, r in model.predict_stream(sorted(glob.glob("shots/*.png"))):
+        ...     print(path, r if isinstance(r, Exception) else [f["name"] for f in r["faces"]])
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         from .errors import InputError
@@ -425,7 +567,41 @@ class Recognizer:
         return out
 
     def predict(self, image: ImageTyping, cfg: PredictConfig | None = None, **kw: Any) -> dict[str, Any]:
-        """:meth:`predict_batch` for one picture; keyword arguments build a :class:`PredictConfig`."""
+        """Find the faces in one picture and name their characters (:meth:`predict_batch` for one).
+
+        Parameters
+        ----------
+        image : picture
+            A path, bytes, a file object, a PIL picture or an ``(H, W, 3)`` uint8 array.
+        cfg : PredictConfig, optional
+            The options (see :meth:`predict_batch`).
+        **kw
+            :class:`PredictConfig` fields (``top=5``, ``detector="animeface"``, ...), applied over
+            ``cfg``.
+
+        Returns
+        -------
+        dict
+            ``{"path", "width", "height", "faces": [...]}`` as :meth:`predict_batch` gives for one
+            picture (``"whole_picture"`` when no face is found; ``"frame"``/``"frames"`` for an
+            animated one).
+
+        Raises
+        ------
+        InputError
+            The picture cannot be read.
+        ConfigError
+            A keyword's value its rule refuses (``top=0``, ``detect="bogus"``); ``TypeError`` for a
+            keyword that is no :class:`PredictConfig` field.
+        ModelFileError
+            A refusal rate the model cannot use.
+
+        Examples
+        --------
+        >>> r = model.predict("illustration.png", top=2)
+        >>> [(f["box"], f["name"]) for f in r["faces"]]
+        [([81, 81, 299, 299], 'aoba')]
+        """
         if kw:
             cfg = PredictConfig(**{**(cfg.__dict__ if cfg else {}), **kw})
         return self.predict_batch([image], cfg)[0]
@@ -460,7 +636,40 @@ class Recognizer:
 
         Every picture is read before anything changes: an unreadable one raises
         :class:`~animeid.errors.InputError` and leaves the model as it was.
-        Returns ``{"name", "added", "faces", "new"}`` (``faces``: the character's gallery size).
+
+        Parameters
+        ----------
+        name : str
+            The character's name (NFC, spaces trimmed); a name the model knows adds pictures to it
+            (a forgotten trained character comes back).
+        images : sequence of pictures, or one picture
+            Paths, bytes, file objects, PIL pictures or ``(H, W, 3)`` uint8 arrays (1-10 usually
+            suffice); an animated picture's frame with faces is used.
+        cfg : PredictConfig, optional
+            Its detector, ``threshold``, ``detect`` (``"never"``: every picture used whole) and
+            ``batch_size`` apply.
+        face_crops : bool, default False
+            Every picture is a face crop: used whole, without detection.
+
+        Returns
+        -------
+        dict
+            ``{"name", "added" (pictures used now), "faces" (the character's enrolled pictures in
+            all), "new" (True for a character the model did not answer before)}``.
+
+        Raises
+        ------
+        InputError
+            No pictures, an unreadable one, one without a face found (every such picture named), or a
+            name that cannot be a character's (empty, ``unknown``, not a folder name).
+        CannotEnrollError
+            The model has no open-set layer (made by an older animeid): retrain it.
+
+        Examples
+        --------
+        >>> model.enroll("newcomer", ["a.png", "b.png", "c.png"])
+        {'name': 'newcomer', 'added': 3, 'faces': 3, 'new': True}
+        >>> model.save("more.animeid")
         """
         from .errors import CannotEnrollError, InputError
         from .openset import check_name
@@ -502,7 +711,30 @@ class Recognizer:
 
     def forget(self, name: str) -> dict[str, Any]:
         """Remove character ``name``: its enrolled pictures go; a trained character is masked out
-        (the head still holds it, but it is never answered). In memory; :meth:`save` writes the file."""
+        (the head still holds it, but it is never answered). In memory; :meth:`save` writes the file.
+
+        Parameters
+        ----------
+        name : str
+            A character of :attr:`labels` (found in any Unicode normal form).
+
+        Returns
+        -------
+        dict
+            ``{"name", "trained" (it was a trained character), "characters" (how many are left)}``.
+
+        Raises
+        ------
+        InputError
+            No such character, or it is the model's last one.
+        CannotEnrollError
+            The model has no open-set layer (made by an older animeid).
+
+        Examples
+        --------
+        >>> model.forget("newcomer")
+        {'name': 'newcomer', 'trained': False, 'characters': 8}
+        """
         from .errors import CannotEnrollError, InputError
 
         if self.openset is None:
@@ -523,7 +755,29 @@ class Recognizer:
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the model, with its current gallery and forgotten characters, to ``path`` (default:
-        the file it was loaded from), atomically."""
+        the file it was loaded from), atomically: an earlier file stays whole if the write fails.
+
+        Parameters
+        ----------
+        path : path, optional
+            The ``.animeid`` file to write; default: the file the model was loaded from.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+
+        Raises
+        ------
+        ValueError
+            No ``path`` and the model was not loaded from a file.
+        OSError
+            The file cannot be written.
+
+        Examples
+        --------
+        >>> model.enroll("newcomer", ["a.png"]); model.save()      # written over the loaded file
+        """
         from .modelfile import save_model
         from .openset import THRESHOLD_KEYS
 
@@ -549,4 +803,6 @@ class Recognizer:
 
 
 def load(path: str | os.PathLike) -> Recognizer:
+    """Open a model file: :meth:`Recognizer.load` (:class:`~animeid.errors.ModelFileError` for any
+    problem with it)."""
     return Recognizer.load(path)
