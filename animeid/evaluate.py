@@ -156,6 +156,37 @@ def read_folder_dataset(root: str | os.PathLike, split: str | None = None, *, ch
     only one character, a bad ``split.csv``, or (without ``split.csv``, where the split is made
     here) a character with a single picture; ``require_training=False`` (evaluation) allows one
     character and single pictures.
+
+    Parameters
+    ----------
+    root : path
+        The dataset folder.
+    split : {None, "train", "val", "test"}
+        Every picture, or one part of the split.
+    check_images : bool, default True
+        Decode every picture once and leave out (and list in ``.skipped``) the unreadable ones.
+    test_size, val_size : float, default 0.2, 0.1
+        Shares of each character's pictures held out when there is no ``split.csv``.
+    seed : int, default 0
+        Seed of that split.
+    require_training : bool, default True
+        Refuse a dataset with one character, or (split made here) a character with one picture.
+
+    Returns
+    -------
+    FolderDataset
+        ``(paths, labels)`` (lists of ``pathlib.Path`` and str, sorted by character then file), with
+        ``.splits`` (each picture's part), ``.skipped`` and ``.subset(split)``.
+
+    Raises
+    ------
+    DatasetError
+        As above (the message names the folder or file).
+
+    Examples
+    --------
+    >>> paths, labels = read_folder_dataset("data/newgame8")
+    >>> train_paths, train_labels = read_folder_dataset("data/newgame8").subset("train")
     """
     root = Path(root)
     if split is not None and split not in SPLITS:
@@ -437,7 +468,36 @@ def plot_confusion(report: Report, path: str | os.PathLike, *, normalize: bool =
 
     Cells show the share of the row (``normalize``) as colour and the count as text (up to 40
     characters); the figure grows with the number of characters so 16+ names stay readable.
-    Rows of characters unknown to the model are marked ``(unknown)``. Returns ``path``.
+    Rows of characters unknown to the model are marked ``(unknown)``.
+
+    Parameters
+    ----------
+    report : Report
+        From :func:`evaluate_model` or :func:`evaluate_predictions`.
+    path : path
+        The PNG to write (atomically; an existing file is replaced).
+    normalize : bool, default True
+        Colour by the share of the row (else by the count).
+    title : str, optional
+        Default: the top-1 accuracy and the number of pictures.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        matplotlib is not installed (``pip install 'animeid[plot]'``).
+    OSError
+        The file cannot be written.
+
+    Examples
+    --------
+    >>> report, _ = evaluate_model("characters.animeid", "data/test")
+    >>> plot_confusion(report, "confusion.png")
+    PosixPath('confusion.png')
     """
     from matplotlib.figure import Figure
 
@@ -478,7 +538,37 @@ def plot_reliability(report: Report | tuple[Sequence[float], Sequence[bool]], pa
     its faces answered right as a bar, against the diagonal of honest probabilities; the gap to the
     diagonal is shaded (above: under-confident, below: over-confident), the bin's mean probability is a
     dot. Bottom: faces per bin. The title (after ``title``, when given) says the expected calibration
-    error. Returns ``path``.
+    error.
+
+    Parameters
+    ----------
+    report : Report or (confidence, correct)
+        A report of probabilities, or per face its top-1 probability (0..1) and whether that answer
+        was right.
+    path : path
+        The PNG to write (atomically).
+    bins : int, default 15
+        Equal-width bins of the top-1 probability (for ``(confidence, correct)``).
+    title : str, optional
+        Put before the expected calibration error in the title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        The report's scores are no probabilities, or there are no faces.
+    ModuleNotFoundError
+        matplotlib is not installed (``pip install 'animeid[plot]'``).
+
+    Examples
+    --------
+    >>> report, _ = evaluate_model("characters.animeid", "data/test")
+    >>> plot_reliability(report, "reliability.png")
+    PosixPath('reliability.png')
     """
     from matplotlib.figure import Figure
 
@@ -576,7 +666,42 @@ def evaluate_model(model: Any, dataset: str | os.PathLike, *, split: str | None 
     Pictures in folders whose name the model does not know count as errors (never skipped); a dataset
     with none of the model's characters raises :class:`~animeid.errors.DatasetError`.
     ``report.extra["seen_in_training"]`` (see :func:`training_overlap`) says how many of the faces the
-    model was trained or validated on. ``progress``: as in :func:`animeid.train.train`.
+    model was trained or validated on.
+
+    Parameters
+    ----------
+    model : path or Recognizer
+        A model file or a loaded model.
+    dataset : path
+        A folder-per-character dataset of face crops (each read whole, no detection); ``split.csv``
+        honoured.
+    split : {None, "train", "val", "test"}
+        Every picture (None), or one part of ``split.csv`` (or of the seeded split made without it).
+    batch_size : int, default 32
+        Faces per network run.
+    progress : bool or None, default False
+        As in :func:`animeid.train.train`.
+
+    Returns
+    -------
+    report : Report
+        ``top1``, ``top5`` (shares 0..1), ``per_class``, ``confusion``, ``ece``, ``reliability``,
+        ``extra``; ``to_dict()`` is the CLI's ``--json``.
+    dataset : FolderDataset
+        The pictures evaluated and their characters.
+
+    Raises
+    ------
+    ModelFileError
+        The model file cannot be read.
+    DatasetError
+        No such folder, no pictures, a bad ``split.csv``, or none of the model's characters.
+
+    Examples
+    --------
+    >>> report, ds = evaluate_model("characters.animeid", "data/other", split="test")
+    >>> round(report.top1, 3), report.per_class["aoba"]["accuracy"]
+    (0.962, 0.95)
     """
     from .predict import Recognizer
 
@@ -647,6 +772,41 @@ def evaluate_open_set(model: Any, dataset: str | os.PathLike, unknown: str | os.
     model's unknown threshold, ``known_accepted``, ``unknown_threshold``, ``n_known``, ``n_unknown``
     (see :func:`animeid.openset.open_set_figures`), and ``unknown_refusal_rate``: the share of the
     model's own known calibration faces that threshold refuses (None for models that do not store them).
+
+    Parameters
+    ----------
+    model : path or Recognizer
+        A model file or a loaded model.
+    dataset : path
+        Face crops of the model's characters, one folder each.
+    unknown : path or sequence of pictures
+        Face crops of characters the model does not know.
+    split : {None, "train", "val", "test"}
+        As in :func:`evaluate_model` (``dataset`` only).
+    batch_size : int, default 32
+        Faces per network run.
+
+    Returns
+    -------
+    report : Report
+        :func:`evaluate_model`'s report, its ``extra`` with the open-set figures (shares 0..1).
+    dataset : FolderDataset
+        The known pictures evaluated.
+
+    Raises
+    ------
+    ModelFileError
+        The model file cannot be read.
+    DatasetError
+        As :func:`evaluate_model`, or no pictures in ``unknown``.
+    InputError
+        ``unknown`` does not exist.
+
+    Examples
+    --------
+    >>> report, _ = evaluate_open_set("characters.animeid", "data/test", "strangers/")
+    >>> report.extra["auroc"], report.extra["unknown_rejected"]
+    (0.94, 0.79)
     """
     from .images import iter_image_files
     from .openset import open_set_figures
