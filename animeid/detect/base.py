@@ -199,9 +199,31 @@ def get_detector(name: str | os.PathLike | None = None) -> Detector:
     """The detector called ``name`` (a key of :data:`DETECTORS`, or the path of a detector file;
     ``None``: :data:`DEFAULT_DETECTOR`), built on first use and shared afterwards (thread-safe).
 
-    Raises :class:`~animeid.errors.UnknownNameError` (a :class:`ValueError`) listing the known
-    names for an unknown one, :class:`~animeid.errors.ModelFileError` for a detector file that
-    is missing or is not one.
+    Parameters
+    ----------
+    name : str or path, optional
+        ``"default"`` (animeid's learned detector), ``"animeface"`` (the study's AnimeFace 2009), a
+        name registered in :data:`DETECTORS`, or a detector file (``.onnx``, from ``animeid detector
+        train``); ``None``: :data:`DEFAULT_DETECTOR`.
+
+    Returns
+    -------
+    Detector
+        ``name``, ``min_face`` and ``detect_array(rgb)`` (every candidate :class:`Face` of an
+        ``(H, W, 3)`` uint8 array), plus ``default_threshold`` / ``crop_scale`` where it has them.
+
+    Raises
+    ------
+    UnknownNameError
+        An unknown name (a :class:`ValueError`; the message lists the known names).
+    ModelFileError
+        A detector file that is missing or is not one.
+
+    Examples
+    --------
+    >>> from animeid.detect import get_detector
+    >>> get_detector("animeface").name
+    'animeface'
     """
     key = DEFAULT_DETECTOR if name is None else os.fspath(name)
     det = _detectors.get(key)
@@ -402,13 +424,51 @@ def detect_faces_batch(images: Sequence[ImageTyping], *, threshold: float | None
     Raises
     ------
     InputError
-        An unreadable picture. ``UnknownNameError`` / ``ModelFileError``: a bad ``detector``.
+        An unreadable picture.
+    UnknownNameError
+        ``detector`` is neither a known name nor a path (the message lists the names).
+    ModelFileError
+        A detector file that is missing or is not one.
+
+    Examples
+    --------
+    >>> from animeid.detect import detect_faces_batch
+    >>> detect_faces_batch(["a.png", "b.png"], threshold=0.5)
+    [[Face(box=(81, 81, 299, 299), score=0.93)], []]
     """
     return _detect_batch(images, threshold, detector, upscale_to, whole_if_none=False)
 
 
 def detect_faces(image: ImageTyping, **kw) -> list[Face]:
-    """Faces in one picture; see :func:`detect_faces_batch` for the options."""
+    """Faces in one picture, highest score first (:func:`detect_faces_batch` for one).
+
+    Parameters
+    ----------
+    image : picture
+        A path, bytes, a file object, a PIL image or an ``(H, W, 3)`` uint8 array.
+    **kw
+        ``threshold`` (0..1), ``detector`` (a name or a detector file), ``upscale_to`` (px), as in
+        :func:`detect_faces_batch`.
+
+    Returns
+    -------
+    list of Face
+        ``Face(box=(x0, y0, x1, y1), score)``: the box in the picture's pixels (x1/y1 exclusive),
+        the score 0..1.
+
+    Raises
+    ------
+    InputError, UnknownNameError, ModelFileError
+        As :func:`detect_faces_batch`.
+
+    Examples
+    --------
+    >>> from animeid.detect import detect_faces
+    >>> detect_faces("illustration.png")
+    [Face(box=(81, 81, 299, 299), score=0.93)]
+    >>> detect_faces("illustration.png", detector="animeface", threshold=0.7)    # the study's detector
+    [Face(box=(77, 70, 305, 298), score=0.9998)]
+    """
     return detect_faces_batch([image], **kw)[0]
 
 
@@ -495,7 +555,34 @@ def _crop_padded(rgb: np.ndarray, left: int, top: int, side: int, fill: Fill) ->
 
 def crop_faces(image: ImageTyping, boxes: Sequence[BoxLike], *, margin: float = 0.2, size: int | None = 96,
                fill: Fill = "edge") -> list[Image.Image]:
-    """Square crops of several faces of one picture (the picture is loaded once); see :func:`crop_face`."""
+    """Square crops of several faces of one picture (the picture is loaded once).
+
+    Parameters
+    ----------
+    image : picture
+        A path, bytes, a file object, a PIL image or an ``(H, W, 3)`` uint8 array.
+    boxes : sequence of boxes
+        ``(x0, y0, x1, y1)`` in the picture's pixels, or :class:`Face` objects.
+    margin, size, fill
+        As in :func:`crop_face`.
+
+    Returns
+    -------
+    list of PIL.Image.Image
+        One RGB crop per box, in order (``size`` x ``size`` px, or their own size with ``None``).
+
+    Raises
+    ------
+    ValueError
+        ``margin`` not above -0.5, a bad ``size`` or ``fill``, or a box wholly outside the picture.
+    InputError
+        The picture cannot be read.
+
+    Examples
+    --------
+    >>> faces = detect_faces("illustration.png")
+    >>> crops = crop_faces("illustration.png", faces, size=128)
+    """
     if not margin > -0.5:
         raise ValueError(f"margin must be > -0.5, got {margin}")
     _check_fill(fill)
@@ -525,6 +612,37 @@ def crop_face(image: ImageTyping, box: BoxLike, *, margin: float = 0.2, size: in
     level / ``(r, g, b)`` colour. The crop is then resized to ``size`` x ``size`` (Lanczos);
     ``size=None`` keeps its own size. A box lying wholly outside the picture raises
     :class:`ValueError`.
+
+    Parameters
+    ----------
+    image : picture
+        A path, bytes, a file object, a PIL image or an ``(H, W, 3)`` uint8 array.
+    box : (x0, y0, x1, y1) or Face
+        The face's box in the picture's pixels (x1/y1 exclusive).
+    margin : float, default 0.2
+        Added on each side, as a share of the box's longer side; above -0.5.
+    size : int or None, default 96
+        Side of the returned crop in pixels; ``None``: as cut.
+    fill : str, int or (r, g, b), default "edge"
+        What fills the parts outside the picture.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An RGB crop, ``size`` x ``size`` px.
+
+    Raises
+    ------
+    ValueError
+        A bad ``margin``, ``size`` or ``fill``, or a box wholly outside the picture.
+    InputError
+        The picture cannot be read.
+
+    Examples
+    --------
+    >>> face = detect_faces("illustration.png")[0]
+    >>> crop_face("illustration.png", face, margin=0.2, size=96).size
+    (96, 96)
     """
     return crop_faces(image, [box], margin=margin, size=size, fill=fill)[0]
 
@@ -537,7 +655,34 @@ _COLORS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 180, 0), (200, 64
 
 
 def draw_faces(image: ImageTyping, faces: Sequence[Face], labels: Sequence[str] | None = None) -> Image.Image:
-    """A copy of the picture (RGB, same size) with each face's box and its score or label."""
+    """A copy of the picture (RGB, same size) with each face's box and its score or label.
+
+    Parameters
+    ----------
+    image : picture
+        A path, bytes, a file object, a PIL image or an ``(H, W, 3)`` uint8 array.
+    faces : sequence of Face
+        The boxes to draw (in the picture's pixels).
+    labels : sequence of str, optional
+        One text per face (an empty one: box only); default: each face's score (2 decimals).
+
+    Returns
+    -------
+    PIL.Image.Image
+        The picture with the boxes drawn; the original is not changed.
+
+    Raises
+    ------
+    ValueError
+        ``labels`` and ``faces`` differ in length.
+    InputError
+        The picture cannot be read.
+
+    Examples
+    --------
+    >>> faces = detect_faces("illustration.png")
+    >>> draw_faces("illustration.png", faces, ["aoba"]).save("preview.png")
+    """
     if labels is not None and len(labels) != len(faces):
         raise ValueError(f"{len(labels)} labels for {len(faces)} faces")
     img = load_image(image, "RGB").copy()
@@ -611,6 +756,38 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
     ``{"path", "error"}`` for a missing path, an empty folder, or a picture that cannot be read;
     the other pictures go on. Crops (``out/<stem>_<k>.png``) and previews (``preview/<stem>.png``,
     boxes and scores drawn) are written atomically.
+
+    Parameters
+    ----------
+    inputs : sequence of paths
+        Pictures and folders (searched recursively).
+    out : path, optional
+        Folder for the face crops (made when missing); None: no crops.
+    preview : path, optional
+        Folder for the pictures with their boxes drawn; None: no previews.
+    threshold : float, optional
+        Detector score threshold, 0..1 (None: the detector's default).
+    margin : float, default 0.2
+        Crop margin on each side, as a share of the box's longer side.
+    size : int, default 96
+        Side of the crops in pixels.
+    detector : str or path, optional
+        A detector name or file (None: animeid's default).
+
+    Yields
+    ------
+    dict
+        One record per picture (or per path that cannot be read), in order.
+
+    Raises
+    ------
+    UnknownNameError, ModelFileError
+        A bad ``detector`` (the records of pictures are never exceptions).
+
+    Examples
+    --------
+    >>> for rec in detect_files(["shots/"], out="faces/"):
+    ...     print(rec["path"], len(rec.get("faces", [])))
     """
     from .._util import save_image_atomic
     from ..names import safe_filename
