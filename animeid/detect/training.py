@@ -614,9 +614,52 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
     """Train a detector on ``items``, write it to ``out`` (an ``.onnx`` detector file).
 
     ``work_dir`` (default ``out`` + ``.work``) holds the checkpoint: run again after a kill and the
-    training continues from the last one (same config needed). ``init``: where to start from (fine-tuning):
-    ``"default"`` (the shipped detector), a detector file (``.onnx``) or a checkpoint (``.pt``). ``about``: extra metadata (training data,
-    licence). Raises :class:`ValueError` for a config or data that cannot train.
+    training continues from the last one (same config needed). Needs torch (``animeid[train]``).
+
+    Parameters
+    ----------
+    items : sequence of Annotated
+        Pictures with their face boxes (:func:`animeid.detect.annotations.load_boxes`); split by
+        picture into train / validation / test parts by ``cfg``'s fractions and seed.
+    out : path
+        The detector file to write (``.onnx``, with its metadata: settings, counts, calibration).
+    cfg : DetectorTrainConfig, optional
+        Training settings (crop and input sizes in px, epochs, batch size, learning rate, frozen
+        blocks, ...); default ``DetectorTrainConfig()``, what trained the shipped detector.
+    work_dir : path, optional
+        Folder of the checkpoint and ``history.json``; default ``out`` + ``.work``.
+    init : str or path, optional
+        Where to start from (fine-tuning): ``"default"`` (the shipped detector), a detector file
+        (``.onnx``) or a checkpoint (``.pt``); None: ImageNet Lite0 weights.
+    about : dict, optional
+        Extra metadata stored in the file (training data, licence).
+    progress : bool or None
+        A progress bar (None: where stderr is a terminal; False: a log line every 50 steps).
+    log : callable, default print
+        Where progress lines and epoch summaries go.
+
+    Returns
+    -------
+    DetectorTrainResult
+        ``path``, ``counts`` (pictures per part), ``history`` (per epoch: validation figures),
+        ``metadata`` (as stored in the file) and ``seconds``.
+
+    Raises
+    ------
+    ValueError
+        No boxed faces left to train on after the split, or a checkpoint in ``work_dir`` from another
+        training (other data or settings).
+    ModuleNotFoundError
+        torch is not installed (``pip install 'animeid[train]'``).
+
+    Examples
+    --------
+    >>> from animeid.detect.annotations import load_boxes
+    >>> from animeid.detect.training import DetectorTrainConfig, train_detector
+    >>> items = load_boxes("scenes/boxes.json")
+    >>> r = train_detector(items, "faces.onnx", DetectorTrainConfig(epochs=2), init="default")
+    >>> r.counts
+    {'train': 800, 'val': 50, 'test': 150}
     """
     import torch
 
@@ -723,7 +766,32 @@ def set_metadata(path: str | os.PathLike, updates: dict) -> dict:
 
 def recalibrate(path: str | os.PathLike, items: Sequence[Annotated], sizes: Sequence[int] | None = None) -> dict:
     """Fit the file's calibration (and default threshold) anew on ``items``, as the ONNX file detects
-    them with the passes ``sizes`` (stored as ``test_sizes``). No torch needed."""
+    them with the passes ``sizes`` (stored as ``test_sizes``). No torch needed.
+
+    Parameters
+    ----------
+    path : path
+        A detector file (``.onnx``), changed in place (atomically).
+    items : sequence of Annotated
+        Pictures with their reference boxes (held-out ones: not the training pictures).
+    sizes : sequence of int, optional
+        Detection passes (the longer side in px); default: the file's own.
+
+    Returns
+    -------
+    dict
+        The file's new metadata.
+
+    Raises
+    ------
+    ModelFileError
+        ``path`` is missing or is not an animeid detector file.
+
+    Examples
+    --------
+    >>> recalibrate("faces.onnx", load_boxes("val/boxes.json"), sizes=[512])["threshold"]
+    0.42
+    """
     from ..images import load_image
     from .learned import LearnedDetector
 
