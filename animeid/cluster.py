@@ -232,7 +232,55 @@ def cluster_workspace(ws: str | os.PathLike | Any, model: Any = None, *, thresho
     new run (``dataset name`` uses the latest run). ``sheets``: draw ``WS/.groups/group-<id>.png``
     and ``WS/.groups/groups.png`` (one row per group). Returns the groups, largest first, then the
     faces left apart as one :class:`Group` with id -1 (when there are any). A bad option raises
-    :class:`~animeid.errors.ConfigError` before any work. ``progress``: as in :func:`animeid.train.train`.
+    :class:`~animeid.errors.ConfigError` before any work.
+
+    Parameters
+    ----------
+    ws : path or Workspace
+        A workspace (``animeid collect`` or ``import`` made it).
+    model : path or Recognizer, optional
+        A model file or a loaded model; None: ImageNet EfficientNet-Lite0 features with the colour
+        histogram.
+    threshold : float, optional
+        Cosine distance (0..2) at which groups stop merging; default :func:`default_threshold`.
+    min_size : int, default 2
+        Smallest group; faces in smaller ones are left apart (group -1).
+    linkage : {"complete", "average", "single"}
+        How the distance between two groups is measured.
+    store : bool, default True
+        Record the groups in the manifest as a new run (``dataset name`` uses the latest run).
+    sheets : bool, default False
+        Draw ``WS/.groups/group-<id>.png`` and ``WS/.groups/groups.png`` (one row per group).
+    batch_size : int, default 32
+        Faces per network run.
+    progress : bool or None, default False
+        As in :func:`animeid.train.train`.
+
+    Returns
+    -------
+    list of Group
+        ``id``, ``face_ids``, ``files``, ``run``, ``cohesion`` (mean cosine similarity to the centre),
+        ``guess`` / ``guess_share`` (with a model), ``sheet``; ``[]`` when no unlabeled face is left.
+
+    Raises
+    ------
+    ConfigError
+        A bad ``threshold``, ``min_size``, ``linkage`` or ``batch_size``.
+    DatasetError
+        ``ws`` is not a workspace.
+    ModelFileError
+        The model file cannot be read.
+    OutputError
+        With ``sheets``, ``WS/.groups`` cannot take the sheets (a file, not a folder, ...); a PNG
+        there that animeid did not draw is never replaced.
+
+    Examples
+    --------
+    >>> groups = cluster_workspace("ws", "characters.animeid", sheets=True)
+    >>> [(g.id, g.size, g.guess) for g in groups[:2]]
+    [(1, 42, 'aoba'), (2, 17, 'hifumi')]
+    >>> name_group("ws", 1, "aoba")
+    42
     """
     threshold, min_size, linkage, batch_size = (CLUSTER_RULES[k].check(k, v) for k, v in (
         ("threshold", threshold), ("min_size", min_size), ("linkage", linkage), ("batch_size", batch_size)))
@@ -343,7 +391,36 @@ def latest_groups(ws: str | os.PathLike | Any) -> tuple[int | None, dict[int, li
 
 def name_group(ws: str | os.PathLike, group: int, name: str, *, run: int | None = None) -> int:
     """Name every still-unlabeled face of ``group`` (of the latest clustering, or ``run``) ``name``:
-    the crops move into ``WS/<name>/`` (:func:`animeid.dataset.label_faces`). Returns the count."""
+    the crops move into ``WS/<name>/`` (:func:`animeid.dataset.label_faces`).
+
+    Parameters
+    ----------
+    ws : path
+        The workspace.
+    group : int
+        A group id of :func:`cluster_workspace` (1, 2, ...; -1 is refused).
+    name : str
+        The character's name (a folder name of the workspace).
+    run : int, optional
+        The clustering run; default the latest.
+
+    Returns
+    -------
+    int
+        The faces labelled.
+
+    Raises
+    ------
+    DatasetError
+        Not a workspace, no clustering run yet, or a name that cannot be a character's folder.
+    InputError
+        Group -1 (faces left apart), or no such group in the run.
+
+    Examples
+    --------
+    >>> name_group("ws", 3, "aoba")
+    12
+    """
     from .dataset import Workspace, label_faces
 
     with _open(Workspace(ws)) as w:
@@ -384,8 +461,46 @@ def suggest(ws: str | os.PathLike, model: Any, *, min_p: float = 0.9, accept: bo
             batch_size: int = 32, progress: bool | None = False) -> dict[str, Any]:
     """The model's top-1 guess and probability for each unlabeled face of ``ws``, stored in the
     manifest's ``suggestions`` table. ``accept``: faces whose guess reaches ``min_p`` (and is not
-    ``unknown``) are labelled with it (crops moved). Returns ``{"faces", "confident", "accepted",
-    "by_name": {name: [confident, all]}, "doubtful": [face ids]}``."""
+    ``unknown``) are labelled with it (crops moved).
+
+    Parameters
+    ----------
+    ws : path or Workspace
+        The workspace.
+    model : path or Recognizer
+        A model file or a loaded model.
+    min_p : float, default 0.9
+        The top-1 probability (0..1) from which a guess counts as confident.
+    accept : bool, default False
+        Label the confident faces with their guess.
+    batch_size : int, default 32
+        Faces per network run.
+    progress : bool or None, default False
+        As in :func:`animeid.train.train`.
+
+    Returns
+    -------
+    dict
+        ``{"faces", "confident", "accepted", "by_name": {name: [confident, all]}, "doubtful": [face
+        ids], "min_p"}`` (``by_name`` includes ``"unknown"`` for faces of no known character).
+
+    Raises
+    ------
+    InputError
+        No model given.
+    ConfigError
+        A bad ``min_p`` or ``batch_size``.
+    DatasetError
+        ``ws`` is not a workspace.
+    ModelFileError
+        The model file cannot be read.
+
+    Examples
+    --------
+    >>> s = suggest("ws", "characters.animeid", min_p=0.9, accept=True)
+    >>> s["accepted"], s["by_name"]["aoba"]
+    (40, [40, 44])
+    """
     from .dataset import label_faces
     from .openset import UNKNOWN
 

@@ -122,11 +122,54 @@ def build_timeline(model: Any, video: str | os.PathLike, *, every: float = 2.0, 
     ``thumbnails``: add ``"thumbnails"``, ``{name: "data:image/jpeg;base64,..."}``: each named
     character's face (64x64) from the frame where it was named with the highest probability.
 
-    ``cfg``: a :class:`~animeid.predict.PredictConfig` (default: ``detect="always"``, top 3).
-    ``batch_frames`` frames are named per :meth:`~animeid.predict.Recognizer.predict_batch` call.
-    ``progress(done_seconds, duration, frames_done)`` is called after each batch (and once at the
-    start); an exception it raises stops the work and propagates. Raises
-    :class:`~animeid.errors.InputError` for a file that is not a readable video.
+    Parameters
+    ----------
+    model : path or Recognizer
+        A model file, or a loaded model (any object with ``predict_batch``).
+    video : path
+        A video file (anything PyAV decodes); an animated picture works too.
+    every : float, default 2.0
+        Seconds between sampled frames (> 0).
+    cfg : PredictConfig, optional
+        Detection and naming options; default ``PredictConfig(detect="always")`` (top 3).
+    gap : float, optional
+        Seconds between sightings of one character still merged into one range; default
+        ``1.5 * every``.
+    batch_frames : int, default 8
+        Frames named per :meth:`~animeid.predict.Recognizer.predict_batch` call.
+    max_frames : int, optional
+        Stop after this many sampled frames (the result says ``truncated``).
+    progress : callable, optional
+        ``progress(done_seconds, duration, frames_done)``, called once at the start and after each
+        batch; an exception it raises stops the work and propagates.
+    thumbnails : bool, default True
+        Add ``"thumbnails"``, ``{name: "data:image/jpeg;base64,..."}``: each named character's face
+        (64x64 px) from the frame where it was named with the highest probability.
+
+    Returns
+    -------
+    dict
+        ``{"video", "duration" (s), "every" (s), "characters": {name: [{"start", "end" (s), "n",
+        "mean_p"}]}, "frames": [{"time", "faces": [{"box", "name", "p"}]}], "partial", "error",
+        "truncated"}`` and ``"thumbnails"`` (see the module's notes). A video damaged part way gives
+        what could be read, with ``partial: true`` and ``error``.
+
+    Raises
+    ------
+    InputError
+        The file is not a readable video.
+    ConfigError
+        A bad ``every``.
+    ModelFileError
+        The model file cannot be read.
+
+    Examples
+    --------
+    >>> tl = build_timeline("characters.animeid", "episode01.mkv", every=2)
+    >>> tl["characters"]["aoba"][0]
+    {'start': 12.0, 'end': 30.0, 'n': 10, 'mean_p': 0.91}
+    >>> plot_timeline(tl, "episode01.png")
+    PosixPath('episode01.png')
     """
     from .predict import PredictConfig, Recognizer
     from .video import PartialVideoError, probe, sample_frames
@@ -209,10 +252,34 @@ def _order(characters: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
 
 
 def plot_timeline(timeline: Mapping[str, Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Write ``timeline`` as a PNG: one row per character, a bar per range. Returns ``path``.
+    """Write ``timeline`` as a PNG: one row per character, a bar per range.
 
     A range is drawn from half a sample interval before its first sighting to half one after its
     last (clipped to the video), so that a single sighting shows as a bar one interval wide.
+
+    Parameters
+    ----------
+    timeline : dict
+        :func:`build_timeline`'s result (its ``thumbnails``, when present, label the rows).
+    path : path
+        The PNG to write (atomically).
+    title : str, optional
+        Default: the video's file name.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        matplotlib is not installed (``pip install 'animeid[plot]'``).
+
+    Examples
+    --------
+    >>> plot_timeline(build_timeline("characters.animeid", "ep01.mkv"), "ep01.png")
+    PosixPath('ep01.png')
     """
     from matplotlib.figure import Figure
 
