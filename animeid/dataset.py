@@ -741,6 +741,43 @@ def import_illustrations(inputs: Sequence[str | os.PathLike], workspace: str | o
     Other faces in the same picture go to ``unlabeled/``. A picture where no face is found but which
     looks like a face crop already (``whole_if_none``: square-ish and small) is taken whole. As with
     :func:`collect`, no workspace is made when no input exists or holds a video or picture.
+
+    Parameters
+    ----------
+    inputs : sequence of paths
+        Pictures and folders (searched recursively); a video is refused by name (use :func:`collect`).
+    workspace : path
+        The workspace folder (created if needed, as in :func:`collect`).
+    character : str
+        Whose pictures they are: the folder ``WS/<character>/`` the largest faces go to.
+    cfg : CollectConfig, optional
+        Detection, cropping (``margin``, ``crop_size`` px) and near-duplicate settings.
+    whole_if_none : bool, default True
+        Take a picture without a face found whole when it looks like a face crop.
+    show_progress : bool, optional
+        A progress bar (None: on a terminal only).
+    client : dask.distributed.Client or str, optional
+        A Dask client or scheduler address, as in :func:`collect`.
+
+    Returns
+    -------
+    CollectSummary
+        As :func:`collect`'s; failures per file (never fatal).
+
+    Raises
+    ------
+    DatasetError
+        ``character`` cannot be a character's folder name (empty, reserved, too long).
+    OutputError
+        ``workspace`` lies inside an input folder or inside another workspace.
+    animeid.remote.ClusterError
+        An unusable cluster, before anything is written.
+
+    Examples
+    --------
+    >>> s = import_illustrations(["fanart/aoba/"], "ws", "aoba")
+    >>> s.faces, s.failed
+    (37, [])
     """
     character = _check_character(character)
     cfg = cfg or CollectConfig()
@@ -802,7 +839,30 @@ class SyncSummary:
 def sync(workspace: str | os.PathLike) -> SyncSummary:
     """Record the user's sorting: a crop in ``WS/<name>/`` is labelled ``name``; one in ``unlabeled/``
     is unlabelled; a crop removed from disk is marked deleted (and stays out of later collects).
-    Pictures the user put into a character folder by hand are added as labelled faces."""
+    Pictures the user put into a character folder by hand are added as labelled faces.
+
+    Parameters
+    ----------
+    workspace : path
+        The workspace whose folders the user sorted.
+
+    Returns
+    -------
+    SyncSummary
+        ``labeled``, ``unlabeled`` (faces now), ``moved``, ``deleted``, ``added`` (this sync) and
+        ``characters`` (``{name: faces}``).
+
+    Raises
+    ------
+    DatasetError
+        ``workspace`` is not a workspace (or one of a newer animeid).
+
+    Examples
+    --------
+    >>> s = sync("ws")           # after moving crops from ws/unlabeled/ into ws/aoba/ by hand
+    >>> s.labeled, s.characters
+    (120, {'aoba': 64, 'hifumi': 56})
+    """
     out = SyncSummary()
     with Workspace(workspace) as ws:
         on_disk: dict[str, str] = {}   # file name -> relative path
@@ -873,7 +933,31 @@ def sync(workspace: str | os.PathLike) -> SyncSummary:
 
 def label_faces(workspace: str | os.PathLike, face_ids: Sequence[int], name: str | None) -> int:
     """Give ``name`` (None: unlabel) to faces by id, moving their crops to the matching folder.
-    Returns the number of faces (an id given twice counts once)."""
+
+    Parameters
+    ----------
+    workspace : path
+        The workspace.
+    face_ids : sequence of int
+        Face ids of the manifest (as ``cluster``, ``suggest`` and the label page show them).
+    name : str or None
+        The character; None moves the faces back to ``unlabeled/``.
+
+    Returns
+    -------
+    int
+        The faces labelled (an id given twice counts once).
+
+    Raises
+    ------
+    DatasetError
+        Not a workspace, no face with one of the ids, or a name that cannot be a character's folder.
+
+    Examples
+    --------
+    >>> label_faces("ws", [3, 7, 12], "aoba")
+    3
+    """
     if name is not None:
         name = _check_character(name)
     n = 0
@@ -944,6 +1028,48 @@ def export(workspace: str | os.PathLike, out: str | os.PathLike, *, size: int = 
     workspace, a folder holding it, and a folder with files animeid did not write are refused
     (:class:`~animeid.errors.OutputError`). The faces are written into a hidden folder inside
     ``out`` and moved into place when all are done, so a failed export leaves the previous one whole.
+
+    Parameters
+    ----------
+    workspace : path
+        The workspace.
+    out : path
+        The dataset folder to write (new or empty, or an earlier export with ``overwrite``).
+    size : int, default 96
+        Side of the exported faces in pixels.
+    seed : int, default 0
+        Seed of the split.
+    val, test : float, default 0.1, 0.1
+        Shares of each character's faces held out for validation and test (``val + test < 1``).
+    group_distance : int, default 10
+        Perceptual-hash bits (0..64) within which faces are near-duplicates kept in one part.
+    min_per_character : int, default 1
+        Characters with fewer labelled faces are left out.
+    fmt : {"png", "jpg", "webp"}
+        The pictures' format.
+    overwrite : bool, default False
+        Replace an earlier export in ``out``.
+
+    Returns
+    -------
+    dict
+        ``{"out", "faces", "missing" (labelled faces whose crop is gone), "size", "characters":
+        {name: {"train": n, "val": n, "test": n}}}``.
+
+    Raises
+    ------
+    ConfigError
+        A bad option (``size``, ``val + test >= 1``, ``fmt``, ...), before anything is read.
+    DatasetError
+        Not a workspace, or no labelled faces to export.
+    OutputError
+        ``out`` cannot be claimed (see above).
+
+    Examples
+    --------
+    >>> r = export("ws", "data/mine", size=96, val=0.1, test=0.2)
+    >>> r["characters"]["aoba"]
+    {'train': 45, 'val': 6, 'test': 13}
     """
     from . import options as o
     from .errors import ConfigError
@@ -1031,7 +1157,40 @@ def _folder_counts(root: Path) -> dict[str, dict[str, int]]:
 
 
 def stats(path: str | os.PathLike, *, sheet: str | os.PathLike | None = None, per_character: int = 12) -> dict:
-    """Counts per character of a workspace or an exported folder; draws a contact sheet PNG."""
+    """Counts per character of a workspace or an exported folder; draws a contact sheet PNG.
+
+    Parameters
+    ----------
+    path : path
+        A workspace, or a folder-per-character dataset (an export).
+    sheet : path, optional
+        The contact sheet to write; default ``WS/contact_sheet.png`` for a workspace,
+        ``<folder>_contact_sheet.png`` beside a dataset folder. Never over a file animeid did not draw.
+    per_character : int, default 12
+        Faces shown per character on the sheet.
+
+    Returns
+    -------
+    dict
+        ``{"path", "kind" ("workspace" or "folder"), "total", "characters": {name: counts},
+        "contact_sheet"}``: a workspace's counts are ``"all"`` and one per split its faces were
+        exported to (unlabelled faces under ``"(unlabeled)"``); an export's come from ``split.csv``
+        (``"train"``, ``"val"``, ``"test"``), a plain folder's are ``"all"``.
+
+    Raises
+    ------
+    InputError
+        No such folder.
+    DatasetError
+        It holds no faces.
+    OutputError
+        The sheet would replace a file animeid did not draw, or land among the faces it counts.
+
+    Examples
+    --------
+    >>> stats("ws")["characters"]["aoba"]["all"]
+    64
+    """
     root = Path(path)
     if not root.is_dir():
         raise InputError("no such workspace or dataset folder", root)
