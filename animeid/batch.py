@@ -124,9 +124,51 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
     ``model``: a model file (or, locally, a loaded :class:`~animeid.predict.Recognizer`). ``client``: a
     ``dask.distributed.Client`` or a scheduler address to run on a cluster (the model is then sent once
     to each worker); None: this process. ``on_result(path, result or error message)`` is called per
-    new picture, in order. Returns ``{"pictures", "skipped", "done", "failed", "failed_before"}``
-    (``done`` counts the pictures handled now, failed ones included; ``failed_before``: pictures
-    skipped because an earlier run could not read them, :func:`read_failed`).
+    new picture, in order.
+
+    Parameters
+    ----------
+    model : path or Recognizer
+        A model file; locally also a loaded model (on a cluster it must be a path).
+    inputs : sequence of paths
+        Pictures and folders (searched recursively).
+    out : path
+        The results file, ``.jsonl`` (``.ndjson``) or ``.csv``; pictures already in it are skipped.
+    cfg : PredictConfig, optional
+        Prediction options (default ``PredictConfig()``).
+    client : dask.distributed.Client or str, optional
+        A client or a scheduler address (``animeid[distributed]``); None: this process.
+    chunk : int, default 32
+        Pictures per batch (and per flush of ``out``).
+    on_result : callable, optional
+        ``on_result(path, result dict or error message)`` per new picture, in order.
+
+    Returns
+    -------
+    dict
+        ``{"pictures", "skipped", "done", "failed", "failed_before"}`` (``done`` counts the pictures
+        handled now, failed ones included; ``failed_before``: pictures skipped because an earlier run
+        could not read them, :func:`read_failed`).
+
+    Raises
+    ------
+    OutputError
+        ``out`` does not end in ``.jsonl``/``.csv``, or lies in a workspace.
+    InputError
+        An input does not exist (unreadable pictures are records, not errors).
+    ModelFileError
+        The model cannot be read, or (locally) a refusal rate it cannot use.
+    animeid.remote.ClusterError
+        An unusable cluster, before ``out`` is touched.
+    TypeError
+        On a cluster, a model that is not a path.
+
+    Examples
+    --------
+    >>> predict_files("characters.animeid", ["shots/"], "names.jsonl")
+    {'pictures': 272, 'skipped': 0, 'done': 272, 'failed': 0, 'failed_before': 0}
+    >>> predict_files("characters.animeid", ["shots/"], "names.jsonl", client="tcp://10.0.0.5:8786")
+    {'pictures': 272, 'skipped': 272, 'done': 0, 'failed': 0, 'failed_before': 0}
     """
     from .images import iter_image_files
     from .predict import PredictConfig, Recognizer
@@ -185,7 +227,41 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
 def timelines(model: Any, videos: Sequence[str | os.PathLike], *, every: float = 2.0, cfg: Any = None,
               client: Any = None) -> Iterator[tuple[str, Any]]:
     """``(video, timeline dict or error message)`` for each video, in order
-    (:func:`animeid.timeline.build_timeline`); with ``client``, one task per video on the cluster."""
+    (:func:`animeid.timeline.build_timeline`); with ``client``, one task per video on the cluster.
+
+    Parameters
+    ----------
+    model : path or Recognizer
+        A model file (or, locally, a loaded model).
+    videos : sequence of paths
+        Video files (on a cluster, readable by every worker under the same path).
+    every : float, default 2.0
+        Seconds between sampled frames (> 0).
+    cfg : PredictConfig, optional
+        Default ``PredictConfig(detect="always")``.
+    client : dask.distributed.Client or str, optional
+        A client or a scheduler address (``animeid[distributed]``); None: this process.
+
+    Yields
+    ------
+    tuple
+        ``(video path, timeline)``, the timeline as :func:`animeid.timeline.build_timeline` gives it,
+        or an error message (str) for a video that cannot be read.
+
+    Raises
+    ------
+    ConfigError
+        A bad ``every`` (at the first item: this is a generator).
+    ModelFileError
+        The model file cannot be read.
+    animeid.remote.ClusterError
+        An unusable cluster.
+
+    Examples
+    --------
+    >>> for video, tl in timelines("characters.animeid", ["ep01.mkv", "ep02.mkv"], every=2):
+    ...     print(video, tl if isinstance(tl, str) else list(tl["characters"]))
+    """
     from .options import SECONDS
     from .predict import PredictConfig, Recognizer
     from .timeline import build_timeline
