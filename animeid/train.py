@@ -578,8 +578,49 @@ def compare(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, augment: 
             progress: bool | None = None, seed: int = 0, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Train every method of the study's Table 7 (and animeid's default) on ``dataset``; one row each.
 
-    ``augment``: variants per training face for the augmented softmax row (the study: 64; fewer
-    keep it affordable on a CPU, and the row's name says how many were used). Models go to ``out_dir``.
+    Every row trains with :func:`train` on the same split (``split.csv``, or the one made with
+    ``seed``) and is scored on its test part.
+
+    Parameters
+    ----------
+    dataset : path
+        A folder-per-character dataset (``split.csv`` honoured).
+    out_dir : path
+        Folder for the models (``1-forest.animeid``, ...); made when missing.
+    augment : int, default 64
+        Variants per training face for the augmented softmax row (the study: 64; fewer keep it
+        affordable on a CPU, and the row's name says how many were used).
+    rows : sequence of (name, method, options), optional
+        The rows to train; default :data:`STUDY_TABLE` (``[]``: none of the study's rows).
+    include_best : bool, default True
+        Add a row for animeid's default method (``auto``).
+    progress : bool or None
+        As in :func:`train`.
+    seed : int, default 0
+        Seed of the split (without ``split.csv``) and of each training.
+    on_row : callable, optional
+        Called with each row's dict as soon as it is done.
+
+    Returns
+    -------
+    list of dict
+        One per row: ``{"method" (the row's name), "name" (the method run), "options", "top1",
+        "top5" (shares 0..1 of the test part, None without one), "n_test", "train_seconds",
+        "faces_per_s" (a saved model on up to 64 test faces, batch 32), "model" (its path)}``;
+        :func:`compare_markdown` makes the table.
+
+    Raises
+    ------
+    DatasetError, ConfigError, OutputError
+        As :func:`train`: a bad dataset or option; a file already at a row's model path (the
+        CLI clears an earlier compare's with ``--overwrite``) or ``out_dir`` inside a workspace.
+
+    Examples
+    --------
+    >>> rows = compare("data/newgame8", "out/compare", augment=2)
+    >>> print(compare_markdown(rows))
+    | method | top-1 | top-5 | training time | prediction (faces/s, batch 32) |
+    ...
     """
     from .evaluate import read_folder_dataset
 
