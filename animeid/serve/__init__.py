@@ -86,19 +86,55 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
                save_enrolments: bool | None = None) -> FastAPI:
     """The animeid web app for the model file ``model_path`` (and a workspace for the label page).
 
-    ``max_upload_mb``: largest request body for pictures (``max_video_mb`` for videos), enforced
-    while the body is read. ``max_pixels``: largest picture decoded. ``max_images``: pictures in
-    one request. ``max_video_frames``: frames sampled from one video (the rest is cut, the result
-    says ``truncated``). ``page_faces``: faces per page of the label page. ``tmp_dir``: where the
-    private folder for video uploads is made (default: the system's). ``preload``: load the model
-    now (errors surface here) instead of on the first request. ``save_enrolments``: write the model
-    file after each enrolment or forget through the API (atomically), so that it survives a restart;
-    by default such changes live in the server's memory only. ``detector``: the face detector
-    (a name or a detector file; ``None``: animeid's default).
-    A bad option raises :class:`~animeid.errors.ConfigError` naming it.
-    Raises :class:`~animeid.errors.ModelFileError` / :class:`~animeid.errors.DatasetError` for a
-    missing model file (or, with ``save_enrolments``, one in a folder that cannot be written) or a
-    folder that is not a workspace.
+    Parameters
+    ----------
+    model_path : path
+        The ``.animeid`` model file the app recognises with.
+    workspace : path, optional
+        A workspace whose unlabeled faces the label page shows (and names).
+    max_upload_mb, max_video_mb : float, default 20, 500
+        Largest request body in MB for pictures and for videos, enforced while the body is read.
+    max_pixels : int, default MAX_SERVE_PIXELS
+        Largest picture decoded, in pixels (width x height).
+    max_images : int, default 16
+        Pictures in one request.
+    max_video_frames : int, default 3000
+        Frames sampled from one video (the rest is cut; the result says ``truncated``).
+    page_faces : int, default 120
+        Faces per page of the label page.
+    tmp_dir : path, optional
+        Where the private folder for video uploads is made (default: the system's).
+    preload : bool, default False
+        Load the model now (its errors surface here) instead of at the first request.
+    save_enrollments : bool, default False
+        Write the model file (atomically) after each enrolment or forget through the API, so that
+        it survives a restart; by default such changes live in the server's memory only.
+    detector : str or path, optional
+        The face detector: a name or a detector file (None: animeid's default).
+    save_enrolments : bool, optional
+        The older spelling of ``save_enrollments`` (still accepted).
+
+    Returns
+    -------
+    fastapi.FastAPI
+        The app (run it with uvicorn; ``app.state.animeid`` holds its shared state).
+
+    Raises
+    ------
+    ConfigError
+        A bad option (named), before anything is opened.
+    ModelFileError
+        A missing model file, one in a folder that cannot be written (with ``save_enrollments``),
+        or (with ``preload``) one that cannot be read.
+    DatasetError
+        ``workspace`` is not a workspace.
+
+    Examples
+    --------
+    >>> import uvicorn
+    >>> from animeid.serve import create_app
+    >>> app = create_app("characters.animeid", "ws", save_enrollments=True, preload=True)
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)
     """
     from .. import options as o
     from .._util import check_file
