@@ -244,7 +244,35 @@ class Workspace:
 @dataclass
 class CollectConfig:
     """Options shared by :func:`collect` and :func:`import_illustrations`, checked when the config is
-    made (:mod:`animeid.options`; a bad value raises :class:`~animeid.errors.ConfigError`)."""
+    made (:mod:`animeid.options`; a bad value raises :class:`~animeid.errors.ConfigError`).
+
+    Parameters
+    ----------
+    every : float, default 5.0
+        Seconds between sampled video frames (> 0; the study: ffmpeg ``fps=1/5``).
+    threshold : float, optional
+        Detector score threshold, 0..1 (None: the detector's own; the study: 0.7).
+    margin : float, default 0.2
+        Square crop margin on each side, as a share of the face box's longer side.
+    crop_size : int, default 128
+        Side of the crops stored in the workspace, px (``dataset export`` resizes; the study: 96).
+    dedupe_distance : int, default 6
+        Perceptual-hash bits (0..64): a crop this close to one in the workspace is a duplicate.
+    skip_similar_frames : int or None, default 4
+        A sampled frame whose difference hash is within this many bits (0..64) of the previous kept
+        frame's is skipped (static scenes); None keeps every frame.
+    detector : str or path, optional
+        A detector name or a detector file (None: animeid's default).
+    workers : int, optional
+        Detection processes (None: all cores).
+    segment_frames : int, default 30
+        Sampled frames per video segment; the similar-frame chain starts again at each segment
+        border (``every * segment_frames`` seconds), locally and on a cluster (one task each).
+
+    Examples
+    --------
+    >>> collect(["episode01.mkv"], "ws", CollectConfig(every=2, crop_size=96))
+    """
 
     every: float = 5.0            # seconds between sampled frames (the study: ffmpeg fps=1/5)
     threshold: float | None = None  # detector score threshold (None: the detector's own; the study: 0.7)

@@ -76,7 +76,36 @@ def _predict_rules() -> dict:
 @dataclass(frozen=True)
 class PredictConfig:
     """Options shared by the CLI and the web app. Every field is checked when the config is made
-    (:mod:`animeid.options`): a bad value raises :class:`~animeid.errors.ConfigError` naming it."""
+    (:mod:`animeid.options`): a bad value raises :class:`~animeid.errors.ConfigError` naming it.
+
+    Parameters
+    ----------
+    top : int, default 3
+        Candidates per face, 1..50.
+    threshold : float, optional
+        Face detector score threshold, 0..1 (None: the detector's own default).
+    detector : str or path, optional
+        A detector name or a detector file (None: animeid's default).
+    detect : {"auto", "always", "never"}
+        ``auto``: find faces, and read a picture without one whole as a face crop (kept apart as
+        ``whole_picture``); ``always``: faces only; ``never``: every picture is a face crop.
+    fill_ratio : float, default 0.6
+        A single face whose box's longer side is at least this share (0..1] of the picture's
+        shorter side makes the picture a face crop, read whole (``detect="auto"``).
+    batch_size : int, default 32
+        Faces per network run, 1..4096.
+    unknown : bool, default True
+        Answer ``"unknown"`` for faces below the unknown threshold (False: always the closest).
+    unknown_threshold : float, optional
+        A raw open-set score threshold (None: the model's calibrated one).
+    unknown_rate : float, optional
+        Or the threshold as the share of known faces refused, 0 <= rate < 1.
+
+    Examples
+    --------
+    >>> PredictConfig(top=5, unknown_rate=0.05, detector="animeface")
+    >>> PredictConfig(**parse_unknown_threshold("5%"))
+    """
 
     top: int = 3
     threshold: float | None = None  # face detector score threshold (None: the detector's own default)
