@@ -178,10 +178,14 @@ def _open(image: ImageTyping, max_pixels: int, frame: int = 0, max_side: int | N
             img.load()
     except Image.DecompressionBombError:
         raise InputError("picture is too large to decode safely (decompression bomb?)", name) from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:   # IndexError: Pillow on a cut GIF
         raise InputError(f"corrupt or truncated picture ({e})", name) from None
     if isinstance(image, (str, os.PathLike)):
-        if getattr(img, "n_frames", 1) > 1:
+        try:
+            animated = getattr(img, "n_frames", 1) > 1
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError):   # an animation cut short:
+            animated = True                                                 # its decoded frame stands
+        if animated:
             img = img.copy()            # an animated picture keeps reading its file: detach it
         src.close()
     if max_side and max(img.size) > max_side:
@@ -281,7 +285,7 @@ def frame_count(image: ImageTyping) -> int:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(src) as im:
                 return int(getattr(im, "n_frames", 1))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.DecompressionBombError):
         return 1                                       # load_image reports what is wrong with it
     finally:
         if hasattr(src, "seek"):
@@ -335,7 +339,10 @@ def iter_frames(image: ImageTyping, *, max_frames: int | None = None, max_pixels
     else:
         data = image
     img = _open(data, limit)            # frame 0, decoded; later frames are read by seeking on
-    n = int(getattr(img, "n_frames", 1))
+    try:
+        n = int(getattr(img, "n_frames", 1))    # Pillow reads the frames' headers: a cut file fails here
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+        raise InputError(f"corrupt or truncated animation ({e})", describe(image)) from None
     want = set(frame_picks(n, max_frames))
     t = 0.0
     for i in range(n):
