@@ -214,3 +214,99 @@ def test_labels_must_match_head(saved, tmp_path):
         m["labels"] = ["x", "y", "z"]
 
     _expect(_rewrite(path, tmp_path / "relabel.animeid", relabel), "labels do not match")
+
+
+# ----------------------------------------------------------------------------------------------
+# what a model file may hold, and the last ways it can be damaged
+# ----------------------------------------------------------------------------------------------
+def _identity_onnx(tmp_path: Path) -> Path:
+    """A real ONNX graph: y = x, for a (1, 3) float input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    p = tmp_path / "identity.onnx"
+    onnx.save(model, p)
+    return p
+
+
+def test_backbone_graph_from_a_file_runs_and_a_model_without_one_says_so(tmp_path):
+    X, y = _features()
+    head = LogisticHead().fit(X, y)
+    graph = _identity_onnx(tmp_path)
+    path = save_model(tmp_path / "g.animeid", head, method="m", backbone={"name": "identity"}, backbone_onnx=graph)
+    b = read_model(path)
+    assert b.backbone_onnx == graph.read_bytes() and b.backbone == {"name": "identity", "onnx": "backbone.onnx"}
+    x = np.array([[1.5, -2.0, 3.25]], np.float32)
+    assert b.onnx_session().run(None, {"x": x})[0].tolist() == x.tolist(), "the bundled graph runs as saved"
+    bare = read_model(save_model(tmp_path / "bare.animeid", head, method="m"))
+    with pytest.raises(ModelFileError) as e:
+        bare.onnx_session()
+    assert str(e.value) == f"{tmp_path / 'bare.animeid'}: this model carries no backbone.onnx"
+
+
+def test_json_parts_take_numpy_values_sets_paths_and_dataclasses(tmp_path):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Backbone:
+        name: str
+        size: int
+
+    X, y = _features()
+    head = LogisticHead().fit(X, y)
+    training = {"top1": np.float32(0.5), "n": np.int64(7), "curve": np.arange(3), "chars": frozenset({"a"}),
+                "pair": (1, 2), "where": Path("runs") / "a"}
+    path = save_model(tmp_path / "j.animeid", head, method="m", backbone=Backbone("tiny", 96), training=training)
+    b = read_model(path)
+    assert b.backbone == {"name": "tiny", "size": 96}, "a config dataclass is stored as its fields"
+    assert b.training == {"top1": 0.5, "n": 7, "curve": [0, 1, 2], "chars": ["a"], "pair": [1, 2],
+                          "where": str(Path("runs") / "a")}
+    with pytest.raises(ValueError) as e:
+        save_model(tmp_path / "big.animeid", head, method="m", training={"all": np.zeros(10_001)})
+    assert str(e.value) == "training summary cannot be stored in a model file: ndarray is not JSON-serialisable", \
+        "an array over 10,000 values belongs in extra_arrays, not the JSON"
+    with pytest.raises(ValueError, match="^backbone must be a mapping with a 'name'$"):
+        save_model(tmp_path / "nameless.animeid", head, method="m", backbone={"version": "1"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.animeid"], "refused saves write nothing"
+
+
+@pytest.mark.parametrize("fv", ["1", True, None, 1.0])
+def test_a_format_version_that_is_not_a_whole_number_is_damage(saved, tmp_path, fv):
+    path, _, _ = saved
+    bad = _rewrite(path, tmp_path / "fv.animeid", lambda m: m.update(format_version=fv))
+    err = _expect(bad, f"damaged model file: bad format_version {fv!r}")
+    assert str(err) == f"{bad}: damaged model file: bad format_version {fv!r}"
+
+
+def test_a_member_whose_compressed_stream_is_broken_is_damage(saved, tmp_path):
+    """The description's deflate stream made invalid (block type 3): zlib's own error, named."""
+    path, _, _ = saved
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("animeid-model.json")
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start] = 0xFF                       # BFINAL 1, BTYPE 11: a block type that does not exist
+    bad = tmp_path / "deflate.animeid"
+    bad.write_bytes(bytes(data))
+    err = _expect(bad)
+    assert str(err) == (f"{bad}: damaged model file: cannot read animeid-model.json "
+                        "(Error -3 while decompressing data: invalid block type)")
+
+
+def test_a_member_that_claims_more_than_the_limit_is_refused_unread(saved, tmp_path, monkeypatch):
+    """Members claiming over 4 GiB are refused before reading (a zip bomb); the limit lowered to 100
+    bytes here stands for it: the description, read first, is refused by its claimed size."""
+    from animeid import modelfile
+
+    path, _, _ = saved
+    with zipfile.ZipFile(path) as z:
+        size = z.getinfo("animeid-model.json").file_size
+    monkeypatch.setattr(modelfile, "_MAX_MEMBER", 100)
+    err = _expect(path)
+    assert str(err) == f"{path}: damaged model file: animeid-model.json claims {size:,} bytes"
