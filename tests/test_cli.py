@@ -119,13 +119,13 @@ def test_frames_says_each_error_once(tmp_path, capsys, caplog):
 
 
 def test_timeline_says_its_note_once_and_true(tmp_path, capsys, caplog, monkeypatch):
-    from test_timeline import RED, ColourRecognizer, _colour_video
+    from test_timeline import RED, ColorRecognizer, _color_video
     from test_video import damage_packets
 
     from animeid.predict import Recognizer
 
-    monkeypatch.setattr(Recognizer, "load", classmethod(lambda cls, *a, **k: ColourRecognizer()))
-    src = _colour_video(tmp_path / "src.mp4", [RED] * 40, fps=2, gop=4)
+    monkeypatch.setattr(Recognizer, "load", classmethod(lambda cls, *a, **k: ColorRecognizer()))
+    src = _color_video(tmp_path / "src.mp4", [RED] * 40, fps=2, gop=4)
     video = damage_packets(src, tmp_path / "damaged.mp4", 8, 10)
     assert main(["timeline", "model.animeid", str(video), "--every", "1", "--no-png"]) == 1
     captured = capsys.readouterr()

@@ -133,7 +133,7 @@ def test_plot_confusion_draws_japanese_names_with_a_cjk_font(tmp_path, caplog):
     assert not [rec for rec in caplog.records if "no glyph" in rec.getMessage()]
 
 
-def _cell_colours(png: Path, n: int) -> np.ndarray:
+def _cell_colors(png: Path, n: int) -> np.ndarray:
     """The colour near the top-left corner of each cell of an ``n x n`` confusion plot whose cell (0, 0)
     is a full row share (the darkest Blues): found as the block of that colour."""
     import matplotlib
@@ -154,7 +154,7 @@ def test_plot_confusion_colours_each_cell_by_its_share_of_the_row(tmp_path):
     r = evaluate_predictions(["a", "a", "b", "b", "b"], np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0.0]]),
                              ["a", "b"])
     assert r.confusion.tolist() == [[2, 0], [1, 2]]
-    got = _cell_colours(plot_confusion(r, tmp_path / "cm.png"), 2)
+    got = _cell_colors(plot_confusion(r, tmp_path / "cm.png"), 2)
     want = np.array([[[round(v * 255) for v in matplotlib.colormaps["Blues"](s)[:3]] for s in row]
                      for row in ([1.0, 0.0], [1 / 3, 2 / 3])])
     assert np.abs(got - want).max() <= 3, ("cells coloured by row share: 1, 0 / 1/3, 2/3", got.tolist(), want.tolist())

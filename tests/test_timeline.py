@@ -130,7 +130,7 @@ def test_format_time():
 RED, BLUE, GREY = (220, 30, 30), (30, 30, 220), (128, 128, 128)
 
 
-class ColourRecognizer:
+class ColorRecognizer:
     """Stands in for a Recognizer: a red frame shows 'red', a blue one an unknown face, grey nobody."""
 
     def __init__(self):
@@ -150,16 +150,16 @@ class ColourRecognizer:
         return out
 
 
-def _colour_video(path: Path, colours, fps=2.0, **kw) -> Path:
-    write_video([np.full((48, 64, 3), c, np.uint8) for c in colours], path, fps=fps, **kw)
+def _color_video(path: Path, colors, fps=2.0, **kw) -> Path:
+    write_video([np.full((48, 64, 3), c, np.uint8) for c in colors], path, fps=fps, **kw)
     return path
 
 
 def test_build_timeline_ranges_batches_progress_and_unknown(tmp_path):
     # 1 frame per 0.5 s; sampled every 1 s: t = 0..9
-    colours = [RED] * 8 + [GREY] * 4 + [BLUE] * 4 + [RED] * 4
-    video = _colour_video(tmp_path / "c.mp4", colours)
-    rec = ColourRecognizer()
+    colors = [RED] * 8 + [GREY] * 4 + [BLUE] * 4 + [RED] * 4
+    video = _color_video(tmp_path / "c.mp4", colors)
+    rec = ColorRecognizer()
     calls = []
     tl = build_timeline(rec, video, every=1, batch_frames=4, progress=lambda *a: calls.append(a))
     assert tl["every"] == 1.0 and tl["duration"] == pytest.approx(10, abs=0.6)
@@ -187,8 +187,8 @@ def test_build_timeline_ranges_batches_progress_and_unknown(tmp_path):
 
 
 def test_build_timeline_max_frames_and_progress_can_stop_it(tmp_path):
-    video = _colour_video(tmp_path / "c.mp4", [RED] * 20)
-    tl = build_timeline(ColourRecognizer(), video, every=1, max_frames=3)
+    video = _color_video(tmp_path / "c.mp4", [RED] * 20)
+    tl = build_timeline(ColorRecognizer(), video, every=1, max_frames=3)
     assert tl["truncated"] and len(tl["frames"]) == 3
 
     class Stop(Exception):
@@ -199,15 +199,15 @@ def test_build_timeline_max_frames_and_progress_can_stop_it(tmp_path):
             raise Stop()
 
     with pytest.raises(Stop):
-        build_timeline(ColourRecognizer(), video, every=1, batch_frames=2, progress=stop)
+        build_timeline(ColorRecognizer(), video, every=1, batch_frames=2, progress=stop)
 
 
 def test_partial_video_keeps_the_frames_before_the_break(tmp_path):
-    video = _colour_video(tmp_path / "c.mkv", [RED] * 60, fps=2, gop=4)
+    video = _color_video(tmp_path / "c.mkv", [RED] * 60, fps=2, gop=4)
     data = video.read_bytes()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) // 2])
-    tl = build_timeline(ColourRecognizer(), cut, every=1)
+    tl = build_timeline(ColorRecognizer(), cut, every=1)
     assert tl["partial"] and tl["error"]
     assert 3 <= len(tl["frames"]) < 30
     assert tl["characters"]["red"][0]["start"] == 0.0
@@ -220,12 +220,12 @@ def test_variable_frame_rate_held_frame_is_seen_at_each_sample_time(tmp_path):
 
     pic = {c: np.full((48, 64, 3), c, np.uint8) for c in (RED, GREY)}
     video = write_timed(tmp_path / "vfr.mkv", [(0, pic[GREY]), (2, pic[RED]), (14, pic[GREY]), (15, pic[GREY])])
-    tl = build_timeline(ColourRecognizer(), video, every=2)
+    tl = build_timeline(ColorRecognizer(), video, every=2)
     assert [f["time"] for f in tl["frames"]] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]
     assert tl["characters"] == {"red": [{"start": 2.0, "end": 12.0, "n": 6, "mean_p": 0.9}]}
 
 
-class UprightRecognizer(ColourRecognizer):
+class UprightRecognizer(ColorRecognizer):
     """'red' only for an upright portrait picture whose top half is red (a phone video shown right)."""
 
     def predict_batch(self, images, cfg=None):
@@ -254,8 +254,8 @@ def test_rotated_phone_video_is_read_upright(tmp_path):
 def test_damaged_video_note_tells_which_frames_were_read(tmp_path):
     from test_video import damage_packets
 
-    src = _colour_video(tmp_path / "src.mp4", [RED] * 40, fps=2, gop=4)
-    tl = build_timeline(ColourRecognizer(), damage_packets(src, tmp_path / "damaged.mp4", 8, 10), every=1)
+    src = _color_video(tmp_path / "src.mp4", [RED] * 40, fps=2, gop=4)
+    tl = build_timeline(ColorRecognizer(), damage_packets(src, tmp_path / "damaged.mp4", 8, 10), every=1)
     assert tl["partial"]
     assert tl["characters"]["red"][-1]["end"] == 19.0            # ranges after the damage ...
     assert "went on to 19.500 s" in tl["error"] and "after the damage" in tl["error"]   # ... and the note says so
@@ -266,17 +266,17 @@ def test_bad_input(tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
     with pytest.raises(InputError, match="notes.mp4"):
-        build_timeline(ColourRecognizer(), text)
+        build_timeline(ColorRecognizer(), text)
     with pytest.raises(InputError, match="no such file"):
-        build_timeline(ColourRecognizer(), tmp_path / "missing.mp4")
+        build_timeline(ColorRecognizer(), tmp_path / "missing.mp4")
     pic = tmp_path / "pic.mp4"
     Image.new("RGB", (32, 32)).save(pic, format="PNG")
     with pytest.raises(InputError, match="picture"):
-        build_timeline(ColourRecognizer(), pic)
-    video = _colour_video(tmp_path / "c.mp4", [RED] * 4)
+        build_timeline(ColorRecognizer(), pic)
+    video = _color_video(tmp_path / "c.mp4", [RED] * 4)
     for every in (0, -1, float("nan")):
         with pytest.raises(ValueError):
-            build_timeline(ColourRecognizer(), video, every=every)
+            build_timeline(ColorRecognizer(), video, every=every)
 
 
 def test_plot_timeline_draws_one_row_per_character(tmp_path):
