@@ -127,7 +127,30 @@ def parse_unknown_threshold(text: str | float | None) -> dict[str, Any]:
     """The :class:`PredictConfig` fields for an unknown threshold as the CLI and the web API take it:
     ``off`` (never unknown), a known-face refusal rate as a share ``0.05`` or a percentage ``5%``
     (from 0 up to, not including, 1 / 100 %), or a raw open-set score ``score:-14.8``; ``None`` or
-    ``""``: the model's calibrated threshold (``{}``). ``ValueError`` with a readable message otherwise."""
+    ``""``: the model's calibrated threshold (``{}``).
+
+    Parameters
+    ----------
+    text : str, float or None
+        ``"off"``, ``"5%"``, ``"0.05"`` (or ``0.05``), ``"score:T"``, ``None`` or ``""``.
+
+    Returns
+    -------
+    dict
+        ``{}``, ``{"unknown": False}``, ``{"unknown_rate": r}`` or ``{"unknown_threshold": t}``.
+
+    Raises
+    ------
+    ValueError
+        Anything else, or a rate outside ``0 <= rate < 1`` (the message says what is accepted).
+
+    Examples
+    --------
+    >>> parse_unknown_threshold("5%")
+    {'unknown_rate': 0.05}
+    >>> PredictConfig(top=3, **parse_unknown_threshold("score:-14.8"))
+    PredictConfig(top=3, ..., unknown_threshold=-14.8, unknown_rate=None)
+    """
     if text is None:
         return {}
     t = str(text).strip().lower().replace(" ", "")
