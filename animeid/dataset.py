@@ -354,9 +354,23 @@ def _detect_job(job: _DetectJob, cfg: CollectConfig) -> _Result:
         return _Result([], str(e))
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int | None = None) -> None:
     # one thread per worker process: the parallelism is across processes
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # A pool's worker waits for work forever once its parent is gone (killed with SIGKILL, it cannot
+    # shut the pool down): this one ends itself within a second of its parent's death (``parent``: the
+    # pid of the process that made the pool, given, since it may be gone before this runs).
+    parent = os.getppid() if parent is None else parent
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    import threading
+
+    threading.Thread(target=watch, name="animeid-parent-watch", daemon=True).start()
 
 
 class _Runner:
@@ -369,7 +383,8 @@ class _Runner:
         if workers > 1:
             import multiprocessing as mp
 
-            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                               initializer=_init_worker, initargs=(os.getpid(),))
 
     def map(self, jobs: Iterable[_DetectJob]) -> Iterator[tuple[_DetectJob, _Result]]:
         if self.pool is None:

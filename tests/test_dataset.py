@@ -380,3 +380,49 @@ def test_video_ends_marks_every_video_in_order_even_those_without_frames():
     got = [(v.path.name, None if job is None else res) for v, job, res in _video_ends(todo, iter(stream))]
     assert got == [("v0.mp4", None), ("v1.mp4", "r1a"), ("v1.mp4", "r1b"), ("v1.mp4", None), ("v2.mp4", None),
                    ("v3.mp4", "r3"), ("v3.mp4", None), ("v4.mp4", None)]
+
+
+def test_pool_workers_end_when_collect_is_killed(tmp_path):
+    """A collect killed with SIGKILL cannot shut its process pool down; its workers end themselves,
+    even those still starting when it died."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import multiprocessing, os, signal, sys\n"
+            "from animeid.dataset import _Runner, CollectConfig\n"
+            "if __name__ == '__main__':\n"
+            "    r = _Runner(2, CollectConfig(detector='animeface'))\n"
+            "    r.pool.submit(abs, -1)\n"    # workers start; killed before they are ready (the harder case)
+            "    print(' '.join(str(p.pid) for p in multiprocessing.active_children()), flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    script = tmp_path / "killed.py"
+    script.write_text(code)
+    out = tmp_path / "pids.txt"
+    with open(out, "wb") as f:        # a file, not a pipe, which orphaned workers would hold open
+        rc = subprocess.run([sys.executable, str(script)], stdout=f, timeout=120).returncode
+    assert rc == -signal.SIGKILL
+    pids = [int(p) for p in out.read_text().split()]
+    assert pids, "the pool started a worker"
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie (ended, not yet reaped by init) counts as ended
+        try:
+            with open(f"/proc/{pid}/stat") as st:
+                return st.read().split(") ", 1)[1][0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"pool workers still running after their parent was killed: {left}"
