@@ -251,3 +251,45 @@ def test_fine_tuning_starts_from_the_given_detector_file(scenes, tmp_path):
     with pytest.raises(ValueError, match="not a detector file this network can start from"):
         bad = FaceNet(DetectorTrainConfig(**{**cfg, "width": 32}), pretrained=False)
         load_onnx_weights(bad, first)
+
+
+def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes, tmp_path):
+    """The real `animeid detector train` (one epoch of a step or two) and `animeid detector evaluate` (a split, the text
+    table, the precision-recall PNG): what each prints and writes."""
+    from animeid.detect.evaluate import evaluate_detector, format_table
+    from animeid.detect.training import split_items
+    from animeid.outputs import is_animeid_png
+
+    det = tmp_path / "d.onnx"
+    tiny = ["--epochs", "1", "--size", "128", "--input-size", "128", "--batch-size", "8", "--threads", "1", "-q"]
+    r = _cli("detector", "train", str(scenes), "--out", str(det), *tiny)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"detector written to {det} (") and "; threshold " in r.stdout, r.stdout
+    assert "12 pictures, " in r.stderr and " boxed faces" in r.stderr
+    history = det.with_suffix(".history.png")
+    assert is_animeid_png(history), "the learning curve is drawn beside the detector"
+    # before any picture is read: an earlier detector (without its .work folder) is kept without
+    # --overwrite, and a file that is not a detector is never replaced
+    earlier, notes = tmp_path / "earlier.onnx", tmp_path / "notes.onnx"
+    earlier.write_bytes(det.read_bytes())
+    notes.write_text("my notes")
+    for target, why in ((earlier, "--overwrite"), (notes, "not a detector file")):
+        r = _cli("detector", "train", str(scenes), "--out", str(target), *tiny)
+        assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert earlier.read_bytes() == det.read_bytes() and notes.read_text() == "my notes"
+
+    items = split_items(load_boxes(scenes), 0.05, 0.4, 0)["test"]
+    assert 0 < len(items) < 12
+    pr = tmp_path / "pr.png"
+    r = _cli("detector", "evaluate", str(det), "animeface", "--boxes", str(scenes), "--split", "test",
+             "--test-fraction", "0.4", "--pr-curve", str(pr), "-q")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = [evaluate_detector(d, items, progress=False) for d in (str(det), "animeface")]
+    want = format_table(rows, len(items)).splitlines()
+    assert lines[:2] == want[:2], "the test part's pictures and faces, then the header"
+    # each detector's row as computed here, but for its speed (the last column)
+    assert [ln.rsplit(None, 1)[0] for ln in lines[2:4]] == [ln.rsplit(None, 1)[0] for ln in want[2:4]]
+    assert lines[4:] == [f"precision-recall curves in {pr}"] and is_animeid_png(pr)
+    r = _cli("detector", "evaluate", "animeface", "--boxes", str(scenes), "--split", "val", "--val-fraction", "0")
+    assert (r.returncode, r.stderr.strip()) == (1, "animeid: the val part of the seeded split is empty")
