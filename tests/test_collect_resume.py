@@ -74,7 +74,7 @@ def _killed_collect(pics: Path, ws: Path, workers: int, log: Path) -> tuple[int,
             "    return n\n"
             "dataset._Store.add = dying_add\n"
             "sys.exit(main(sys.argv[1:]))")
-    # output to a file, not a pipe: the killed command's workers outlive it (see below) and would hold a pipe open
+    # output to a file, not a pipe: the killed command's workers outlive it a little and would hold a pipe open
     with open(log, "wb") as out:
         rc = subprocess.run([sys.executable, "-c", code, "collect", str(pics), "--workspace", str(ws),
                              "--workers", str(workers), "--detector", "animeface"],
@@ -83,8 +83,9 @@ def _killed_collect(pics: Path, ws: Path, workers: int, log: Path) -> tuple[int,
 
 
 def _end(pids: list[int]) -> None:
-    """Kill the worker processes a killed collect left behind (ProcessPoolExecutor's workers wait for
-    work forever once their parent is gone: they hold both ends of its queue's pipe)."""
+    """End at once the worker processes of a killed collect (they end themselves within a second of
+    their parent's death; before that was so, they waited for work forever), so that nothing of this
+    test outlives it."""
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -88,6 +88,9 @@ def test_auto_fine_tunes_without_comparing_from_min_finetune_training_faces(draw
     m = read_model(r.model_path)
     assert type(m.head).__name__ == "ProbabilityHead" and m.features["kind"] == "network", (type(m.head), m.features)
     assert m.training["info"]["chosen"] == "finetune"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft.animeid", "ft.animeid.confusion.png",
+                                                            "ft.animeid.curves.png"], \
+        "the checkpoint folder made beside the model is gone once the model is saved"
 
 
 def test_tune_searches_the_forest_and_saves_the_best_parameters(drawn4, tmp_path):
