@@ -735,6 +735,14 @@ def collect(inputs: Sequence[str | os.PathLike], workspace: str | os.PathLike, c
         ``workspace`` lies inside an input folder or inside another workspace.
     animeid.remote.ClusterError
         An unusable cluster, before anything is written.
+
+    Examples
+    --------
+    >>> from animeid.dataset import CollectConfig, collect
+    >>> s = collect(["episodes/"], "ws", CollectConfig(every=5))           # doctest: +SKIP
+    >>> s.sources, s.items, s.faces, s.duplicates                         # doctest: +SKIP
+    (12, 3456, 2101, 388)
+    >>> collect(["episodes/"], "ws", client="tcp://10.0.0.5:8786")        # doctest: +SKIP
     """
     cfg = cfg or CollectConfig()
     disable = None if show_progress is None else not show_progress

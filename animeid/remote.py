@@ -261,10 +261,37 @@ class Cluster:
 
 
 def connect(scheduler: Any, *, timeout: float = CONNECT_TIMEOUT, worker_timeout: float = WORKER_TIMEOUT) -> Cluster:
-    """A :class:`Cluster` from a ``dask.distributed.Client`` (used as it is, not closed) or a scheduler
-    address (``tcp://HOST:8786``; connected here, closed by :meth:`Cluster.close`). Checked: the
-    scheduler answers within ``timeout`` seconds, a worker is there within ``worker_timeout``, and every
-    worker runs this animeid version. Raises :class:`ClusterError` saying which failed."""
+    """A checked connection to a Dask cluster, for ``collect``, ``import``, ``predict_files`` and ``timelines``.
+
+    Parameters
+    ----------
+    scheduler : dask.distributed.Client or str
+        A client (used as it is, not closed by :meth:`Cluster.close`) or a scheduler address
+        (``tcp://HOST:8786``; ``HOST:8786`` is read as TCP; connected here, closed by :meth:`Cluster.close`).
+    timeout : float
+        Seconds to wait for the scheduler to answer.
+    worker_timeout : float
+        Seconds to wait for a first worker to join the scheduler.
+
+    Returns
+    -------
+    Cluster
+        A context manager: ``with connect(...) as cluster: ...`` closes what it opened.
+
+    Raises
+    ------
+    ClusterError
+        Dask distributed is not installed (the message names ``animeid[distributed]``); an empty
+        address; no scheduler answers within ``timeout``; no worker within ``worker_timeout``; a worker
+        runs another animeid version, or cannot import animeid (each worker named).
+
+    Examples
+    --------
+    >>> from animeid.remote import connect
+    >>> with connect("tcp://10.0.0.5:8786") as cluster:                # doctest: +SKIP
+    ...     print(cluster.address, cluster.threads())
+    tcp://10.0.0.5:8786 16
+    """
     distributed = _dask()
     if isinstance(scheduler, distributed.Client):
         client, owned = scheduler, False
