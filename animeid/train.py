@@ -471,7 +471,15 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
         earlier model; or ``out.curves.png`` / ``out.confusion.png`` are pictures animeid did not draw.
     DatasetError
         No pictures, one character only, a character with a single picture, a bad ``split.csv``.
-    """
+
+    Examples
+    --------
+    >>> from animeid.train import train
+    >>> r = train("faces/", "mine.animeid", progress=False)          # doctest: +SKIP
+    >>> r.labels, round(r.test["top1"], 3)                            # doctest: +SKIP
+    (['aoba', 'hifumi', ...], 0.943)
+    >>> train("faces/", "rf.animeid", method="forest", n_estimators=500, overwrite=True)  # doctest: +SKIP
+        """
     from .evaluate import evaluate_predictions, plot_confusion, plot_curves, read_folder_dataset
     from .modelfile import save_model
 
