@@ -479,7 +479,7 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     >>> r.labels, round(r.test["top1"], 3)                            # doctest: +SKIP
     (['aoba', 'hifumi', ...], 0.943)
     >>> train("faces/", "rf.animeid", method="forest", n_estimators=500, overwrite=True)  # doctest: +SKIP
-        """
+    """
     from .evaluate import evaluate_predictions, plot_confusion, plot_curves, read_folder_dataset
     from .modelfile import save_model
 
