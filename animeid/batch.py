@@ -9,7 +9,9 @@ object a line: ``path``, ``faces``, ``whole_picture`` when no face was found, or
 file (one row per face: ``path, face, x0, y0, x1, y1, name, p, unknown, error``; a picture without
 a face has one row with ``face`` empty). Each finished chunk is appended and flushed, so the file is
 always a prefix of the full result; run it again and the pictures already in the file are skipped
-(a line cut off by a kill is dropped first). With ``client`` (a ``dask.distributed.Client`` or a
+(a path given another way, ``shots/a.png`` or ``/home/me/shots/a.png``, is the same picture). A
+chunk is appended in one write call, so a kill never keeps part of it, and a write that fails midway
+(a full disk) is undone; a last line cut off anyway (a power cut) is dropped on the next run. With ``client`` (a ``dask.distributed.Client`` or a
 scheduler address) the pictures are named on the cluster's workers (:mod:`animeid.remote`).
 """
 from __future__ import annotations
@@ -57,6 +59,25 @@ def _clean_tail(out: Path) -> None:
         keep = data.rfind(b"\n") + 1
         with open(out, "r+b") as f:
             f.truncate(keep)
+
+
+def _append(f: Any, data: bytes) -> None:
+    """Append one chunk's records to the unbuffered file ``f`` in one write call, so that a kill
+    cannot leave part of it (a picture's first face rows without the others); a write that fails
+    midway (a full disk) is undone before the error goes on."""
+    start = f.seek(0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
+    except BaseException:
+        f.truncate(start)
+        raise
+
+
+def _key(path: str | os.PathLike) -> str:
+    """A picture's path as a resumed run compares it: ``shots`` and ``/home/me/shots`` are one folder."""
+    return os.path.normcase(os.path.abspath(os.fspath(path)))
 
 
 def read_done(out: str | os.PathLike) -> set[str]:
@@ -180,10 +201,10 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
     cfg = cfg or PredictConfig()
     check_not_in_workspace(Path(os.path.realpath(out)).parent, "--out")   # as every output: never in a workspace
     files = [os.fspath(f) for f in iter_image_files(inputs)]       # InputError for a missing input
-    records = _read_records(out)
-    todo = [f for f in files if f not in records]
+    records = {_key(p): failed for p, failed in _read_records(out).items()}
+    todo = [f for f in files if _key(f) not in records]
     summary = {"pictures": len(files), "skipped": len(files) - len(todo), "done": 0, "failed": 0,
-               "failed_before": sum(1 for f in files if records.get(f))}
+               "failed_before": sum(1 for f in files if records.get(_key(f)))}
     if not todo:
         return summary
     cluster = None
@@ -204,10 +225,10 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
             results = _records_of(rec.predict_stream(todo, cfg, chunk=chunk))
         new = not out.exists() or out.stat().st_size == 0
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a", encoding="utf-8", newline="") as f:
+        with open(out, "ab", buffering=0) as f:
             if new and fmt == "csv":
-                f.write(",".join(CSV_FIELDS) + "\n")
-            pending: list[str] = []         # a chunk's records, written and flushed at once
+                _append(f, (",".join(CSV_FIELDS) + "\n").encode("utf-8"))
+            pending: list[str] = []         # a chunk's records, written at once
             for n, (path, res) in enumerate(results, 1):
                 pending.append(_records(fmt, path, res))
                 summary["done"] += 1
@@ -215,8 +236,7 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
                 if on_result is not None:
                     on_result(path, res)
                 if n % chunk == 0 or n == len(todo):
-                    f.write("".join(pending))
-                    f.flush()
+                    _append(f, "".join(pending).encode("utf-8"))
                     pending.clear()
     finally:
         if cluster is not None:

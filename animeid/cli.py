@@ -298,9 +298,24 @@ def add_scheduler_opt(p, what: str) -> None:
     """``--scheduler ADDR`` (default ``$ANIMEID_SCHEDULER``): run on a Dask cluster (animeid[distributed])."""
     from .remote import SCHEDULER_ENV
 
-    p.add_argument("--scheduler", metavar="ADDR", default=os.environ.get(SCHEDULER_ENV) or None,
+    p.add_argument("--scheduler", metavar="ADDR", default=None,
                    help=f"a Dask scheduler's address, tcp://HOST:8786 (default ${SCHEDULER_ENV}; needs "
                         f"pip install 'animeid[distributed]'): {what}")
+
+
+def _resolve_scheduler(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """``a.scheduler``: the flag's address, else ``$ANIMEID_SCHEDULER`` (unset or blank: None, run here);
+    ``a.scheduler_from_env`` says which. An empty ``--scheduler ''`` is a usage error."""
+    from .remote import SCHEDULER_ENV
+
+    a.scheduler_from_env = False
+    if a.scheduler is not None:
+        if not a.scheduler.strip():
+            _subparser(ap, a).error("argument --scheduler: an empty address; give tcp://HOST:8786, or leave the "
+                                    "option out to run on this machine")
+        return
+    env = os.environ.get(SCHEDULER_ENV, "").strip()
+    a.scheduler, a.scheduler_from_env = (env or None), bool(env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -449,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     a, extra = ap.parse_known_args(argv)
     if extra:                         # said by the command's own parser: its usage, `animeid CMD: error:`
         _subparser(ap, a).error(f"unrecognized arguments: {' '.join(extra)}")
+    if hasattr(a, "scheduler"):
+        _resolve_scheduler(ap, a)
     if a.max_pixels is not None:      # through the environment: worker processes see it too
         from .images import MAX_PIXELS_ENV
 

@@ -181,9 +181,12 @@ def _compare(a, out: Path) -> int:
 
 def cmd_predict(a) -> int:
     if a.scheduler and not a.out:
-        print("animeid predict: error: argument --scheduler: needs --out FILE (.jsonl or .csv) for the results",
-              file=sys.stderr)
-        return 2
+        if getattr(a, "scheduler_from_env", False):   # set for collect's sake: answering a few pictures here is what was asked
+            a.scheduler = None
+        else:
+            print("animeid predict: error: argument --scheduler: needs --out FILE (.jsonl or .csv) for the results",
+                  file=sys.stderr)
+            return 2
     if a.out and a.preview:
         print("animeid predict: error: argument --preview: not with --out", file=sys.stderr)
         return 2
@@ -399,5 +402,6 @@ def add_commands(sub) -> None:
     from .cli import add_scheduler_opt
 
     add_scheduler_opt(p, "name the pictures on its workers (the model is sent once to each; the pictures must "
-                         "be readable by every worker at the same path); needs --out")
+                         "be readable by every worker at the same path); needs --out (without it, $ANIMEID_SCHEDULER "
+                         "is not used: the pictures are named here)")
     p.set_defaults(func=cmd_predict)

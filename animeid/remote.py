@@ -29,6 +29,7 @@ each task. A worker that dies mid-task has its task run again elsewhere by Dask.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -154,13 +155,30 @@ _MODELS: dict[str, Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def _worker_model(data: bytes, sha: str) -> Any:
-    """The model shipped as ``data``, loaded once per worker process (kept by its SHA-256)."""
+_MODEL_BYTES: dict[str, bytes] = {}
+
+
+def _keep_model(sha: str, data: bytes | None) -> None:
+    """On a worker: keep (``data``) or drop (None) the bytes of the model ``sha`` and its loaded copy."""
+    with _MODELS_LOCK:
+        if data is None:
+            _MODEL_BYTES.pop(sha, None)
+            _MODELS.pop(sha, None)
+        else:
+            _MODEL_BYTES[sha] = data
+
+
+def _worker_model(sha: str) -> Any:
+    """The model the driver registered for every worker (:meth:`Cluster.ship`), loaded once per
+    worker process and kept by its SHA-256."""
     from .predict import Recognizer
 
     with _MODELS_LOCK:
         rec = _MODELS.get(sha)
         if rec is None:
+            data = _MODEL_BYTES.get(sha)
+            if data is None:
+                raise ClusterError(f"the model did not reach {_worker_name()}: run the command again")
             folder = Path(tempfile.gettempdir()) / "animeid-models"
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{sha}.animeid"
@@ -173,18 +191,44 @@ def _worker_model(data: bytes, sha: str) -> Any:
         return rec
 
 
-def _predict_task(data: bytes, sha: str, files: list[str], cfg: Any, version: str) -> list:
+def _model_plugin(data: bytes, sha: str) -> Any:
+    """A Dask worker plugin that hands the model's bytes to every worker, those that join later or
+    replace a dead one included (data scattered to the workers instead is lost with a dead worker,
+    and the tasks needing it are cancelled)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class AnimeidModel(WorkerPlugin):
+        def __init__(self, data: bytes, sha: str):
+            self.data, self.sha = data, sha
+            self.name = f"animeid-model-{sha[:16]}"
+
+        def setup(self, worker: Any) -> None:
+            from animeid.remote import _keep_model
+
+            _keep_model(self.sha, self.data)
+
+        def teardown(self, worker: Any) -> None:
+            from animeid.remote import _keep_model
+
+            _keep_model(self.sha, None)
+
+    return AnimeidModel(data, sha)
+
+
+def _predict_task(sha: str, files: list[str], cfg: Any, version: str) -> list:
+    """``(file, result or error message)`` per file (absolute paths); the record names the file, the
+    message does not."""
     from .batch import predict_chunk
 
     _check_version(version)
-    rec = _worker_model(data, sha)
+    rec = _worker_model(sha)
     bad = {f: _unreadable(f) for f in files}
     readable = [f for f in files if not bad[f]]
     got = dict(predict_chunk(rec, readable, cfg))
-    return [(f, f"{f}: {bad[f]}" if bad[f] else got[f]) for f in files]
+    return [(f, bad[f] or got[f]) for f in files]
 
 
-def _timeline_task(data: bytes, sha: str, video: str, every: float, cfg: Any, version: str) -> Any:
+def _timeline_task(sha: str, video: str, every: float, cfg: Any, version: str) -> Any:
     from .errors import InputError
     from .timeline import build_timeline
 
@@ -193,7 +237,7 @@ def _timeline_task(data: bytes, sha: str, video: str, every: float, cfg: Any, ve
     if why:
         return f"{video}: {why}"
     try:
-        return build_timeline(_worker_model(data, sha), video, every=every, cfg=cfg)
+        return build_timeline(_worker_model(sha), video, every=every, cfg=cfg)
     except InputError as e:
         return str(e)
 
@@ -250,14 +294,27 @@ class Cluster:
         while pending:
             yield self.result(pending.popleft())
 
-    def ship(self, path: str | os.PathLike) -> tuple[Any, str]:
-        """A model file's bytes, sent once to each worker: ``(future, sha256)`` for the tasks."""
+    @contextlib.contextmanager
+    def ship(self, path: str | os.PathLike) -> Iterator[str]:
+        """A model file's bytes, handed to each worker (those joining later too) while the block runs:
+        yields its SHA-256 for the tasks (:func:`_worker_model`); the workers drop it afterwards."""
         from .modelfile import read_model
 
         read_model(path)                  # a bad model fails here, before any work is sent
         data = Path(path).read_bytes()
         sha = hashlib.sha256(data).hexdigest()
-        return self.client.scatter(data, broadcast=True, hash=False), sha
+        plugin = _model_plugin(data, sha)
+        try:
+            self.client.register_plugin(plugin, name=plugin.name)
+        except Exception as e:      # noqa: BLE001 - a worker's own failure, re-raised by Dask
+            raise ClusterError(f"the model could not be handed to every worker ({type(e).__name__}: {e})") from None
+        try:
+            yield sha
+        finally:
+            try:
+                self.client.unregister_worker_plugin(plugin.name)
+            except Exception:      # noqa: BLE001 - the cluster may be gone; the workers' copies go with them
+                pass
 
 
 def connect(scheduler: Any, *, timeout: float = CONNECT_TIMEOUT, worker_timeout: float = WORKER_TIMEOUT) -> Cluster:
@@ -297,16 +354,16 @@ def connect(scheduler: Any, *, timeout: float = CONNECT_TIMEOUT, worker_timeout:
         client, owned = scheduler, False
     else:
         address = str(scheduler).strip()
-        if not address:
-            raise ClusterError("empty scheduler address; give tcp://HOST:8786")
-        if "://" not in address:
-            address = f"tcp://{address}"
+        if _scheme(address) == "tcp":       # checked first: Dask's client alone may wait without end
+            address = _probe(*_parse_address(address), timeout)
         try:
             client = distributed.Client(address, timeout=timeout, set_as_default=False)
-        except (OSError, distributed.TimeoutError, ValueError) as e:
+        except Exception as e:      # noqa: BLE001 - whatever answers there, say so in one line
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ClusterError(f"no Dask scheduler answers at {address} within {timeout:g} s ({why}); start one with "
-                               f"`dask scheduler` and give its address") from None
+            hint = ("; a tls:// scheduler needs Dask's security settings: make a dask.distributed.Client with them "
+                    "in Python and pass it as client=") if _scheme(address) == "tls" else ""
+            raise ClusterError(f"could not connect to a Dask scheduler at {address} within {timeout:g} s "
+                               f"({type(e).__name__}: {why}){hint}") from None
         owned = True
     cluster = Cluster(client, owned)
     try:
@@ -320,6 +377,71 @@ def connect(scheduler: Any, *, timeout: float = CONNECT_TIMEOUT, worker_timeout:
         cluster.close()
         raise
     return cluster
+
+
+def _scheme(address: str) -> str:
+    """An address's protocol: ``tcp`` for ``HOST:PORT`` without one."""
+    scheme, sep, _ = address.partition("://")
+    return scheme.lower() if sep else "tcp"
+
+
+def _parse_address(scheduler: Any) -> tuple[str, int]:
+    """``(host, port)`` of ``tcp://HOST:PORT`` or ``HOST:PORT``; :class:`ClusterError` for anything else."""
+    from urllib.parse import urlsplit
+
+    address = str(scheduler).strip()
+    if not address:
+        raise ClusterError("empty scheduler address; give tcp://HOST:8786")
+    rest = address.partition("://")[2] if "://" in address else address
+    try:
+        parts = urlsplit(f"tcp://{rest}")
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise ClusterError(f"{address!r} is not a scheduler address ({e}); give tcp://HOST:8786") from None
+    if not host or port is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ClusterError(f"{address!r} is not a scheduler address (it needs a host and a port); "
+                           f"give tcp://HOST:8786")
+    return host, port
+
+
+#: seconds a Dask scheduler takes to greet a new connection (it speaks first; measured: under 1 ms)
+GREETING_TIMEOUT = 3.0
+
+
+def _probe(host: str, port: int, timeout: float) -> str:
+    """``tcp://HOST:PORT`` once something there answers a TCP connection within ``timeout`` seconds
+    and greets it as a Dask scheduler does (a length-prefixed message, before the client says
+    anything); :class:`ClusterError` naming what went wrong. Dask's own client would wait without
+    end for a server that never greets (the dashboard's HTTP port) and fails with a traceback on one
+    that greets otherwise (SSH)."""
+    import socket
+
+    shown = f"[{host}]" if ":" in host else host
+    address = f"tcp://{shown}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ClusterError(f"no Dask scheduler answers at {address} within {timeout:g} s ({why}); start one with "
+                           f"`dask scheduler` and give its address") from None
+    with sock:
+        sock.settimeout(GREETING_TIMEOUT)
+        head = b""
+        try:
+            while len(head) < 8:
+                part = sock.recv(8 - len(head))
+                if not part:
+                    break
+                head += part
+        except OSError:
+            pass
+    # a Dask message starts with the byte count of its first frames as a little-endian 64-bit number:
+    # for the greeting, tens of bytes
+    if len(head) < 8 or not 0 < int.from_bytes(head, "little") < 1 << 20:
+        hint = " (8787 is the dashboard's port; the scheduler's is 8786 unless set otherwise)" if port == 8787 else ""
+        raise ClusterError(f"something answers at {address}, but not as a Dask scheduler{hint}; give the address "
+                           f"`dask scheduler` prints (tcp://HOST:8786)")
+    return address
 
 
 def check_versions(cluster: Cluster, expected: str = __version__) -> None:
@@ -393,17 +515,21 @@ class DaskRunner:
 
 def predict_batches(cluster: Cluster, model: str | os.PathLike, files: Sequence[str], cfg: Any,
                     chunk: int = 32) -> Iterator[tuple[str, Any]]:
-    """``(file, result or error message)`` per file, in order, named on the workers."""
-    data, sha = cluster.ship(model)
-    chunks = [list(files[i:i + chunk]) for i in range(0, len(files), chunk)]
-    calls = ((_predict_task, (data, sha, c, cfg, __version__)) for c in chunks)
-    for results in cluster.ordered(calls):
-        yield from results
+    """``(file, result or error message)`` per file (as given), in order, named on the workers,
+    which are sent absolute paths (a relative one would be read from each worker's own folder)."""
+    files = [str(f) for f in files]
+    with cluster.ship(model) as sha:
+        chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
+        calls = ((_predict_task, (sha, [os.path.abspath(f) for f in c], cfg, __version__)) for c in chunks)
+        for given, results in zip(chunks, cluster.ordered(calls)):
+            yield from zip(given, (res for _, res in results))
 
 
 def timelines(cluster: Cluster, model: str | os.PathLike, videos: Sequence[str], every: float, cfg: Any
               ) -> Iterator[tuple[str, Any]]:
-    """``(video, timeline dict or error message)`` per video, in order: one task per video."""
-    data, sha = cluster.ship(model)
-    calls = ((_timeline_task, (data, sha, str(v), every, cfg, __version__)) for v in videos)
-    yield from zip([str(v) for v in videos], cluster.ordered(calls))
+    """``(video, timeline dict or error message)`` per video (as given), in order: one task per video,
+    sent its absolute path."""
+    videos = [str(v) for v in videos]
+    with cluster.ship(model) as sha:
+        calls = ((_timeline_task, (sha, os.path.abspath(v), every, cfg, __version__)) for v in videos)
+        yield from zip(videos, cluster.ordered(calls))

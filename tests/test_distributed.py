@@ -330,16 +330,19 @@ def _count_items(ws: Path) -> int:
         return 0
 
 
-def test_real_scheduler_and_workers_survive_a_killed_worker_and_a_killed_driver(inputs, local_ws, tmp_path):
+def test_real_scheduler_and_workers_survive_a_killed_worker_and_a_killed_driver(inputs, local_ws, generated_model,
+                                                                                  tmp_path, monkeypatch):
     port = _free_port()
     addr = f"tcp://127.0.0.1:{port}"
     procs = [_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
-                     "--dashboard-address", ":0", "--no-show"], tmp_path / "scheduler.log")]
+                     "--dashboard-address", "127.0.0.1:0", "--no-show"], tmp_path / "scheduler.log")]
     try:
         time.sleep(1)
-        workers = [_start(["distributed.cli.dask_worker", addr, "--nthreads", "1", "--nworkers", "1",
-                           "--host", "127.0.0.1", "--no-nanny", "--dashboard-address", ":0"], tmp_path / f"w{i}.log")
-                   for i in range(2)]
+        def worker(i: int) -> subprocess.Popen:
+            return _start(["distributed.cli.dask_worker", addr, "--nthreads", "1", "--nworkers", "1", "--host",
+                           "127.0.0.1", "--no-nanny", "--dashboard-address", "127.0.0.1:0"], tmp_path / f"w{i}.log")
+
+        workers = [worker(i) for i in range(2)]
         procs += workers
         with distributed.Client(addr, timeout=30, set_as_default=False) as c:
             c.wait_for_workers(2, timeout=60)
@@ -370,6 +373,38 @@ def test_real_scheduler_and_workers_survive_a_killed_worker_and_a_killed_driver(
         assert _manifest(ws) == _manifest(local_ws)
         assert _items(ws) == _items(local_ws)
         assert killed, "the driver finished before it could be killed"
+        # 3. predict with relative paths from another folder than the workers', a worker killed
+        # (SIGKILL) mid-run: the model reaches the worker that takes over, the results equal a local run's
+        workers.append(worker(2))
+        procs.append(workers[-1])
+        with distributed.Client(addr, timeout=30, set_as_default=False) as c:
+            c.wait_for_workers(2, timeout=60)
+        src = _pictures(generated_model)
+        (tmp_path / "many").mkdir()
+        for i in range(96):
+            (tmp_path / "many" / f"{i:03d}{src[i % len(src)].suffix}").symlink_to(src[i % len(src)])
+        code = ("import sys; from animeid.batch import predict_files; from animeid.predict import PredictConfig; "
+                f"predict_files({str(generated_model.path)!r}, ['many'], sys.argv[1], "
+                f"cfg=PredictConfig(detector='animeface'), client={addr!r}, chunk=8)")
+        out = tmp_path / "remote.jsonl"
+        driver = subprocess.Popen([sys.executable, "-c", code, out.name], cwd=tmp_path,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None and not (out.exists() and out.stat().st_size):
+            time.sleep(0.02)
+        worker_killed_mid_predict = driver.poll() is None
+        workers[1].send_signal(signal.SIGKILL)
+        assert driver.wait(300) == 0
+        assert worker_killed_mid_predict, "predict finished before a worker could be killed"
+        from animeid.batch import predict_files
+        from animeid.predict import PredictConfig
+
+        local = tmp_path / "local.jsonl"
+        monkeypatch.chdir(tmp_path)
+        predict_files(generated_model.path, ["many"], local, cfg=PredictConfig(detector="animeface"))
+        got = out.read_text().splitlines()
+        assert len(got) == 96 and not any('"error"' in line for line in got)
+        assert got == local.read_text().splitlines()
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -400,3 +435,85 @@ def test_cli_collect_predict_and_timeline_with_scheduler(generated_model, inputs
                  "--every", "4", "--detector", "animeface", "--no-png", "--json", "--scheduler", addr]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and lines[0] == lines[1] and lines[0]["frames"]
+
+
+# --------------------------------------------------------------------------- addresses a user may get wrong
+
+@pytest.mark.parametrize("address, says", [
+    ("foo", "needs a host and a port"),
+    ("tcp://127.0.0.1:notaport", "is not a scheduler address"),
+    ("tcp://127.0.0.1:8786/x", "needs a host and a port"),
+    ("tls://127.0.0.1:8786", "needs Dask's security settings"),
+    ("", "empty scheduler address"),
+])
+def test_a_malformed_address_is_said_at_once(address, says):
+    from animeid.remote import connect
+
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match=says):
+        connect(address)
+    assert time.monotonic() - t0 < 5, "no waiting for an address that cannot be right"
+
+
+def _silent_or_greeting_server(greeting: bytes | None):
+    """A TCP server on 127.0.0.1 that accepts and then says ``greeting`` (None: nothing, as an HTTP server)."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(c)
+            if greeting is not None:
+                c.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, conns
+
+
+@pytest.mark.parametrize("greeting", [None, b"SSH-2.0-OpenSSH_9.6\r\n"])
+def test_a_server_that_is_no_dask_scheduler_is_said_not_waited_for(greeting, inputs, tmp_path):
+    """The dashboard's HTTP port (silent: Dask's client would wait without end) or another service
+    (greeting otherwise: Dask's client failed with a MemoryError traceback) give one clear line."""
+    from animeid.remote import GREETING_TIMEOUT
+
+    srv, conns = _silent_or_greeting_server(greeting)
+    try:
+        addr = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match="something answers at .*, but not as a Dask scheduler"):
+            collect([inputs / "pics"], tmp_path / "ws", CollectConfig(**CFG), show_progress=False, client=addr)
+        assert time.monotonic() - t0 < GREETING_TIMEOUT + 10
+        assert not (tmp_path / "ws").exists()
+    finally:
+        srv.close()
+        for c in conns:
+            c.close()
+
+
+def test_cli_scheduler_option_empty_and_the_environment(generated_model, tmp_path, monkeypatch, capsys):
+    from animeid.cli import main
+
+    pic = str(_pictures(generated_model)[0])
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(generated_model.path), pic, "--scheduler", ""])
+    assert e.value.code == 2 and "an empty address" in capsys.readouterr().err
+    # $ANIMEID_SCHEDULER, set for collect's sake, does not stop a quick predict without --out: it runs here
+    monkeypatch.setenv("ANIMEID_SCHEDULER", f"tcp://127.0.0.1:{_free_port()}")
+    assert main(["predict", str(generated_model.path), pic, "--detector", "animeface", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["path"] == pic
+    # with --out it is used (here: nobody answers, one line, exit 1, nothing written)
+    out = tmp_path / "r.jsonl"
+    assert main(["predict", str(generated_model.path), pic, "--detector", "animeface", "--out", str(out)]) == 1
+    assert "no Dask scheduler answers at" in capsys.readouterr().err and not out.exists()
+    # and a blank one is as unset
+    monkeypatch.setenv("ANIMEID_SCHEDULER", "  ")
+    assert main(["predict", str(generated_model.path), pic, "--detector", "animeface", "--out", str(out)]) == 0
+    assert out.exists()

@@ -89,3 +89,69 @@ def test_results_file_says_which_pictures_failed_and_a_rerun_reports_them(genera
     assert main(["predict", str(generated_model.path), str(pics), "--out", str(out)]) == 1
     said = capsys.readouterr().out
     assert "0 named now, 3 already in" in said and "1 failed in an earlier run" in said
+
+
+def test_results_file_resumes_a_path_given_another_way(generated_model, tmp_path, monkeypatch):
+    """`shots` and `/abs/shots` are one folder: the rerun adds nothing (it used to add every picture again)."""
+    from animeid.batch import predict_files
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for f in generated_model.held_out(generated_model.chars[0])[:3]:
+        (shots / f.name).write_bytes(f.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.jsonl"
+    cfg = PredictConfig(detector="animeface")
+    assert predict_files(generated_model.path, ["shots"], out, cfg=cfg)["done"] == 3
+    again = predict_files(generated_model.path, [str(shots)], out, cfg=cfg)
+    assert (again["skipped"], again["done"]) == (3, 0)
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_a_results_chunk_is_written_whole_or_not_at_all(generated_model, tmp_path, monkeypatch):
+    """A write that fails midway (a full disk) leaves no part of its chunk: a .csv never keeps a
+    picture's first face rows without the others, which a rerun could not see."""
+    import errno
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import animeid.batch as batch
+    from animeid.batch import predict_files
+    from animeid.sample import make_characters, render_scene
+
+    specs = make_characters(4, seed=0)
+    rng = np.random.default_rng(3)
+    pics = []
+    for i in range(2):
+        scene, _ = render_scene(specs, rng, (480, 320), n_faces=3)
+        pics.append(tmp_path / f"scene{i}.png")
+        Image.fromarray(np.asarray(scene)).save(pics[-1])
+    cfg = PredictConfig(detector="animeface")
+    whole = tmp_path / "whole.csv"
+    predict_files(generated_model.path, pics, whole, cfg=cfg, chunk=1)
+    assert len(whole.read_text().splitlines()) >= 1 + 2 + 2, "two faces or more in each picture for this test"
+    out = tmp_path / "r.csv"
+    calls = {"n": 0}
+    real_write = io.FileIO.write
+
+    class Full(io.FileIO):
+        def write(self, b):                   # the 3rd write (the second picture) stops after 40 bytes
+            calls["n"] += 1
+            if calls["n"] == 3:
+                real_write(self, bytes(b)[:40])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(self, b)
+
+    monkeypatch.setattr(batch, "open", lambda path, mode, buffering=-1: Full(path, mode.replace("b", "")),
+                        raising=False)
+    with pytest.raises(OSError, match="No space"):
+        predict_files(generated_model.path, pics, out, cfg=cfg, chunk=1)
+    monkeypatch.undo()
+    lines = whole.read_text().splitlines(keepends=True)
+    first = [ln for ln in lines if not ln.startswith(str(pics[1]))]
+    assert out.read_text() == "".join(first), "the header and the first picture's rows, nothing of the second"
+    again = predict_files(generated_model.path, pics, out, cfg=cfg, chunk=1)
+    assert (again["skipped"], again["done"]) == (1, 1)
+    assert out.read_text() == whole.read_text()
