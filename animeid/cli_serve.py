@@ -90,7 +90,7 @@ def _timelines(a) -> int:
     from .batch import timelines
     from .outputs import is_animeid_png, prepare_output_file
     from .predict import PredictConfig
-    from .timeline import plot_timeline, summary_lines
+    from .timeline import plot_timeline
 
     pngs = {}
     if not a.no_png:
@@ -105,24 +105,32 @@ def _timelines(a) -> int:
             print(f"animeid: {tl}", file=sys.stderr)
             continue
         png = plot_timeline(tl, a.png or _timeline_png(video)) if not a.no_png else None
-        if tl["partial"]:
-            failed += 1
-            print(f"animeid: {video}: {tl['error']}", file=sys.stderr)
-        if a.json:
-            print_json({**tl, "png": str(png) if png else None})
-        else:
-            print(f"{video}: {plural(len(tl['frames']), 'frame')} (one every {a.every:g} s), "
-                  f"{plural(len(tl['characters']), 'character')}")
-            for line in summary_lines(tl):
-                print("  " + line)
-            if png:
-                print(f"timeline: {png}")
+        failed += _show_timeline(a, video, tl, png)
     return 1 if failed else 0
+
+
+def _show_timeline(a, video: str, tl: dict, png: Path | None) -> int:
+    """Print one video's timeline (JSON or a summary) and its error if partial; 1 when partial."""
+    from .timeline import summary_lines
+
+    if tl["partial"]:
+        # the error says which frames were read: those before a break, or before and after damaged data
+        print(f"animeid: {video}: {tl['error']}", file=sys.stderr)
+    if a.json:
+        print_json({**tl, "png": str(png) if png else None})
+    else:
+        print(f"{video}: {plural(len(tl['frames']), 'frame')} (one every {a.every:g} s), "
+              f"{plural(len(tl['characters']), 'character')}")
+        for line in summary_lines(tl):
+            print("  " + line)
+        if png:
+            print(f"timeline: {png}")
+    return 1 if tl["partial"] else 0
 
 
 def _timeline(a) -> int:
     from .predict import PredictConfig
-    from .timeline import build_timeline, plot_timeline, summary_lines
+    from .timeline import build_timeline, plot_timeline
 
     if not a.no_png:         # checked before the video is read: a file there that animeid did not draw is refused
         from .outputs import is_animeid_png, prepare_output_file
@@ -149,22 +157,8 @@ def _timeline(a) -> int:
     finally:
         if bar is not None:
             bar.close()
-    png = None
-    if not a.no_png:
-        png = plot_timeline(tl, a.png or _timeline_png(a.video))
-    if tl["partial"]:
-        # the error says which frames were read: those before a break, or before and after damaged data
-        print(f"animeid: {a.video}: {tl['error']}", file=sys.stderr)
-    if a.json:
-        print_json({**tl, "png": str(png) if png else None})
-    else:
-        print(f"{a.video}: {len(tl['frames'])} frames (one every {a.every:g} s), "
-              f"{plural(len(tl['characters']), 'character')}")
-        for line in summary_lines(tl):
-            print("  " + line)
-        if png:
-            print(f"timeline: {png}")
-    return 1 if tl["partial"] else 0
+    png = plot_timeline(tl, a.png or _timeline_png(a.video)) if not a.no_png else None
+    return _show_timeline(a, a.video, tl, png)
 
 
 def add_commands(sub) -> None:
