@@ -54,8 +54,10 @@ def cmd_train(a) -> int:
     except ValueError as e:
         raise ConfigError(None, str(e)) from None
     out = Path(a.out)
-    resuming = (out.parent / (out.name + ".work") / "checkpoint.pt").is_file()
-    if not resuming:  # checked before the pictures are read; a resumed training replaces its own file
+    # a killed training (its checkpoint there, the detector file not yet written: it is written last)
+    # resumes; a finished one's file is refused like any earlier output unless --overwrite
+    resuming = (out.parent / (out.name + ".work") / "checkpoint.pt").is_file() and not out.exists()
+    if not resuming:  # checked before the pictures are read
         out = prepare_output_file(out, own=_is_detector_file, what="a detector file", overwrite=a.overwrite)
     items = load_many(a.boxes, a.format)
     print(f"{len(items)} pictures, {sum(len(x.boxes) for x in items)} boxed faces", file=sys.stderr)

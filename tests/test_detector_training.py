@@ -277,6 +277,12 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
         r = _cli("detector", "train", str(scenes), "--out", str(target), *tiny)
         assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert earlier.read_bytes() == det.read_bytes() and notes.read_text() == "my notes"
+    # the same command again after it finished (its .work folder kept): the detector is an earlier
+    # output like any other, kept without --overwrite (it used to be written again as a "resume")
+    assert (det.parent / (det.name + ".work") / "checkpoint.pt").is_file()
+    before = det.stat().st_mtime_ns
+    r = _cli("detector", "train", str(scenes), "--out", str(det), *tiny)
+    assert r.returncode == 1 and "--overwrite" in r.stderr and det.stat().st_mtime_ns == before, r.stderr
 
     items = split_items(load_boxes(scenes), 0.05, 0.4, 0)["test"]
     assert 0 < len(items) < 12
