@@ -100,6 +100,8 @@ def _read_json(path: Path):
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError("not a UTF-8 text file", path) from None
+    except OSError as e:         # e.g. --format boxes.json on a folder that has none
+        raise InputError(f"cannot be read ({e.strerror or e})", path) from None
     if not text.strip():
         raise InputError("empty annotation file", path)
     try:
@@ -121,6 +123,9 @@ def _load_boxes_json(path: Path) -> list[Annotated]:
         if not isinstance(entry, dict) or not isinstance(entry.get("faces", []), list):
             raise InputError(f"{name}: expected {{\"faces\": [{{\"box\": [x0, y0, x1, y1]}}, ...]}}, got {entry!r:.80}",
                              path)
+        if not isinstance(entry.get("ignore") or [], list):
+            raise InputError(f"{name}: \"ignore\" is a list of boxes [x0, y0, x1, y1], got {entry['ignore']!r:.80}",
+                             path)
         faces = [f.get("box") if isinstance(f, dict) else f for f in entry.get("faces", [])]
         out.append(_make(path.parent / name, faces, entry.get("ignore", []) or [], path))
     if not out:
@@ -128,18 +133,28 @@ def _load_boxes_json(path: Path) -> list[Annotated]:
     return out
 
 
+def _coco_id(v, what: str, path: Path):
+    """``v`` if it can be a COCO id (a number or a string; JSON's lists and objects cannot)."""
+    if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+        return v
+    raise InputError(f"{what} is a number or a string, got {v!r:.40}", path)
+
+
 def _load_coco(path: Path, root: Path) -> list[Annotated]:
     data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
-        raise InputError("a COCO file has \"images\" and \"annotations\" lists", path)
-    cats = {c.get("id"): str(c.get("name", "")) for c in data.get("categories", []) if isinstance(c, dict)}
+            or not isinstance(data.get("annotations"), list) or not isinstance(data.get("categories") or [], list):
+        raise InputError("a COCO file has \"images\" and \"annotations\" lists (and \"categories\", a list)", path)
+    cats = {_coco_id(c.get("id"), "a category's \"id\"", path): str(c.get("name", ""))
+            for c in data.get("categories") or [] if isinstance(c, dict)}
     faces = {k for k, v in cats.items() if v.lower() == "face"} or set(cats) or None
     per_image: dict = {}
     for a in data["annotations"]:
         if not isinstance(a, dict) or "image_id" not in a or "bbox" not in a:
             raise InputError(f"an annotation needs \"image_id\" and \"bbox\", got {a!r:.80}", path)
-        if faces is not None and a.get("category_id") not in faces:
+        _coco_id(a["image_id"], "an annotation's \"image_id\"", path)
+        if faces is not None and (a.get("category_id") is None
+                                  or _coco_id(a["category_id"], "an annotation's \"category_id\"", path) not in faces):
             continue
         try:
             x, y, w, h = (float(v) for v in a["bbox"])
@@ -149,8 +164,9 @@ def _load_coco(path: Path, root: Path) -> list[Annotated]:
         per_image.setdefault(a["image_id"], {"faces": [], "ignore": []})[kind].append([x, y, x + w, y + h])
     out = []
     for im in data["images"]:
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            raise InputError(f"an image needs \"id\" and \"file_name\", got {im!r:.80}", path)
+        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+            raise InputError(f"an image needs \"id\" and \"file_name\" (a string), got {im!r:.80}", path)
+        _coco_id(im["id"], "an image's \"id\"", path)
         p = root / im["file_name"]
         if not p.exists() and (root / "images" / im["file_name"]).exists():
             p = root / "images" / im["file_name"]
@@ -196,9 +212,7 @@ def _load_yolo(folder: Path) -> list[Annotated]:
             if not parts:
                 continue
             try:
-                _, cx, cy, bw, bh = (float(v) for v in parts[:5])
-                if len(parts) < 5:
-                    raise ValueError
+                _, cx, cy, bw, bh = (float(v) for v in parts[:5])     # fewer than 5: ValueError too
             except ValueError:
                 raise InputError(f"line {n}: a YOLO line is 'class cx cy w h' (relative 0..1), got {line!r:.60}",
                                  lab) from None
@@ -281,8 +295,15 @@ def load_boxes(path: str | os.PathLike, fmt: str = "auto") -> list[Annotated]:
             return _load_coco(p, p.parent)
         files = [j for j in sorted(p.glob("*.json")) + sorted(p.glob("annotations/*.json"))
                  if detect_format(j) == "coco"]
+        if not files:      # said, not an empty set: nothing is trained or scored on no pictures
+            raise InputError("no COCO .json file (with \"images\" and \"annotations\") here or in annotations/", p)
         return [a for j in files for a in _load_coco(j, p)]
-    return _load_yolo(p) if fmt == "yolo" else _load_voc(p)
+    if not p.is_dir():
+        raise InputError(f"no such folder (give the folder of a {fmt} set)", p)
+    out = _load_yolo(p) if fmt == "yolo" else _load_voc(p)
+    if not out:
+        raise InputError("folder holds no pictures", p)
+    return out
 
 
 def load_many(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Annotated]:
