@@ -100,12 +100,12 @@ def cmd_evaluate(a) -> int:
 
     out = Path(a.confusion) if a.confusion else Path(a.model).with_name(
         f"{Path(a.model).name}.{Path(a.dataset).resolve().name}.confusion.png")
-    confusion = prepare_output_file(out, own=is_animeid_png, what="a plot", overwrite=True, option="--confusion")
+    confusion = prepare_output_file(out, own=is_animeid_png, suffix=".png", what="a plot", overwrite=True, option="--confusion")
     reliability = None
     if a.reliability:
         from .errors import OutputError
 
-        reliability = prepare_output_file(a.reliability, own=is_animeid_png, what="a plot", overwrite=True,
+        reliability = prepare_output_file(a.reliability, own=is_animeid_png, suffix=".png", what="a plot", overwrite=True,
                                           option="--reliability")
         if os.path.realpath(reliability) == os.path.realpath(confusion):
             raise OutputError("--reliability names the confusion matrix's file; give it another name", reliability)

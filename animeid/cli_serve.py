@@ -95,7 +95,7 @@ def _timelines(a) -> int:
     pngs = {}
     if not a.no_png:
         for v in a.videos:
-            pngs[v] = prepare_output_file(a.png or _timeline_png(v), own=is_animeid_png, what="a timeline picture",
+            pngs[v] = prepare_output_file(a.png or _timeline_png(v), own=is_animeid_png, suffix=".png", what="a timeline picture",
                                           overwrite=True, option="--png")
     failed = 0
     cfg = PredictConfig(threshold=a.threshold, detector=a.detector, detect="always")
@@ -135,7 +135,7 @@ def _timeline(a) -> int:
     if not a.no_png:         # checked before the video is read: a file there that animeid did not draw is refused
         from .outputs import is_animeid_png, prepare_output_file
 
-        prepare_output_file(a.png or _timeline_png(a.video), own=is_animeid_png,
+        prepare_output_file(a.png or _timeline_png(a.video), own=is_animeid_png, suffix=".png",
                             what="a timeline picture", overwrite=True, option="--png")
     bar = None
     if sys.stderr.isatty() and not a.json:

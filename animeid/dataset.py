@@ -1273,7 +1273,7 @@ def stats(path: str | os.PathLike, *, sheet: str | os.PathLike | None = None, pe
     if kind == "folder" and sheet is None:
         sheet_path = root.parent / f"{root.name}_contact_sheet.png"
     own_place = sheet is None and kind == "workspace"      # WS/contact_sheet.png: the workspace's own picture
-    prepare_output_file(sheet_path, own=is_animeid_png, what="a contact sheet", overwrite=True, option="--sheet",
+    prepare_output_file(sheet_path, own=is_animeid_png, suffix=".png", what="a contact sheet", overwrite=True, option="--sheet",
                         in_workspace=own_place)        # never over a picture or file animeid did not draw
     if not own_place:                  # not among the faces it counts (the next count would include it)
         check_not_inside_inputs(sheet_path.parent, [root], "--sheet", "the sheet", holds=False)

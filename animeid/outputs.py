@@ -318,16 +318,21 @@ def is_animeid_png(path: str | os.PathLike) -> bool:
 
 
 def prepare_output_file(path: str | os.PathLike, *, own: Callable[[Path], bool], what: str,
-                        overwrite: bool = False, option: str = "--out", in_workspace: bool = False) -> Path:
+                        overwrite: bool = False, option: str = "--out", in_workspace: bool = False,
+                        suffix: str | None = None) -> Path:
     """Check the output file ``path`` before any work: returns it (absolute) when it may be written.
 
-    Refused (:class:`OutputError`, nothing changed): an existing folder at ``path``; an existing file
+    Refused (:class:`OutputError`, nothing changed): a name not ending in ``suffix`` (e.g. ``".png"``:
+    a picture is not written under a ``.txt`` name); an existing folder at ``path``; an existing file
     for which ``own(path)`` is false (not ``what`` animeid writes, e.g. "a model file"); an existing
     own file without ``overwrite``; a parent that is a file; a file inside an animeid workspace.
     Changes nothing (the writer makes the folder).
     """
     p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
     shown = str(p)
+    if suffix and p.suffix.lower() != suffix.lower():
+        raise OutputError(f"{what} is written as {suffix[1:].upper()}: give {option} a file name ending in {suffix}",
+                          shown)
     if p.is_dir():
         raise OutputError(f"is a folder, not {what}; give {option} the path of a file to write", shown)
     if not in_workspace:                   # (a workspace's own contact sheet lives in it)

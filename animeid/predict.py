@@ -169,8 +169,9 @@ def parse_unknown_threshold(text: str | float | None) -> dict[str, Any]:
         raise ValueError(f"expected 'off', a share of known faces to refuse (0.05 or 5%) or 'score:T', "
                          f"got {text!r}") from None
     if not 0.0 <= rate < 1.0:
+        meant = f" (did you mean {t}%, that is {rate / 100:g}?)" if not t.endswith("%") and 1.0 <= rate < 100.0 else ""
         raise ValueError(f"a known-face refusal rate is a share from 0 up to 1 (0 % to 100 %, 100 % excluded), got "
-                         f"{text!r}; for a raw open-set score write score:T")
+                         f"{text!r}{meant}; for a raw open-set score write score:T")
     return {"unknown_rate": rate}
 
 
