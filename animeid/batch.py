@@ -7,12 +7,13 @@
 :func:`predict_files` writes one record per picture, in input order, to a ``.jsonl`` file (one JSON
 object a line: ``path``, ``faces``, ``whole_picture`` when no face was found, or ``error``) or a ``.csv``
 file (one row per face: ``path, face, x0, y0, x1, y1, name, p, unknown, error``; a picture without
-a face has one row with ``face`` empty). Each finished chunk is appended and flushed, so the file is
-always a prefix of the full result; run it again and the pictures already in the file are skipped
-(a path given another way, ``shots/a.png`` or ``/home/me/shots/a.png``, is the same picture). A
-chunk is appended in one write call, so a kill never keeps part of it, and a write that fails midway
-(a full disk) is undone; a last line cut off anyway (a power cut) is dropped on the next run. With ``client`` (a ``dask.distributed.Client`` or a
-scheduler address) the pictures are named on the cluster's workers (:mod:`animeid.remote`).
+a face has one row with ``face`` empty). ``path`` is the picture's absolute path. Each finished chunk
+is appended in one write call, so the file is always a prefix of the full result (a kill never keeps
+part of a chunk; a write that fails midway, a full disk, is undone; a last line cut off anyway, a
+power cut, is dropped on the next run). Run it again and the pictures already in the file are
+skipped, from any folder and however they are named (``shots/a.png``, ``/home/me/shots/a.png``, a
+link). With ``client`` (a ``dask.distributed.Client`` or a scheduler address) the pictures are named
+on the cluster's workers (:mod:`animeid.remote`).
 """
 from __future__ import annotations
 
@@ -76,8 +77,9 @@ def _append(f: Any, data: bytes) -> None:
 
 
 def _key(path: str | os.PathLike) -> str:
-    """A picture's path as a resumed run compares it: ``shots`` and ``/home/me/shots`` are one folder."""
-    return os.path.normcase(os.path.abspath(os.fspath(path)))
+    """A picture's path as a resumed run compares it: ``shots``, ``/home/me/shots`` and a link to it
+    are one folder (the file holds absolute paths; relative ones, from older files, are read from here)."""
+    return os.path.normcase(os.path.realpath(os.fspath(path)))
 
 
 def read_done(out: str | os.PathLike) -> set[str]:
@@ -208,6 +210,7 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
     if not todo:
         return summary
     cluster = None
+    results: Any = None
     if client is not None:
         from .remote import connect
 
@@ -218,7 +221,7 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
 
             if not isinstance(model, (str, os.PathLike)):
                 raise TypeError("on a cluster, give the model as a file path (it is sent to each worker)")
-            results: Iterator[tuple[str, Any]] = predict_batches(cluster, model, todo, cfg, chunk)
+            results = predict_batches(cluster, model, todo, cfg, chunk)
         else:
             rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
             rec._threshold(cfg, rec.openset)
@@ -230,7 +233,7 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
                 _append(f, (",".join(CSV_FIELDS) + "\n").encode("utf-8"))
             pending: list[str] = []         # a chunk's records, written at once
             for n, (path, res) in enumerate(results, 1):
-                pending.append(_records(fmt, path, res))
+                pending.append(_records(fmt, os.path.abspath(path), res))   # true from any folder
                 summary["done"] += 1
                 summary["failed"] += isinstance(res, str)
                 if on_result is not None:
@@ -240,6 +243,8 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
                     pending.clear()
     finally:
         if cluster is not None:
+            if results is not None:
+                results.close()    # ends the run on the workers (their copy of the model) before the client goes
             cluster.close()
     return summary
 
@@ -291,8 +296,18 @@ def timelines(model: Any, videos: Sequence[str | os.PathLike], *, every: float =
     if client is not None:
         from .remote import connect, timelines as remote_timelines
 
+        videos = [os.fspath(v) for v in videos]
+        found = [os.path.isfile(v) for v in videos]        # a file missing here too is no worker's fault
         with connect(client) as cluster:
-            yield from remote_timelines(cluster, model, [os.fspath(v) for v in videos], every, cfg)
+            results = remote_timelines(cluster, model, [v for v, ok in zip(videos, found) if ok], every, cfg)
+            try:
+                for v, ok in zip(videos, found):
+                    if ok:
+                        yield next(results)
+                    else:
+                        yield v, str(InputError("no such file" if not os.path.exists(v) else "not a file", v))
+            finally:
+                results.close()      # its end hands the model back while the cluster is still connected
         return
     rec = model if hasattr(model, "predict_batch") else Recognizer.load(model)
     for v in videos:

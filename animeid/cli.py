@@ -251,7 +251,7 @@ def renamed(new: str, *old: str, note: str = "") -> type:
             if option_string in old:
                 print(f"animeid: note: {option_string} is now {new}{note}; the old spelling still works for now",
                       file=sys.stderr)
-            setattr(namespace, self.dest, values)
+            setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
     return _Renamed
 

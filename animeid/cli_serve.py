@@ -173,7 +173,10 @@ def add_commands(sub) -> None:
                    help="largest picture upload in MB (default 20)")
     p.add_argument("--max-video-mb", type=o.MEGABYTES.arg("--max-video-mb"), default=500,
                    help="largest video upload in MB (default 500)")
-    p.add_argument("--save-enrollments", "--save-enrolments", action="store_true",
+    from .cli import renamed
+
+    p.add_argument("--save-enrollments", "--save-enrolments", dest="save_enrollments", nargs=0, const=True,
+                   default=False, action=renamed("--save-enrollments", "--save-enrolments"),
                    help="write MODEL (atomically) after each enrolment or forget through the API, so that it "
                         "survives a restart (default: such changes live in the server's memory only; "
                         "--save-enrolments is the older spelling)")

@@ -156,21 +156,26 @@ _MODELS_LOCK = threading.Lock()
 
 
 _MODEL_BYTES: dict[str, bytes] = {}
+_MODEL_USERS: dict[str, int] = {}
 
 
 def _keep_model(sha: str, data: bytes | None) -> None:
-    """On a worker: keep (``data``) or drop (None) the bytes of the model ``sha`` and its loaded copy."""
+    """On a worker: one more run using the model ``sha`` (its ``data``), or (None) one fewer; its bytes
+    and loaded copy are dropped when no run uses it (two runs of one model may share a cluster)."""
     with _MODELS_LOCK:
-        if data is None:
-            _MODEL_BYTES.pop(sha, None)
-            _MODELS.pop(sha, None)
-        else:
+        if data is not None:
             _MODEL_BYTES[sha] = data
+            _MODEL_USERS[sha] = _MODEL_USERS.get(sha, 0) + 1
+            return
+        _MODEL_USERS[sha] = _MODEL_USERS.get(sha, 1) - 1
+        if _MODEL_USERS[sha] <= 0:
+            for d in (_MODEL_BYTES, _MODELS, _MODEL_USERS):
+                d.pop(sha, None)
 
 
 def _worker_model(sha: str) -> Any:
     """The model the driver registered for every worker (:meth:`Cluster.ship`), loaded once per
-    worker process and kept by its SHA-256."""
+    worker process and kept by its SHA-256 while a run uses it."""
     from .predict import Recognizer
 
     with _MODELS_LOCK:
@@ -179,28 +184,29 @@ def _worker_model(sha: str) -> Any:
             data = _MODEL_BYTES.get(sha)
             if data is None:
                 raise ClusterError(f"the model did not reach {_worker_name()}: run the command again")
-            folder = Path(tempfile.gettempdir()) / "animeid-models"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{sha}.animeid"
-            if not path.is_file():
-                from ._util import atomic_write
-
-                with atomic_write(path, "wb") as f:
+            fd, name = tempfile.mkstemp(prefix="animeid-model-", suffix=".animeid")
+            try:                      # read whole by the loader: the file goes at once
+                with os.fdopen(fd, "wb") as f:
                     f.write(data)
-            rec = _MODELS[sha] = Recognizer.load(path)
+                rec = _MODELS[sha] = Recognizer.load(name)
+            finally:
+                os.unlink(name)
         return rec
 
 
 def _model_plugin(data: bytes, sha: str) -> Any:
     """A Dask worker plugin that hands the model's bytes to every worker, those that join later or
     replace a dead one included (data scattered to the workers instead is lost with a dead worker,
-    and the tasks needing it are cancelled)."""
+    and the tasks needing it are cancelled). Named for this run alone: another run of the same model
+    on the cluster registers its own, and each run's end removes only its own."""
+    import uuid
+
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class AnimeidModel(WorkerPlugin):
         def __init__(self, data: bytes, sha: str):
             self.data, self.sha = data, sha
-            self.name = f"animeid-model-{sha[:16]}"
+            self.name = f"animeid-model-{sha[:16]}-{uuid.uuid4().hex[:12]}"
 
         def setup(self, worker: Any) -> None:
             from animeid.remote import _keep_model
@@ -354,16 +360,22 @@ def connect(scheduler: Any, *, timeout: float = CONNECT_TIMEOUT, worker_timeout:
         client, owned = scheduler, False
     else:
         address = str(scheduler).strip()
-        if _scheme(address) == "tcp":       # checked first: Dask's client alone may wait without end
+        scheme = _scheme(address)
+        if scheme == "tcp":                 # checked first: Dask's client alone may wait without end
             address = _probe(*_parse_address(address), timeout)
+        elif scheme in ("http", "https"):
+            raise ClusterError(f"{address!r} is a web address (the dashboard's?); give the scheduler's own, "
+                               f"tcp://HOST:8786, as `dask scheduler` prints it")
+        elif scheme != "inproc":            # (inproc: a cluster in this very process, from Python)
+            raise ClusterError(f"{address!r}: only tcp:// addresses can be given here; for {scheme}:// (TLS or "
+                               f"another protocol, with Dask's security settings) make a dask.distributed.Client "
+                               f"in Python and pass it as client=")
         try:
             client = distributed.Client(address, timeout=timeout, set_as_default=False)
         except Exception as e:      # noqa: BLE001 - whatever answers there, say so in one line
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            hint = ("; a tls:// scheduler needs Dask's security settings: make a dask.distributed.Client with them "
-                    "in Python and pass it as client=") if _scheme(address) == "tls" else ""
             raise ClusterError(f"could not connect to a Dask scheduler at {address} within {timeout:g} s "
-                               f"({type(e).__name__}: {why}){hint}") from None
+                               f"({type(e).__name__}: {why})") from None
         owned = True
     cluster = Cluster(client, owned)
     try:
@@ -421,8 +433,9 @@ def _probe(host: str, port: int, timeout: float) -> str:
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
+        waited = f" within {timeout:g} s" if isinstance(e, TimeoutError) else ""
         why = e.strerror or type(e).__name__
-        raise ClusterError(f"no Dask scheduler answers at {address} within {timeout:g} s ({why}); start one with "
+        raise ClusterError(f"no Dask scheduler answers at {address}{waited} ({why}); start one with "
                            f"`dask scheduler` and give its address") from None
     with sock:
         sock.settimeout(GREETING_TIMEOUT)
@@ -532,4 +545,6 @@ def timelines(cluster: Cluster, model: str | os.PathLike, videos: Sequence[str],
     videos = [str(v) for v in videos]
     with cluster.ship(model) as sha:
         calls = ((_timeline_task, (sha, os.path.abspath(v), every, cfg, __version__)) for v in videos)
-        yield from zip(videos, cluster.ordered(calls))
+        for v, res in zip(videos, cluster.ordered(calls)):
+            # a message names the video as the user gave it, as a local run's does
+            yield v, res.replace(os.path.abspath(v), v, 1) if isinstance(res, str) else res

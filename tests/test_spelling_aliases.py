@@ -10,12 +10,23 @@ import pytest
 
 
 @pytest.mark.parametrize("flag", ["--save-enrollments", "--save-enrolments"])
-def test_serve_takes_both_spellings_of_save_enrollments(flag):
+def test_serve_takes_both_spellings_of_save_enrollments(flag, capsys):
     from animeid.cli import build_parser
 
     p = build_parser()
     assert p.parse_args(["serve", "m.animeid", flag]).save_enrollments is True
+    note = capsys.readouterr().err
+    assert note == ("animeid: note: --save-enrolments is now --save-enrollments; the old spelling still works for "
+                    "now\n" if flag == "--save-enrolments" else ""), "the older spelling says so, as README promises"
     assert p.parse_args(["serve", "m.animeid"]).save_enrollments is False
+
+
+def test_create_app_refuses_the_two_spellings_disagreeing(generated_model):
+    pytest.importorskip("fastapi")
+    from animeid.serve import create_app
+
+    with pytest.raises(TypeError, match="disagree"):
+        create_app(generated_model.path, save_enrollments=True, save_enrolments=False)
 
 
 @pytest.mark.parametrize("keyword", ["save_enrollments", "save_enrolments"])

@@ -141,6 +141,9 @@ def create_app(model_path: str | os.PathLike, workspace: str | os.PathLike | Non
     from ..errors import ModelFileError
 
     if save_enrolments is not None:               # the older spelling of save_enrollments
+        if save_enrollments and not save_enrolments:
+            raise TypeError("create_app: save_enrollments=True and save_enrolments=False (its older spelling) "
+                            "disagree; give one of them")
         save_enrollments = save_enrollments or bool(save_enrolments)
 
     for k, v, rule in (("max_upload_mb", max_upload_mb, o.MEGABYTES), ("max_video_mb", max_video_mb, o.MEGABYTES),
