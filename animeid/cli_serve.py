@@ -35,8 +35,9 @@ def cmd_serve(a) -> int:
         print(f"animeid: warning: listening on {a.host}: the server has no authentication; anyone who can reach "
               "this address can use it" + (" and rename the workspace's faces" if a.workspace else ""), file=sys.stderr)
     shown = f"[{a.host}]" if ":" in a.host else a.host
+    port = sock.getsockname()[1]                # --port 0: the port the system chose, not 0
     print(f"animeid: {rec.method} model with {len(rec.labels)} characters; "
-          f"open http://{shown}:{a.port}/" + (" (label faces at /label)" if a.workspace else "")
+          f"open http://{shown}:{port}/" + (" (label faces at /label)" if a.workspace else "")
           + ", API docs at /docs", file=sys.stderr, flush=True)
     if a.save_enrollments:
         print(f"animeid: enrolments and forgets through the API are saved to {a.model}", file=sys.stderr, flush=True)

@@ -50,7 +50,7 @@ def test_serve_warns_when_it_listens_beyond_this_machine(generated_model, capsys
     assert main(["serve", str(generated_model.path), "--port", "0"]) == 0
     err = capsys.readouterr().err
     assert served[0][0] == "127.0.0.1", "the default host is the loopback address"
-    assert "warning" not in err and "open http://127.0.0.1:0/" in err
+    assert "warning" not in err and f"open http://127.0.0.1:{served[0][1]}/" in err and served[0][1] != 0
     assert main(["serve", str(generated_model.path), "--host", "0.0.0.0", "--port", "0"]) == 0
     err = capsys.readouterr().err
     assert "animeid: warning: listening on 0.0.0.0: the server has no authentication" in err
