@@ -7,7 +7,6 @@ Drawn model (``generated_model``, tests/conftest.py) and videos of blank frames:
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
