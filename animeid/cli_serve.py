@@ -50,8 +50,8 @@ def cmd_serve(a) -> int:
 
 
 def _listen(host: str, port: int):
-    """A socket bound to ``host:port`` for uvicorn; :class:`~animeid.errors.AnimeidError` naming the
-    address when it cannot be (in use, not this machine's, no permission)."""
+    """A socket bound to ``host:port`` and listening, for uvicorn; :class:`~animeid.errors.AnimeidError`
+    naming the address when it cannot be (in use, not this machine's, no permission)."""
     import errno
     import socket
 
@@ -65,6 +65,9 @@ def _listen(host: str, port: int):
         sock.close()
         why = "the port is in use (another server?); pick another with --port" if e.errno == errno.EADDRINUSE else (e.strerror or e)
         raise AnimeidError(f"cannot listen on {host}:{port}: {why}") from None
+    # listening from here on: a browser opening the printed address while the app still starts waits
+    # in the queue instead of being refused (uvicorn says 'startup complete' before it serves a socket)
+    sock.listen(2048)
     return sock
 
 

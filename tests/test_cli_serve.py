@@ -41,13 +41,20 @@ def test_serve_on_ipv6_loopback_with_a_workspace_says_where_and_stops_on_ctrl_c(
     """The real server: its lines (the URL with the port the system chose for --port 0, the label page,
     where enrolments are saved), /health answered, Ctrl-C ends it cleanly (exit 130, as any Ctrl-C)."""
     pytest.importorskip("uvicorn")
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"this machine has no IPv6 loopback ({e.strerror})")
     from animeid.dataset import Workspace
     from animeid.predict import Recognizer
 
     rec = Recognizer.load(generated_model.path)
     with Workspace(tmp_path / "ws", create=True):
         pass
-    # -v: uvicorn says when it is ready (the socket listens from then on)
+    # -v: uvicorn says when the app is ready (the socket listens from the start: an early request waits)
     p = subprocess.Popen([sys.executable, "-m", "animeid", "-v", "serve", str(generated_model.path), "--host", "::1",
                           "--port", "0", "--workspace", str(tmp_path / "ws"), "--save-enrollments"],
                          stderr=subprocess.PIPE, text=True)
