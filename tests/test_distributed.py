@@ -537,19 +537,25 @@ def test_two_runs_of_one_model_share_a_cluster(generated_model, client, tmp_path
         (many / f"{i:03d}{src[i % len(src)].suffix}").symlink_to(src[i % len(src)])
     cfg = PredictConfig(detector="animeface")
     outs, errors = {}, []
+    started, short_done = threading.Event(), threading.Event()
 
-    def run(name, inputs, chunk):
+    def hold(path, res):                  # the long run waits, mid-way, until the short one has ended
+        if not started.is_set():
+            started.set()
+            assert short_done.wait(300)
+
+    def run(name, inputs, chunk, on_result=None):
         try:
             outs[name] = predict_files(generated_model.path, inputs, tmp_path / f"{name}.jsonl", cfg=cfg,
-                                       client=client, chunk=chunk)
+                                       client=client, chunk=chunk, on_result=on_result)
         except Exception as e:     # noqa: BLE001 - reported below
             errors.append(e)
 
-    long = threading.Thread(target=run, args=("long", [many], 2))
+    long = threading.Thread(target=run, args=("long", [many], 2, hold))
     long.start()
-    while not (tmp_path / "long.jsonl").exists() and long.is_alive():
-        time.sleep(0.01)
-    run("short", [src[0]], 32)            # starts and ends while the long one runs
+    assert started.wait(300), errors
+    run("short", [src[0]], 32)            # starts and ends while the long one is mid-way
+    short_done.set()
     long.join(300)
     assert not errors, errors
     assert outs["short"]["done"] == 1 and outs["long"]["done"] == 48 and outs["long"]["failed"] == 0
