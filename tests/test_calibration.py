@@ -308,7 +308,10 @@ def test_evaluate_writes_a_reliability_diagram_and_never_replaces_a_users_png(ge
     assert main([*args, "--reliability", str(rel), "--json", "--quiet"]) == 0
     out = capsys.readouterr()
     d = json.loads(out.out.strip().splitlines()[-1])
-    assert d["reliability_png"] == str(rel) and 0.0 <= d["ece"] <= 1.0 and sum(b["n"] for b in d["reliability"]) == 24
+    assert d["reliability_png"] == str(rel) and sum(b["n"] for b in d["reliability"]) == 24
+    # the reported ECE is the reported bins' (Guo et al. eq. 3), to rounding: one computation, two outputs
+    assert d["ece"] == pytest.approx(sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in d["reliability"]
+                                         if b["n"]) / 24, abs=1e-4)
     assert f"reliability diagram: {rel}" in out.err and "calibration error (ECE)" in out.err
     assert is_animeid_png(rel)
     with Image.open(rel) as im:
