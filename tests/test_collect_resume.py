@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 
 from animeid.dataset import CollectConfig, collect
+from manifest_rows import manifest as _manifest, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 N_PICTURES = 8
@@ -26,21 +26,8 @@ KILL_AFTER = 3
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _manifest(ws: Path) -> list[tuple]:
-    con = sqlite3.connect(ws / "manifest.sqlite")
-    try:
-        return con.execute("SELECT f.file, s.path, f.time, f.page, f.x0, f.y0, f.x1, f.y1, round(f.score, 4), f.phash,"
-                           " f.label FROM faces f JOIN sources s ON s.id = f.source_id ORDER BY f.id").fetchall()
-    finally:
-        con.close()
-
-
 def _sources(ws: Path) -> list[tuple]:
-    con = sqlite3.connect(ws / "manifest.sqlite")
-    try:
-        return con.execute("SELECT path, status FROM sources ORDER BY path").fetchall()
-    finally:
-        con.close()
+    return rows(ws, "SELECT path, status FROM sources ORDER BY path")
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +89,7 @@ def test_collect_of_pictures_killed_midway_resumes_to_the_same_workspace(picture
     assert rc == -signal.SIGKILL, ("collect was not killed midway", rc, log.read_text(errors="replace"))
     assert len(worker_pids) == (0 if workers == 1 else workers), ("detection ran in the worker processes asked for",
                                                                    worker_pids)
-    con = sqlite3.connect(ws / "manifest.sqlite")
-    done_before = con.execute("SELECT count(*) FROM items").fetchone()[0]
-    con.close()
+    done_before = rows(ws, "SELECT count(*) FROM items")[0][0]
     assert done_before == KILL_AFTER, f"killed right after exactly {KILL_AFTER} committed pictures, not {done_before}"
     ref = _manifest(pictures / "ref")
     kept = _manifest(ws)

@@ -17,6 +17,7 @@ from PIL import Image
 from animeid.dataset import (CollectConfig, Workspace, collect, export, group_near_duplicates, hamming,
                              import_illustrations, label_faces, stats, sync)
 from animeid.errors import DatasetError
+from manifest_rows import FACES, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TILES = ["tadne_r0c1.jpg", "tadne_r0c2.jpg", "tadne_r1c0.jpg", "tadne_r1c3.jpg", "tadne_r2c2.jpg", "tadne_r3c1.jpg"]
@@ -36,12 +37,8 @@ def _video_from(images: list[np.ndarray], path: Path, seconds_each: int = 5) -> 
 
 
 def _manifest(ws: Path) -> list[tuple]:
-    con = sqlite3.connect(ws / "manifest.sqlite")
-    try:
-        return con.execute("SELECT f.file, s.path, f.time, f.page, f.x0, f.y0, f.x1, f.y1, round(f.score, 4), f.phash,"
-                           " f.label FROM faces f JOIN sources s ON s.id = f.source_id ORDER BY f.file").fetchall()
-    finally:
-        con.close()
+    """The stored faces, by crop file name."""
+    return rows(ws, FACES.replace("ORDER BY f.id", "ORDER BY f.file"))
 
 
 @pytest.fixture(scope="module")

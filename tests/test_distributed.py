@@ -23,27 +23,15 @@ distributed = pytest.importorskip("distributed")
 
 from animeid.dataset import CollectConfig, collect  # noqa: E402
 from animeid.remote import ClusterError  # noqa: E402
+from manifest_rows import manifest as _manifest, rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = dict(every=1.0, workers=1, detector="animeface", segment_frames=4)
 
 
-def _manifest(ws: Path) -> list[tuple]:
-    con = sqlite3.connect(ws / "manifest.sqlite")
-    try:
-        return con.execute("SELECT f.file, s.path, f.time, f.page, f.x0, f.y0, f.x1, f.y1, round(f.score, 4), f.phash,"
-                           " f.label FROM faces f JOIN sources s ON s.id = f.source_id ORDER BY f.id").fetchall()
-    finally:
-        con.close()
-
-
 def _items(ws: Path) -> list[tuple]:
-    con = sqlite3.connect(ws / "manifest.sqlite")
-    try:
-        return con.execute("SELECT s.path, i.key, i.n_faces, i.n_duplicates FROM items i JOIN sources s"
-                           " ON s.id = i.source_id ORDER BY s.path, i.key").fetchall()
-    finally:
-        con.close()
+    return rows(ws, "SELECT s.path, i.key, i.n_faces, i.n_duplicates FROM items i JOIN sources s"
+                    " ON s.id = i.source_id ORDER BY s.path, i.key")
 
 
 def _scenes(n: int, size=(320, 180), seed=1) -> list[np.ndarray]:
@@ -126,11 +114,7 @@ def test_collect_on_a_cluster_equals_a_local_run_and_rerun_adds_nothing(inputs, 
 
 
 def _sources(ws: Path) -> list[tuple]:
-    con = sqlite3.connect(ws / "manifest.sqlite")
-    try:
-        return con.execute("SELECT path, kind, status, error IS NOT NULL FROM sources ORDER BY id").fetchall()
-    finally:
-        con.close()
+    return rows(ws, "SELECT path, kind, status, error IS NOT NULL FROM sources ORDER BY id")
 
 
 def test_several_videos_one_unreadable_in_between_equal_a_local_run(inputs, client, tmp_path):
