@@ -204,9 +204,10 @@ def predict_files(model: Any, inputs: Sequence[str | os.PathLike], out: str | os
     check_not_in_workspace(Path(os.path.realpath(out)).parent, "--out")   # as every output: never in a workspace
     files = [os.fspath(f) for f in iter_image_files(inputs)]       # InputError for a missing input
     records = {_key(p): failed for p, failed in _read_records(out).items()}
-    todo = [f for f in files if _key(f) not in records]
+    keys = [_key(f) for f in files]
+    todo = [f for f, k in zip(files, keys) if k not in records]
     summary = {"pictures": len(files), "skipped": len(files) - len(todo), "done": 0, "failed": 0,
-               "failed_before": sum(1 for f in files if records.get(_key(f)))}
+               "failed_before": sum(1 for k in keys if records.get(k))}
     if not todo:
         return summary
     cluster = None

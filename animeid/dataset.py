@@ -354,13 +354,12 @@ def _detect_job(job: _DetectJob, cfg: CollectConfig) -> _Result:
         return _Result([], str(e))
 
 
-def _init_worker(parent: int | None = None) -> None:
+def _init_worker(parent: int) -> None:
     # one thread per worker process: the parallelism is across processes
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # A pool's worker waits for work forever once its parent is gone (killed with SIGKILL, it cannot
     # shut the pool down): this one ends itself within a second of its parent's death (``parent``: the
     # pid of the process that made the pool, given, since it may be gone before this runs).
-    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while True:
