@@ -206,13 +206,16 @@ def cmd_predict(a) -> int:
 
 
 def _predict(a) -> int:
+    import animeid
+
+    animeid._sklearn_standins = True               # predicting needs none of scikit-learn (animeid._sklearn)
     from .detect import draw_faces
     from .errors import InputError
     from .images import iter_image_files, load_image
     from .predict import PredictConfig, Recognizer
 
     rec = Recognizer.load(a.model)
-    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect,
+    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect, flip=a.flip,
                         **(a.unknown_threshold or {}))
     rec._threshold(cfg, rec.openset)              # a refusal rate the model cannot use: said once, up front
     failed = 0
@@ -260,7 +263,7 @@ def _predict_to_file(a) -> int:
     from .batch import predict_files
     from .predict import PredictConfig, Recognizer
 
-    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect,
+    cfg = PredictConfig(top=a.top, threshold=a.threshold, detector=a.detector, detect=a.detect, flip=a.flip,
                         **(a.unknown_threshold or {}))
     rec = Recognizer.load(a.model)              # a bad model or setting is said up front, nothing written
     rec._threshold(cfg, rec.openset)
@@ -389,6 +392,9 @@ def add_commands(sub) -> None:
     add_detector_opts(p)
     p.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
                    help="auto: find faces, a picture that is a face crop is taken whole; never: every picture is a face")
+    p.add_argument("--flip", choices=["auto", "always", "never"], default="auto",
+                   help="read faces with their mirror image too (models trained so): auto: only faces whose answer "
+                        "is close (the same answers, faster); always: every face, as evaluate does; never: none")
     p.add_argument("--preview", help="folder for pictures with boxes and names drawn (new, empty or an earlier "
                                      "predict --preview folder)")
     p.add_argument("--unknown-threshold", type=_threshold_arg, metavar="RATE",

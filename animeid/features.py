@@ -27,6 +27,8 @@ from .images import ImageTyping, to_array
 
 __all__ = ["FeatureSpec", "FeaturePipeline"]
 
+_NOT_YET = object()
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -80,6 +82,7 @@ class FeaturePipeline:
         self.onnx_bytes = onnx_bytes
         self._cfg = backbone_cfg
         self._session = None
+        self._views: Any = _NOT_YET   # (session, recipe) of the graph's one-view form, or None
         self._lock = threading.Lock()
 
     # -- backbone config and session
@@ -95,38 +98,94 @@ class FeaturePipeline:
             self._cfg = BackboneConfig(**d)
         return self._cfg
 
+    def _open(self, graph: bytes):
+        import onnxruntime as ort
+
+        from .backbones import default_providers
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        # no busy-waiting between operators: in predict the face detector runs beside it
+        # (measured alone too: 171 faces/s without spinning, 156 with, fine-tuned Lite0 at 128 px)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(graph, opts, providers=default_providers())
+
     def _sess(self):
         with self._lock:
             if self._session is None:
-                import onnxruntime as ort
-
-                from .backbones import default_providers
-
-                opts = ort.SessionOptions()
-                opts.log_severity_level = 3
-                # no busy-waiting between operators: in predict the face detector runs beside it
-                # (measured alone too: 171 faces/s without spinning, 156 with, fine-tuned Lite0 at 128 px)
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                self._session = ort.InferenceSession(self.onnx_bytes, opts, providers=default_providers())
+                self._session = self._open(self.onnx_bytes)
             return self._session
+
+    def _one_view(self) -> tuple[Any, dict[str, Any]] | None:
+        """``(session, recipe)`` of the bundled graph split into one view
+        (:func:`animeid.onnx_export.one_view_graph`), or None when it cannot be split."""
+        with self._lock:
+            if self._views is _NOT_YET:
+                split = None
+                if self.spec.kind == "network" and self.onnx_bytes is not None:
+                    from .onnx_export import one_view_graph
+
+                    split = one_view_graph(self.onnx_bytes)
+                self._views = None if split is None else (self._open(split[0]), split[1])
+            return self._views
 
     def output_names(self) -> list[str]:
         """Names of the bundled graph's outputs."""
+        views = self._one_view()
+        if views is not None:
+            return list(views[1]["outputs"])
         return [o.name for o in self._sess().get_outputs()]
 
-    def run_outputs(self, images: Sequence[ImageTyping], names: Sequence[str], batch_size: int = 32
-                    ) -> list[np.ndarray]:
-        """The graph's outputs ``names`` for ``images``, one ``(n, d)`` float32 array each (one run per batch)."""
+    def _run(self, sess: Any, images: Sequence[ImageTyping], names: Sequence[str] | None, batch_size: int,
+             mirrored: bool = False) -> dict[str, np.ndarray]:
+        """Outputs ``names`` (None: all) of session ``sess`` for ``images`` (their mirror images when
+        ``mirrored``): ``{name: (n, d) float32}``, one run per batch."""
         from .backbones import preprocess
 
-        sess = self._sess()
         inp = sess.get_inputs()[0].name
+        names = list(names) if names is not None else [o.name for o in sess.get_outputs()]
         chunks: list[list[np.ndarray]] = [[] for _ in names]
         for i in range(0, len(images), batch_size):
             x = preprocess(images[i:i + batch_size], self.backbone_config)
-            for out, a in zip(chunks, sess.run(list(names), {inp: x})):
+            if mirrored:
+                x = np.ascontiguousarray(x[..., ::-1])
+            for out, a in zip(chunks, sess.run(names, {inp: x})):
                 out.append(a.reshape(len(x), -1).astype(np.float32))
-        return [np.concatenate(c) if c else np.zeros((0, 0), np.float32) for c in chunks]
+        return {n: (np.concatenate(c) if c else np.zeros((0, 0), np.float32)) for n, c in zip(names, chunks)}
+
+    def run_views(self, images: Sequence[ImageTyping], batch_size: int = 32) -> dict[str, np.ndarray] | None:
+        """Every output of the one-view graph for ``images`` (no mirror image), or None when the
+        bundled graph cannot be split (:func:`animeid.onnx_export.one_view_graph`: then only
+        :meth:`run_outputs` applies). :meth:`view_outputs` reads the graph's outputs from them;
+        :meth:`add_mirror` adds the mirror images' view."""
+        views = self._one_view()
+        return None if views is None else self._run(views[0], list(images), None, batch_size)
+
+    def view_outputs(self, views: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph's outputs (``probs``, ``embedding``, ...) of one view, from :meth:`run_views`."""
+        from .onnx_export import combine_views
+
+        return combine_views(views, None, self._one_view()[1])
+
+    def add_mirror(self, views: dict[str, np.ndarray], images: Sequence[ImageTyping], batch_size: int = 32
+                   ) -> dict[str, np.ndarray]:
+        """The graph's outputs averaged over each picture and its mirror image, exactly as the
+        whole graph gives them, from :meth:`run_views`'s outputs ``views`` of the same ``images``."""
+        from .onnx_export import combine_views
+
+        sess, recipe = self._one_view()
+        return combine_views(views, self._run(sess, list(images), None, batch_size, mirrored=True), recipe)
+
+    def run_outputs(self, images: Sequence[ImageTyping], names: Sequence[str], batch_size: int = 32
+                    ) -> list[np.ndarray]:
+        """The graph's outputs ``names`` for ``images``, one ``(n, d)`` float32 array each (one run per
+        batch; a flip-averaging graph split into one view runs both views: the same numbers)."""
+        images = list(images)
+        if self._one_view() is not None:
+            both = self.add_mirror(self.run_views(images, batch_size), images, batch_size)
+            return [both[n] for n in names]
+        res = self._run(self._sess(), images, names, batch_size)
+        return [res[n] for n in names]
 
     def main_output(self) -> str:
         """The output the head reads: ``spec.output`` when the graph has it, else its first."""

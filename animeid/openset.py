@@ -199,18 +199,23 @@ def default_inputs(pipeline: Any) -> dict[str, Any]:
 
 
 def openset_inputs(pipeline: Any, images: Sequence, *, inputs: dict[str, Any] | None = None, head: bool = True,
-                   batch_size: int = 32, cache: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+                   batch_size: int = 32, cache: bool = True, outputs: dict[str, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray | None, np.ndarray]:
     """``(head features or None, open-set features (n, d))`` of face crops ``images``, from one network run.
 
     ``inputs``: the layer's ``openset_inputs`` (:func:`default_inputs`); ``None`` (models made before
-    it was stored): a network's ``"embedding"`` output when it has one, otherwise the head's features."""
+    it was stored): a network's ``"embedding"`` output when it has one, otherwise the head's features.
+    ``outputs``: the network's outputs for ``images`` already computed (``{name: (n, d)}``, e.g.
+    :meth:`~animeid.features.FeaturePipeline.view_outputs`), used instead of running it."""
     images = list(images)
     network = pipeline.spec.kind == "network" and pipeline.onnx_bytes is not None
     if inputs is None:
         inputs = {"output": "embedding"} if network and "embedding" in pipeline.output_names() else {}
     name = inputs.get("output")
     if name and network:
-        res = pipeline.run_outputs(images, ([pipeline.main_output()] if head else []) + [name], batch_size)
+        names = ([pipeline.main_output()] if head else []) + [name]
+        res = ([outputs[n] for n in names] if outputs is not None
+               else pipeline.run_outputs(images, names, batch_size))
         F = np.asarray(res[-1], dtype=np.float64)
         if name == "embedding":
             F = _l2n(F)

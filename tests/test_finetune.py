@@ -145,3 +145,35 @@ def test_identity_taps_follow_the_frozen_part():
     assert _identity_taps(16, 1) == ([12, 14], [15])
     # nothing frozen to share, or nothing trained: no identity output
     assert _identity_taps(16, 16) is None and _identity_taps(16, 0) is None and _identity_taps(16, -1) is None
+
+
+def test_one_view_graph_gives_the_flip_averaged_outputs_exactly(tiny_run, tiny_data):
+    """The exported graph averages each picture with its mirror image; split into one view
+    (:func:`one_view_graph`), two runs (picture, mirror image) combine into exactly its outputs, and
+    one run gives the picture's own (not the average). A graph without flip averaging is not split."""
+    import onnxruntime as ort
+
+    from animeid.backbones import preprocess
+    from animeid.finetune import _export_onnx, _Exported
+    from animeid.onnx_export import combine_views, one_view_graph
+
+    r = tiny_run
+    x = preprocess(tiny_data[1][0][:6], r.backbone)
+    whole = ort.InferenceSession(r.onnx_bytes, providers=["CPUExecutionProvider"])
+    full = dict(zip([o.name for o in whole.get_outputs()], whole.run(None, {"pixels": x})))
+    one, recipe = one_view_graph(r.onnx_bytes)
+    assert recipe["outputs"] == ["probs", "embedding", "identity"] and len(recipe["sums"]) == 5   # embedding + 4 blocks
+    sess = ort.InferenceSession(one, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    a = dict(zip(names, sess.run(None, {"pixels": x})))
+    b = dict(zip(names, sess.run(None, {"pixels": np.ascontiguousarray(x[..., ::-1])})))
+    both = combine_views(a, b, recipe)
+    for k in ("probs", "embedding", "identity"):
+        np.testing.assert_allclose(both[k], full[k], atol=1e-5)
+    alone = combine_views(a, None, recipe)
+    np.testing.assert_allclose((alone["probs"] + combine_views(b, None, recipe)["probs"]) / 2, full["probs"], atol=1e-6)
+    assert np.abs(alone["probs"] - full["probs"]).max() > 1e-4
+    np.testing.assert_allclose(np.linalg.norm(alone["embedding"], axis=1), 1.0, atol=1e-5)
+    plain = _export_onnx(_Exported.make(r.model.net, False), r.backbone.input_size)
+    assert one_view_graph(plain) is None
+    assert one_view_graph(b"not a graph") is None

@@ -278,21 +278,29 @@ def test_openset_layer_round_trip_and_damage(model, tmp_path):
         animeid.load(p)
 
 
-def test_fine_tuned_network_model_uses_its_identity_output(newgame8, tmp_path):
+@pytest.fixture(scope="module")
+def ft_model(newgame8, tmp_path_factory):
+    """A fine-tuned network's model (tiny run) on 4 newgame8 characters."""
+    pytest.importorskip("torch")
+    from animeid.train import train
+
+    tmp = tmp_path_factory.mktemp("ft")
+    data = tmp / "data"
+    for n in KNOWN[:4]:
+        shutil.copytree(newgame8 / n, data / n, ignore=lambda d, fs: sorted(fs)[10:])
+    path = tmp / "ft.animeid"
+    train(data, path, method="finetune", progress=False, input_size=96, trainable_blocks=1, epochs=1,
+          batch_size=8, augmentation="flip")
+    return path
+
+
+def test_fine_tuned_network_model_uses_its_identity_output(ft_model, newgame8, tmp_path):
     """A fine-tuned network's model (tiny run): the layer embeds the network's 'identity' output and the
     colour histogram, its
     threshold comes from the known faces (the network saw every character), and enrolment works."""
-    pytest.importorskip("torch")
     import animeid
-    from animeid.train import train
 
-    data = tmp_path / "data"
-    for n in KNOWN[:4]:
-        shutil.copytree(newgame8 / n, data / n, ignore=lambda d, fs: sorted(fs)[10:])
-    path = tmp_path / "ft.animeid"
-    train(data, path, method="finetune", progress=False, input_size=96, trainable_blocks=1, epochs=1,
-          batch_size=8, augmentation="flip")
-    rec = animeid.load(path)
+    rec = animeid.load(ft_model)
     assert rec.spec.kind == "network" and rec.openset is not None
     assert rec.openset.calibration["threshold_from"] == "known faces"
     assert rec.openset.inputs == {"output": "identity", "color_weight": 2.0}
@@ -444,3 +452,45 @@ def test_score_with_the_highest_probability_on_synthetic_features():
     bad = {**th, "openset_score_norm": {**th["openset_score_norm"], "z_sd": -1.0}}
     with pytest.raises(ModelFileError, match="open-set"):
         OpenSet.from_bundle(SimpleNamespace(extra_arrays=arr, thresholds=bad, labels=classes, path=None))
+
+
+def test_flip_auto_reads_the_mirror_image_only_of_close_answers(ft_model, newgame8, monkeypatch):
+    """``flip``: ``always`` gives what the whole flip-averaging graph gives; ``never`` one view only;
+    ``auto`` mirrors exactly the faces whose answer is close (every face when all are close, none when
+    none is and the unknown threshold is off)."""
+    import animeid
+    import animeid.predict as P
+    from animeid.predict import PredictConfig
+
+    rec = animeid.load(ft_model)
+    assert rec.pipeline.run_views([np.zeros((96, 96, 3), np.uint8)]) is not None   # the graph splits
+    faces = [p for n in KNOWN[:5] for p in sorted((newgame8 / n).iterdir())[10:13]]
+    whole, whole_s = rec.predict_open_faces(faces)            # the whole graph's numbers, as evaluate reads them
+
+    def run(flip, **kw):
+        v = rec.identify_faces(faces, PredictConfig(flip=flip, top=4, **kw))
+        return np.array([[c["p"] for c in sorted(x["candidates"], key=lambda c: c["name"])] for x in v]), \
+            np.array([x["open_set"]["score"] for x in v])
+
+    p_always, s_always = run("always")
+    np.testing.assert_allclose(p_always, whole, atol=1e-4)
+    np.testing.assert_allclose(s_always, whole_s, atol=1e-3)
+    p_never, s_never = run("never")
+    assert np.abs(s_never - s_always).max() > 1e-3             # one view is not both
+    mirrored = []
+    real = rec.pipeline.add_mirror
+    monkeypatch.setattr(rec.pipeline, "add_mirror", lambda v, imgs, bs=32: mirrored.append(len(imgs)) or real(v, imgs, bs))
+    monkeypatch.setattr(P, "MIRROR_BELOW_P", 1.01)             # every answer close: all mirrored
+    p_auto, s_auto = run("auto")
+    np.testing.assert_allclose(p_auto, p_always, atol=1e-6)
+    np.testing.assert_allclose(s_auto, s_always, atol=1e-6)
+    assert mirrored == [len(faces)]
+    monkeypatch.setattr(P, "MIRROR_BELOW_P", 0.0)              # none close by probability, threshold off: none
+    mirrored.clear()
+    p_auto, s_auto = run("auto", unknown=False)
+    assert mirrored == []
+    np.testing.assert_allclose(s_auto, s_never, atol=1e-6)
+    monkeypatch.setattr(P, "MIRROR_SCORE_MARGIN", 1e9)         # every score near the threshold: all mirrored
+    p_auto, s_auto = run("auto")
+    assert mirrored == [len(faces)]
+    np.testing.assert_allclose(s_auto, s_always, atol=1e-6)
