@@ -69,11 +69,6 @@ MIRROR_BELOW_P = 0.5
 #: held-out faces, checked on two others: 99.7-100 % of answers as with both views of every face
 #: (BENCHMARKS.md, *Speed end to end*).
 MIRROR_SCORE_MARGIN = 1.5
-#: ``detect="auto"``: pictures smaller than this (px, longer side) and square-ish (sides within this
-#: ratio) are read whole before any face search, as face crops (see ``PredictConfig.detect``).
-CROP_LIKE_SIDE = 256
-CROP_LIKE_ASPECT = 1.3
-_NOW = object()
 
 
 def _predict_rules() -> dict:
@@ -100,10 +95,7 @@ class PredictConfig:
         A detector name or a detector file (None: animeid's default).
     detect : {"auto", "always", "never"}
         ``auto``: find faces, and read a picture without one whole as a face crop (kept apart as
-        ``whole_picture``); a small square-ish picture (the shape of a face crop:
-        :data:`CROP_LIKE_SIDE`, :data:`CROP_LIKE_ASPECT`) is read whole first and, when that names a
-        known character confidently (not close to unknown or to a second name), taken as a face crop
-        without a search; ``always``: faces only; ``never``: every picture is a face crop.
+        ``whole_picture``); ``always``: faces only; ``never``: every picture is a face crop.
     fill_ratio : float, default 0.6
         A single face whose box's longer side is at least this share (0..1] of the picture's
         shorter side makes the picture a face crop, read whole (``detect="auto"``).
@@ -319,15 +311,13 @@ class Recognizer:
         proba = layer.proba(E, head_p)
         return proba, layer.score(E, proba)
 
-    def _predict_open(self, faces: list, batch_size: int, flip: str = "always", threshold: Any = None,
-                      layer: Any = _NOW) -> tuple[np.ndarray, np.ndarray, list[str], Any]:
+    def _predict_open(self, faces: list, batch_size: int, flip: str = "always", threshold: Any = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[str], Any]:
         """``(proba, score, labels, layer)``. ``flip`` (see :class:`PredictConfig`): ``"auto"`` reads the
         mirror image only of faces whose answer is close (highest probability under
         :data:`MIRROR_BELOW_P`, or an open-set score within :data:`MIRROR_SCORE_MARGIN` of ``threshold``,
-        a callable of the layer giving the threshold in use or None). ``layer``: the open-set layer to
-        use (default: the model's now)."""
-        if layer is _NOW:
-            layer = self.openset                   # one consistent snapshot (enrol/forget replace it)
+        a callable of the layer giving the threshold in use or None)."""
+        layer = self.openset                       # one consistent snapshot (enrol/forget replace it)
         labels = list(layer.labels) if layer is not None else list(self.bundle.labels)
         if not faces:
             return np.zeros((0, len(labels))), np.zeros(0), labels, layer
@@ -545,86 +535,35 @@ class Recognizer:
         self._threshold(cfg, self.openset)            # a bad setting fails before any work
         return self._name(*self._find(images, cfg), cfg)
 
-    def _whole_first(self, imgs: list[Any], cfg: PredictConfig) -> set[int]:
-        """Indices of the pictures read whole before any face search (``detect="auto"``, a model with an
-        open-set layer and unknown answers on): small square-ish pictures (longer side under
-        :data:`CROP_LIKE_SIDE` px, sides within :data:`CROP_LIKE_ASPECT`), the shape of face crops.
-        One confidently named (:meth:`_settled`) is a face crop, not searched; the others are searched
-        after all (:meth:`_name`), with the same result as searching first."""
-        if cfg.detect != "auto" or not cfg.unknown or self.openset is None:
-            return set()
-        return {i for i, img in enumerate(imgs)
-                if max(img.size) < CROP_LIKE_SIDE and max(img.size) <= CROP_LIKE_ASPECT * min(img.size)}
-
-    @staticmethod
-    def _settled(p: np.ndarray, s: float, t: float | None) -> bool:
-        """A picture read whole is a face crop of a known character without a face search: named (not
-        unknown) and not close (:data:`MIRROR_BELOW_P`, :data:`MIRROR_SCORE_MARGIN`)."""
-        return t is not None and s >= t + MIRROR_SCORE_MARGIN and float(p.max()) >= MIRROR_BELOW_P
-
     def _find(self, images: Sequence[ImageTyping], cfg: PredictConfig
-              ) -> tuple[list[dict[str, Any]], list[tuple[int, list[int], bool, bool]], list[Any]]:
+              ) -> tuple[list[dict[str, Any]], list[tuple[int, list[int], bool]], list[Any]]:
         """:meth:`predict_batch`'s first stage: read the pictures, find their faces (one batched pass),
-        cut the crops. Returns ``(results without faces, (picture index, box, no_face, whole_first) per
-        crop, crops)``; ``whole_first``: a picture not searched yet (:meth:`_whole_first`), its crop the
-        picture itself."""
+        cut the crops. Returns ``(results without faces, (picture index, box, no_face) per crop, crops)``."""
         from .detect import detect_faces_batch
 
-        located: list[tuple[int, list[int], bool, bool]] = []
+        located: list[tuple[int, list[int], bool]] = []
         crops: list[Any] = []
         results: list[dict[str, Any]] = []
         imgs = [load_image(image, "RGB") for image in images]
-        first = self._whole_first(imgs, cfg)
-        found: list[Any] = [None] * len(imgs)
-        search = [i for i in range(len(imgs)) if i not in first] if cfg.detect != "never" else []
-        if search:                                   # one batched pass
-            for i, f in zip(search, detect_faces_batch([imgs[i] for i in search], threshold=cfg.threshold,
-                                                       detector=cfg.detector)):
-                found[i] = f
-        frames = self._animated(images, imgs, found, cfg)   # an animation's frames are searched
+        found = (detect_faces_batch(imgs, threshold=cfg.threshold, detector=cfg.detector)  # one batched pass
+                 if cfg.detect != "never" else [None] * len(imgs))
+        frames = self._animated(images, imgs, found, cfg)
         for i, (image, img) in enumerate(zip(images, imgs)):
             results.append({"path": describe(image), "width": img.size[0], "height": img.size[1], "faces": [],
                             **frames.get(i, {})})
-            if i in first and i not in frames:
-                located.append((i, [0, 0, img.size[0], img.size[1]], False, True))
-                crops.append(img)
-                continue
             pairs, no_face = self._locate(img, cfg, found[i])
             for box, crop in pairs:
-                located.append((i, box, no_face, False))
+                located.append((i, box, no_face))
                 crops.append(crop)
         return results, located, crops
 
-    def _name(self, results: list[dict[str, Any]], located: list[tuple[int, list[int], bool, bool]],
-              crops: list[Any], cfg: PredictConfig) -> list[dict[str, Any]]:
-        """:meth:`predict_batch`'s second stage: name the crops :meth:`_find` cut, into ``results``; the
-        pictures read whole first and not settled by it are searched for faces now."""
-        from .detect import detect_faces_batch
-
-        threshold = lambda lay: self._threshold(cfg, lay)  # noqa: E731
-        proba, score, labels, layer = self._predict_open(crops, cfg.batch_size, cfg.flip, threshold)
+    def _name(self, results: list[dict[str, Any]], located: list[tuple[int, list[int], bool]], crops: list[Any],
+              cfg: PredictConfig) -> list[dict[str, Any]]:
+        """:meth:`predict_batch`'s second stage: name the crops :meth:`_find` cut, into ``results``."""
+        proba, score, labels, layer = self._predict_open(crops, cfg.batch_size, cfg.flip,
+                                                         lambda lay: self._threshold(cfg, lay))
         t = self._threshold(cfg, layer)
-        named = [(loc[:3], p, s) for loc, p, s in zip(located, proba, score)]
-        search = [k for k, loc in enumerate(located) if loc[3] and not self._settled(proba[k], score[k], t)]
-        if search:
-            more_loc, more_crops = [], []
-            for k, f in zip(search, detect_faces_batch([crops[k] for k in search], threshold=cfg.threshold,
-                                                       detector=cfg.detector)):
-                pairs, no_face = self._locate(crops[k], cfg, f)
-                if len(pairs) == 1 and pairs[0][1] is crops[k]:     # a face crop, or no face: read whole, as done
-                    named[k] = ((located[k][0], located[k][1], no_face), proba[k], score[k])
-                    continue
-                named[k] = None
-                for box, crop in pairs:
-                    more_loc.append((located[k][0], box, no_face))
-                    more_crops.append(crop)
-            if more_crops:
-                p2, s2, _, _ = self._predict_open(more_crops, cfg.batch_size, cfg.flip, threshold, layer=layer)
-                named += list(zip(more_loc, p2, s2))
-        for item in named:
-            if item is None:
-                continue
-            (i, box, no_face), p, s = item
+        for (i, box, no_face), p, s in zip(located, proba, score):
             entry = {"box": [int(v) for v in box], **self._verdict(p, cfg.top, labels, s, t, layer)}
             if no_face:
                 results[i]["whole_picture"] = entry

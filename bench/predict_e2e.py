@@ -64,12 +64,13 @@ def main(argv=None) -> int:
         for i, f in enumerate(files):
             (crops / f"{i:05d}{f.suffix}").symlink_to(f.resolve())
         for label, folder, extra in (("face crops (holoen16), defaults", crops, []),
+                                     ("face crops, `--flip always`", crops, ["--flip", "always"]),
                                      ("face crops, `--detect never`", crops, ["--detect", "never"]),
                                      *([(f"frames 640x360 ({args.frames.name}), defaults", args.frames, [])]
                                        if args.frames else [])):
             dt, n = cli_seconds(args.model, folder, extra)
             rows.append((f"`animeid predict` CLI: {label}", n, dt, n / dt))
-            if args.before is not None:
+            if args.before is not None and "--flip" not in extra:
                 dt, n = cli_seconds(args.model.resolve(), folder, extra, args.before.resolve())
                 rows.append((f"the same, before ({args.before.name})", n, dt, n / dt))
     t = time.perf_counter()
@@ -78,10 +79,12 @@ def main(argv=None) -> int:
     load_s = time.perf_counter() - t
     faces = [to_array(f) for f in files]
     rec.predict_faces(faces[:32])
-    t = time.perf_counter()
-    rec.predict_faces(faces, cfg=PredictConfig(batch_size=32))
-    dt = time.perf_counter() - t
-    rows.append(("network alone (`Recognizer.predict_faces`, decoded crops, batch 32)", len(faces), dt, len(faces) / dt))
+    for flip in ("always", "auto"):
+        t = time.perf_counter()
+        rec.predict_faces(faces, cfg=PredictConfig(batch_size=32, flip=flip))
+        dt = time.perf_counter() - t
+        rows.append((f"network alone (`Recognizer.predict_faces`, decoded crops, batch 32, flip {flip})",
+                     len(faces), dt, len(faces) / dt))
     print("| what | pictures | seconds | pictures/s |\n|---|---:|---:|---:|")
     for what, n, s, rate in rows:
         print(f"| {what} | {n} | {s:.1f} | {rate:.0f} |")

@@ -166,7 +166,11 @@ def test_recognize_a_face_equals_the_library(model, rec, faces):
                    files={"image": (f.name, f.read_bytes(), "image/jpeg")})
         assert r.status_code == 200 and len(r.json()["faces"][0]["candidates"]) == 4
         assert r.json()["faces"][0]["box"] == [0, 0, 96, 96]
-        for field, bad in (("top", "0"), ("threshold", "5"), ("unknown_threshold", "-0.5"), ("detect", "x")):
+        r = c.post("/api/v1/recognize?flip=always", data={"flip": "never"},
+                   files={"image": (f.name, f.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200 and r.json()["faces"][0]["candidates"][0]["name"] == CHARS[0]
+        for field, bad in (("top", "0"), ("threshold", "5"), ("unknown_threshold", "-0.5"), ("detect", "x"),
+                           ("flip", "sometimes")):
             r = c.post("/api/v1/recognize", data={field: bad}, files={"image": (f.name, f.read_bytes(), "image/jpeg")})
             assert r.status_code == 422, (field, r.text)
 
@@ -419,6 +423,7 @@ def _bad_inputs(faces) -> list[tuple[str, list, dict, int, str]]:
         ("text field instead of file", [("image", None, "hello", None)], {}, 422, "image"),
         ("bad option", [_image_part(face)], {"top": "0"}, 422, "top"),
         ("bad detect", [_image_part(face)], {"detect": "sometimes"}, 422, "detect"),
+        ("bad flip", [_image_part(face)], {"flip": "sometimes"}, 422, "flip"),
         ("too many pictures", [_image_part(face)] * 17, {}, 413, "limit is 16"),
         ("oversized upload", [("image", "huge.jpg", b"\xff\xd8" + b"\x00" * (3 * MB), "image/jpeg")], {}, 413,
          "larger than the upload limit of 2 MB"),

@@ -117,6 +117,9 @@ def recognize(image: list[UploadFile] = File(..., description="one or more pictu
               detect: Literal["auto", "always", "never"] = Query(
                   "auto", description="auto: find faces, a face crop is taken whole; always: only faces "
                                       "found; never: the whole picture is one face"),
+              flip: Literal["auto", "always", "never"] = Query(
+                  "auto", description="a fine-tuned model's mirror-image averaging: auto: only faces whose answer "
+                                      "is close (the verdicts of always, faster); always: every face; never: none"),
               unknown_threshold: Optional[str] = Query(
                   None, max_length=40, examples=["5%", "0.05", "off", "score:-14.8"],
                   description="when a face is answered `unknown`: the share of known faces refused on the "
@@ -129,6 +132,8 @@ def recognize(image: list[UploadFile] = File(..., description="one or more pictu
                                                      description="as the query parameter `threshold`"),
               detect_form: Optional[Literal["auto", "always", "never"]] = Form(
                   None, alias="detect", description="as the query parameter `detect`"),
+              flip_form: Optional[Literal["auto", "always", "never"]] = Form(
+                  None, alias="flip", description="as the query parameter `flip`"),
               unknown_threshold_form: Optional[str] = Form(None, alias="unknown_threshold", max_length=40,
                                                            description="as the query parameter `unknown_threshold`"),
               st: _State = Depends(get_state)):
@@ -137,10 +142,12 @@ def recognize(image: list[UploadFile] = File(..., description="one or more pictu
     top = top_form if top_form is not None else top
     threshold = threshold_form if threshold_form is not None else threshold
     detect = detect_form if detect_form is not None else detect
+    flip = flip_form if flip_form is not None else flip
     unknown_threshold = unknown_threshold_form if unknown_threshold_form is not None else unknown_threshold
     try:
         unk = parse_unknown_threshold(unknown_threshold)
-        cfg = PredictConfig(top=top, threshold=threshold, detect=detect, detector=st.settings.detector, **unk)
+        cfg = PredictConfig(top=top, threshold=threshold, detect=detect, flip=flip, detector=st.settings.detector,
+                            **unk)
         st.recognizer._threshold(cfg, st.recognizer.openset)
     except (ValueError, AnimeidError) as e:
         raise HTTPException(422, f"unknown_threshold: {getattr(e, 'message', None) or e}") from None
