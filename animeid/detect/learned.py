@@ -35,7 +35,7 @@ from .base import Face
 __all__ = ["LearnedDetector", "DEFAULT_DETECTOR_FILE", "decode", "nms", "platt", "letterbox", "read_metadata"]
 
 #: the detector shipped inside animeid (see README's model card)
-DEFAULT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v1.onnx"
+DEFAULT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v2.onnx"
 _META_KEY = "animeid_detector"
 #: a detection pass after the first is skipped for a picture it would upscale more than this
 _MAX_UPSCALE = 4
