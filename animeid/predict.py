@@ -227,6 +227,9 @@ class Recognizer:
         self.head_temperature: float = stored_temperature(bundle.thresholds, bundle.path)
         feats = dict(bundle.features or {"kind": "pixels"})
         self.crop_margin = float(feats.pop("crop_margin", 0.2))
+        #: how much of a training crop the face filled, as a detector boxed it (None: models made
+        #: before it was measured): crops cut from that detector's boxes match it
+        self.crop_fill: dict | None = feats.pop("crop_fill", None)
         self.spec = FeatureSpec.from_dict(feats)
         self.pipeline = FeaturePipeline(self.spec, bundle.backbone, bundle.backbone_onnx)
         self._lock = threading.Lock()
@@ -477,7 +480,7 @@ class Recognizer:
         """``((box, face crop) pairs, no_face)`` for one picture (``faces``: its detected faces, when the
         caller detected them already). ``no_face`` is True when ``detect="auto"`` found no face and the one
         pair is the whole picture, read as if it were a face crop."""
-        from .detect import crop_box, crop_face, detect_faces
+        from .detect import crop_box_for, crop_face, detect_faces
 
         w, h = img.size
         whole = [([0, 0, w, h], img)]
@@ -492,7 +495,8 @@ class Recognizer:
             if max(x1 - x0, y1 - y0) >= cfg.fill_ratio * min(w, h):
                 return whole, False      # the picture is a face crop already
         size = self.spec.size if self.spec.kind == "pixels" else None
-        return [(list(f.box), crop_face(img, crop_box(f.box, cfg.detector), margin=self.crop_margin, size=size or 128))
+        return [(list(f.box), crop_face(img, crop_box_for(f.box, self.crop_margin, self.crop_fill, cfg.detector),
+                                        margin=self.crop_margin, size=size or 128))
                 for f in faces], False
 
     def predict_batch(self, images: Sequence[ImageTyping], cfg: PredictConfig | None = None) -> list[dict[str, Any]]:

@@ -33,8 +33,9 @@ from animeid.predict import PredictConfig, Recognizer  # noqa: E402
 DEFAULT_DATA = Path(os.environ.get("ANIMEID_SHARED_DATA", ROOT.parent / "shared" / "data")) / "holoen16-dev"
 
 
-def faces_of(rec: Recognizer, data: Path) -> tuple[list, np.ndarray, list]:
-    """(known test faces, their names, unknown faces) for a model trained on some of ``data``'s characters."""
+def faces_of(rec: Recognizer, data: Path, part: str = "test") -> tuple[list, np.ndarray, list]:
+    """(known faces of ``part`` of the split, their names, unknown faces) for a model trained on some of
+    ``data``'s characters."""
     seed = int(rec.meta["training"]["seed"])
     chars = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
     known = list(rec.bundle.labels)
@@ -44,7 +45,7 @@ def faces_of(rec: Recognizer, data: Path) -> tuple[list, np.ndarray, list]:
         ds_dir.mkdir()
         for c in known:
             (ds_dir / c).symlink_to((data / c).resolve(), target_is_directory=True)
-        te_p, te_y = read_folder_dataset(ds_dir, seed=seed).subset("test")
+        te_p, te_y = read_folder_dataset(ds_dir, seed=seed).subset(part)
         te = [to_array(p) for p in te_p]
     unk = [to_array(p) for c in held for p in sorted((data / c).iterdir())]
     return te, np.asarray(te_y), unk

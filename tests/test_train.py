@@ -81,16 +81,18 @@ def test_logistic_beats_chance_and_reloads_identically(logistic_model, small_rea
 
 def test_whole_illustration_and_its_face_crop_get_the_same_top1(logistic_model, detect_tadne):
     import animeid
-    from animeid.detect import crop_box, crop_face
+    from animeid.detect import crop_box_for, crop_face
 
     rec = animeid.load(logistic_model.model_path)
+    assert rec.crop_fill is not None                 # measured on its training crops
     checked = 0
     for name in ("tadne_r0c1.jpg", "tadne_r1c3.jpg", "tadne_r2c2.jpg"):
         whole = rec.predict(detect_tadne / name)
         faces = whole["faces"]
         if not faces or faces[0]["box"] == [0, 0, whole["width"], whole["height"]]:
             continue
-        crop = crop_face(detect_tadne / name, crop_box(faces[0]["box"]), margin=0.2, size=128)  # as predict cuts it
+        crop = crop_face(detect_tadne / name, crop_box_for(faces[0]["box"], 0.2, rec.crop_fill), margin=0.2,
+                         size=128)                   # as predict cuts it
         alone = rec.predict(crop)
         assert len(alone["faces"]) == 1
         assert alone["faces"][0]["candidates"][0]["name"] == faces[0]["candidates"][0]["name"]

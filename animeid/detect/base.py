@@ -66,6 +66,9 @@ __all__ = [
     "DEFAULT_DETECTOR",
     "default_threshold",
     "crop_box",
+    "crop_box_for",
+    "detector_id",
+    "measure_crop_fill",
     "check_detector_name",
     "AUTO_UPSCALE_TO",
     "PAD_BELOW",
@@ -256,6 +259,70 @@ def crop_box(box: Sequence[float], detector: str | os.PathLike | None = None) ->
     x0, y0, x1, y1 = (float(v) for v in box)
     if scale == 1.0:
         return x0, y0, x1, y1
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * scale, (y1 - y0) / 2 * scale
+    return cx - hw, cy - hh, cx + hw, cy + hh
+
+
+def detector_id(detector: str | os.PathLike | None = None) -> str:
+    """A stable name of a detector, for what is measured with it: ``"animeface"``, or a learned
+    detector file's name (the shipped one: ``"animeid-faces-v2.onnx"``)."""
+    det = get_detector(detector)
+    path = getattr(det, "path", None)
+    return Path(path).name if path is not None else str(det.name)
+
+
+#: :func:`measure_crop_fill`: face crops searched at most, and found at least for a measure
+CROP_FILL_SAMPLE = 100
+CROP_FILL_MIN = 10
+
+
+def measure_crop_fill(crops: Sequence[ImageTyping], detector: str | os.PathLike | None = None,
+                      limit: int = CROP_FILL_SAMPLE) -> dict | None:
+    """How much of a face crop the face fills, as ``detector`` boxes it: the geometry of a
+    recogniser's training crops, so that crops cut from that detector's boxes at prediction time
+    match it (:func:`crop_box_for`).
+
+    Parameters
+    ----------
+    crops : sequence of pictures
+        Face crops (paths or ``(H, W, 3)`` uint8 arrays); up to ``limit`` of them, evenly spaced, are
+        searched.
+    detector : str or path, optional
+        As :func:`get_detector` (None: the default).
+
+    Returns
+    -------
+    dict or None
+        ``{"fill": median of (the longer side of the box nearest the crop's centre / the crop's
+        longer side), "detector": detector_id(detector), "n": crops measured}``; None when the face
+        is found in fewer than :data:`CROP_FILL_MIN` of them.
+    """
+    crops = list(crops)
+    if not crops:
+        return None
+    picked = crops[:: max(1, len(crops) // limit)][:limit]
+    fills = []
+    for crop, faces in zip(picked, detect_faces_batch(picked, detector=detector)):
+        if not faces:
+            continue
+        h, w = (crop.shape[:2] if isinstance(crop, np.ndarray) else load_image(crop).size[::-1])
+        box = min(faces, key=lambda f: math.hypot((f.box[0] + f.box[2] - w) / 2, (f.box[1] + f.box[3] - h) / 2)).box
+        fills.append(max(box[2] - box[0], box[3] - box[1]) / max(w, h))
+    if len(fills) < CROP_FILL_MIN:
+        return None
+    return {"fill": round(float(np.median(fills)), 4), "detector": detector_id(detector), "n": len(fills)}
+
+
+def crop_box_for(box: Sequence[float], margin: float, fill: dict | None,
+                 detector: str | os.PathLike | None = None) -> tuple[float, float, float, float]:
+    """The box a recogniser's face crop is cut around (then widened by ``margin`` on each side): with
+    the ``fill`` its training crops were measured to have (:func:`measure_crop_fill`) by this very
+    detector, scaled about its centre so that the face fills the crop as much as in training;
+    otherwise :func:`crop_box` (the detector's ``crop_scale``: AnimeFace's geometry)."""
+    if not fill or fill.get("detector") != detector_id(detector) or not float(fill.get("fill", 0)) > 0:
+        return crop_box(box, detector)
+    scale = 1.0 / (float(fill["fill"]) * (1 + 2 * float(margin)))
+    x0, y0, x1, y1 = (float(v) for v in box)
     cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * scale, (y1 - y0) / 2 * scale
     return cx - hw, cy - hh, cx + hw, cy + hh
 
