@@ -552,6 +552,10 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
     # how much of a training crop the face fills as the default detector boxes it: crops cut from its
     # boxes at prediction time are made to match (detect.crop_box_for)
     fill = measure_crop_fill(tr_x)
+    stage(f"crop geometry: the face fills {fill['fill']:.0%} of a training crop's side as the default detector "
+          f"boxes it ({fill['n']} crops measured); crops cut from its boxes will match" if fill else
+          "crop geometry: not measured (the default detector found too few faces in the training crops); crops "
+          "cut from detector boxes use the detector's own geometry", show)
     save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
                features={**spec.to_dict(), "crop_margin": 0.2, **({"crop_fill": fill} if fill else {})},
                training=training,

@@ -36,6 +36,9 @@ def test_measure_crop_fill_on_face_crops_and_on_pictures_without_faces(generated
     blank = [np.full((96, 96, 3), v, np.uint8) for v in range(0, 250, 10)]
     assert measure_crop_fill(blank) is None          # too few faces found to measure
     assert measure_crop_fill([]) is None
+    # the sample spans the whole sequence (a dataset in folder order), not its first `limit` pictures
+    spread = measure_crop_fill(blank * 5 + crops[:40], limit=50)
+    assert spread is not None and 10 <= spread["n"] <= 20
 
 
 def test_train_stores_the_fill_and_predict_cuts_crops_to_it(generated_model, monkeypatch):

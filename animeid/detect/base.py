@@ -285,8 +285,9 @@ def measure_crop_fill(crops: Sequence[ImageTyping], detector: str | os.PathLike 
     Parameters
     ----------
     crops : sequence of pictures
-        Face crops (paths or ``(H, W, 3)`` uint8 arrays); up to ``limit`` of them, evenly spaced, are
-        searched.
+        Face crops (paths or ``(H, W, 3)`` uint8 arrays); up to ``limit`` of them, evenly spaced over
+        the whole sequence (a dataset in folder order: every character), are searched. The fill
+        comes in steps of one pixel of the crop's side: coarse for crops under about 48 px.
     detector : str or path, optional
         As :func:`get_detector` (None: the default).
 
@@ -300,7 +301,7 @@ def measure_crop_fill(crops: Sequence[ImageTyping], detector: str | os.PathLike 
     crops = list(crops)
     if not crops:
         return None
-    picked = crops[:: max(1, len(crops) // limit)][:limit]
+    picked = [crops[i] for i in sorted(set(np.linspace(0, len(crops) - 1, min(limit, len(crops))).round().astype(int)))]
     fills = []
     for crop, faces in zip(picked, detect_faces_batch(picked, detector=detector)):
         if not faces:
