@@ -128,6 +128,12 @@ def test_ignore_regions_count_neither_way():
 def test_nms_and_decode():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], float)
     assert nms(boxes, np.array([0.5, 0.9, 0.7])).tolist() == [1, 2]
+    # a smaller box on part of a face a better box holds whole (IoU 0.16): dropped; one that only
+    # overlaps a corner, and a better one inside a worse one, are kept
+    nested = np.array([[0, 0, 100, 100], [10, 10, 50, 50], [80, 80, 180, 180]], float)
+    assert nms(nested, np.array([0.9, 0.5, 0.6])).tolist() == [0, 2]
+    assert nms(nested, np.array([0.9, 0.5, 0.6]), contain=1.0).tolist() == [0, 2, 1]
+    assert nms(nested[:2], np.array([0.4, 0.9])).tolist() == [1, 0]
     peaks = np.zeros((4, 4), np.float32)
     peaks[1, 2] = 0.8
     ltrb = np.zeros((4, 4, 4), np.float32)

@@ -41,14 +41,21 @@ _META_KEY = "animeid_detector"
 _MAX_UPSCALE = 4
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5) -> np.ndarray:
+#: :func:`nms`: a box lying this much (share of its own area) inside a better one is dropped too
+NMS_CONTAIN = 0.8
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, contain: float = NMS_CONTAIN) -> np.ndarray:
     """Indices of the boxes kept by greedy non-maximum suppression, best score first.
 
     ``boxes``: ``(n, 4)`` ``[x0, y0, x1, y1]``; ``scores``: ``(n,)``. A box overlapping a kept,
-    better one by IoU > ``iou`` is dropped.
+    better one by IoU > ``iou`` is dropped, and so is one lying inside it by more than ``contain``
+    of its own area (a smaller box on part of a face a better box holds whole, which IoU alone keeps).
     """
     from .metrics import box_iou
 
+    boxes = np.asarray(boxes, np.float64)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     while len(order):
@@ -57,7 +64,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5) -> np.ndarray:
         if len(order) == 1:
             break
         rest = order[1:]
-        order = rest[box_iou(boxes[i:i + 1], boxes[rest])[0] <= iou]
+        b = boxes[rest]
+        inter = (np.clip(np.minimum(b[:, 2], boxes[i, 2]) - np.maximum(b[:, 0], boxes[i, 0]), 0, None)
+                 * np.clip(np.minimum(b[:, 3], boxes[i, 3]) - np.maximum(b[:, 1], boxes[i, 1]), 0, None))
+        inside = inter > contain * np.maximum(area[rest], 1e-9)
+        order = rest[(box_iou(boxes[i:i + 1], b)[0] <= iou) & ~inside]
     return np.asarray(keep, np.int64)
 
 
