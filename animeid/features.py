@@ -77,9 +77,12 @@ class FeaturePipeline:
     backbone's cached export and the on-disk feature cache are used (training).
     """
 
-    def __init__(self, spec: FeatureSpec, backbone_cfg: Any = None, onnx_bytes: bytes | None = None):
+    def __init__(self, spec: FeatureSpec, backbone_cfg: Any = None, onnx_bytes: bytes | None = None,
+                 one_view: dict[str, Any] | None = None):
         self.spec = spec
         self.onnx_bytes = onnx_bytes
+        #: the recipe of a graph stored as one view already (model files of format 2), else None
+        self.one_view = one_view
         self._cfg = backbone_cfg
         self._session = None
         self._views: Any = _NOT_YET   # (session, recipe) of the graph's one-view form, or None
@@ -118,11 +121,14 @@ class FeaturePipeline:
 
     def _one_view(self) -> tuple[Any, dict[str, Any]] | None:
         """``(session, recipe)`` of the bundled graph split into one view
-        (:func:`animeid.onnx_export.one_view_graph`), or None when it cannot be split."""
+        (:func:`animeid.onnx_export.one_view_graph`; stored so by ``train`` since model format 2, no
+        ``onnx`` package needed), or None when it cannot be split."""
         with self._lock:
             if self._views is _NOT_YET:
                 split = None
-                if self.spec.kind == "network" and self.onnx_bytes is not None:
+                if self.one_view is not None and self.onnx_bytes is not None:   # stored split
+                    split = (self.onnx_bytes, self.one_view)
+                elif self.spec.kind == "network" and self.onnx_bytes is not None:
                     from .onnx_export import one_view_graph
 
                     split = one_view_graph(self.onnx_bytes)

@@ -40,8 +40,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "MODEL_SUFFIX", "ModelBundle", "save_mode
 
 #: ``format`` field of animeid-model.json.
 FORMAT = "animeid-model"
-#: Highest format version this animeid writes and reads.
-FORMAT_VERSION = 1
+#: Highest format version this animeid writes and reads. 2: a fine-tuned network's graph may be
+#: stored as one view (``features["one_view"]`` holds how two runs combine: see
+#: :func:`animeid.onnx_export.one_view_graph`); an animeid that reads only 1 would run it as if it
+#: averaged the mirror image, so it refuses the file instead.
+FORMAT_VERSION = 2
 #: The usual file name ending.
 MODEL_SUFFIX = ".animeid"
 
@@ -82,7 +85,9 @@ class ModelBundle:
         return self.head.predict_proba(X)
 
     def onnx_session(self, providers: list[str] | None = None):
-        """An onnxruntime session on the bundled backbone graph (``ModelFileError`` if none)."""
+        """An onnxruntime session on the bundled backbone graph (``ModelFileError`` if none). For a
+        graph stored as one view (``features["one_view"]``), its outputs are one view's:
+        :meth:`animeid.features.FeaturePipeline.run_outputs` gives the model's."""
         if self.backbone_onnx is None:
             raise ModelFileError("this model carries no backbone.onnx", self.path)
         import onnxruntime as ort

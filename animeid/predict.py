@@ -112,7 +112,8 @@ class PredictConfig:
         ones): ``always`` every face (what ``evaluate`` measures); ``auto`` only faces whose answer is
         close (:data:`MIRROR_BELOW_P`, :data:`MIRROR_SCORE_MARGIN`): the same answers at about 1.5x
         the speed; ``never`` none (fastest, a little less accurate). Models whose graph cannot be read
-        one view at a time (without the ``onnx`` package) read every face both ways.
+        one view at a time (made before model format 2, read without the ``onnx`` package) read every
+        face both ways.
 
     Examples
     --------
@@ -230,8 +231,9 @@ class Recognizer:
         #: how much of a training crop the face filled, as a detector boxed it (None: models made
         #: before it was measured): crops cut from that detector's boxes match it
         self.crop_fill: dict | None = feats.pop("crop_fill", None)
+        one_view = feats.pop("one_view", None)        # a graph stored as one view (model format 2)
         self.spec = FeatureSpec.from_dict(feats)
-        self.pipeline = FeaturePipeline(self.spec, bundle.backbone, bundle.backbone_onnx)
+        self.pipeline = FeaturePipeline(self.spec, bundle.backbone, bundle.backbone_onnx, one_view=one_view)
         self._lock = threading.Lock()
         #: the open-set layer (unknown answers, enrolled characters), None for models without one
         self.openset = OpenSet.from_bundle(bundle)

@@ -426,6 +426,31 @@ def _head_calibration(fitted: Fitted, va_x: Sequence, va_y: Sequence[str]) -> di
     return out
 
 
+def _for_prediction(fitted: Any, tr_x: list, show: bool) -> tuple[bytes | None, dict[str, Any]]:
+    """``(graph to bundle, features to store)`` for prediction: a fine-tuned graph split into one view
+    (``one_view``: predict reads the mirror image only where it matters, even without the ``onnx``
+    package that splits it), and how much of a training crop the face fills as the default detector
+    boxes it (``crop_fill``: crops cut from its boxes will match, :func:`animeid.detect.crop_box_for`)."""
+    from .detect import measure_crop_fill
+
+    extra: dict[str, Any] = {}
+    onnx_bytes = fitted.pipeline.onnx_for_saving()
+    if fitted.pipeline.spec.kind == "network" and onnx_bytes is not None:
+        from .onnx_export import one_view_graph
+
+        split = one_view_graph(onnx_bytes)
+        if split is not None:
+            onnx_bytes, extra["one_view"] = split
+    fill = measure_crop_fill(tr_x)
+    stage(f"crop geometry: the face fills {fill['fill']:.0%} of a training crop's side as the default detector "
+          f"boxes it ({fill['n']} crops measured); crops cut from its boxes will match" if fill else
+          "crop geometry: not measured (the default detector found too few faces in the training crops); crops "
+          "cut from detector boxes use the detector's own geometry", show)
+    if fill:
+        extra["crop_fill"] = fill
+    return onnx_bytes, extra
+
+
 def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "auto", progress: bool | None = None,
           seed: int = 0, test_size: float = 0.2, val_size: float = 0.1, overwrite: bool = False,
           **options: Any) -> TrainResult:
@@ -551,13 +576,9 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
 
     # how much of a training crop the face fills as the default detector boxes it: crops cut from its
     # boxes at prediction time are made to match (detect.crop_box_for)
-    fill = measure_crop_fill(tr_x)
-    stage(f"crop geometry: the face fills {fill['fill']:.0%} of a training crop's side as the default detector "
-          f"boxes it ({fill['n']} crops measured); crops cut from its boxes will match" if fill else
-          "crop geometry: not measured (the default detector found too few faces in the training crops); crops "
-          "cut from detector boxes use the detector's own geometry", show)
-    save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=fitted.pipeline.onnx_for_saving(),
-               features={**spec.to_dict(), "crop_margin": 0.2, **({"crop_fill": fill} if fill else {})},
+    onnx_bytes, extra_features = _for_prediction(fitted, tr_x, show)
+    save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=onnx_bytes,
+               features={**spec.to_dict(), "crop_margin": 0.2, **extra_features},
                training=training,
                thresholds={**os_thresholds, **head_cal},
                extra_arrays=os_arrays)

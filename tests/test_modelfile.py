@@ -310,3 +310,13 @@ def test_a_member_that_claims_more_than_the_limit_is_refused_unread(saved, tmp_p
     monkeypatch.setattr(modelfile, "_MAX_MEMBER", 100)
     err = _expect(path)
     assert str(err) == f"{path}: damaged model file: animeid-model.json claims {size:,} bytes"
+
+
+def test_files_of_format_1_still_read_the_same(saved, tmp_path):
+    """Format 2 (a fine-tuned graph may be stored as one view) reads format 1 files as before."""
+    path, head, X = saved
+    old = _rewrite(path, tmp_path / "v1.animeid", lambda m: m.update(format_version=1))
+    a, b = read_model(path), read_model(old)
+    assert (a.format_version, b.format_version) == (FORMAT_VERSION, 1) == (2, 1)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert (a.backbone_onnx, a.features, a.thresholds) == (b.backbone_onnx, b.features, b.thresholds)

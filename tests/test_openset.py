@@ -494,3 +494,29 @@ def test_flip_auto_reads_the_mirror_image_only_of_close_answers(ft_model, newgam
     p_auto, s_auto = run("auto")
     assert mirrored == [len(faces)]
     np.testing.assert_allclose(s_auto, s_always, atol=1e-6)
+
+
+def test_a_fine_tuned_model_is_stored_as_one_view_and_needs_no_onnx_package(ft_model, newgame8, monkeypatch):
+    """``train`` stores a fine-tuned graph already split into one view (model format 2, the recipe in
+    ``features["one_view"]``): reading it splits nothing (no ``onnx`` package needed, as in the light
+    install), and both views of every face give what the whole flip-averaging graph gave."""
+    import animeid
+    import animeid.onnx_export as X
+    from animeid.modelfile import read_model
+    from animeid.onnx_export import one_view_graph
+
+    b = read_model(ft_model)
+    assert b.format_version == 2 and b.features["one_view"]["outputs"] == ["probs", "embedding", "identity"]
+    assert one_view_graph(b.backbone_onnx) is None          # no mirror inside the stored graph
+    monkeypatch.setattr(X, "one_view_graph", lambda *a: pytest.fail("the stored graph was split again"))
+    rec = animeid.load(ft_model)
+    faces = [p for n in KNOWN[:5] for p in sorted((newgame8 / n).iterdir())[10:12]]
+    p, s = rec.predict_open_faces(faces)                     # both views of every face
+    views = rec.pipeline.run_views(faces)
+    both = rec.pipeline.add_mirror(views, faces)
+    one = rec.pipeline.view_outputs(views)
+    assert np.abs(both["probs"] - one["probs"]).max() > 1e-4    # the stored graph is one view
+    assert p.shape == (len(faces), 4) and np.isfinite(s).all()
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    # (that two runs of a split graph give exactly the flip-averaging graph's outputs:
+    # tests/test_finetune.py::test_one_view_graph_gives_the_flip_averaged_outputs_exactly)
