@@ -45,6 +45,7 @@ Batch first: :meth:`Recognizer.predict_batch` and :meth:`Recognizer.predict_face
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -232,6 +233,7 @@ class Recognizer:
         #: before it was measured): crops cut from that detector's boxes match it
         self.crop_fill: dict | None = feats.pop("crop_fill", None)
         one_view = feats.pop("one_view", None)        # a graph stored as one view (model format 2)
+        _check_prediction_features(self.crop_fill, one_view, bundle.path)
         self.spec = FeatureSpec.from_dict(feats)
         self.pipeline = FeaturePipeline(self.spec, bundle.backbone, bundle.backbone_onnx, one_view=one_view)
         self._lock = threading.Lock()
@@ -901,6 +903,25 @@ class Recognizer:
                    backbone_onnx=b.backbone_onnx, features=b.features, training=b.training, thresholds=thresholds,
                    extra_arrays=extra)
         return path
+
+
+def _check_prediction_features(fill: Any, one_view: Any, path: Any) -> None:
+    """A model file's ``crop_fill`` and ``one_view`` features as ``train`` writes them, or
+    :class:`~animeid.errors.ModelFileError` naming the damaged one."""
+    from .errors import ModelFileError
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if fill is not None and not (isinstance(fill, dict) and number(fill.get("fill")) and 0 < fill["fill"] <= 1
+                                 and isinstance(fill.get("detector"), str)):
+        raise ModelFileError(f"damaged model file: features.crop_fill is {fill!r}", path)
+    if one_view is not None and not (
+            isinstance(one_view, dict) and isinstance(one_view.get("sums"), list)
+            and all(isinstance(k, str) for k in one_view["sums"]) and "embedding" in one_view["sums"]
+            and isinstance(one_view.get("outputs"), list) and "probs" in one_view["outputs"]
+            and (one_view.get("identity_scale") is None or number(one_view["identity_scale"]))):
+        raise ModelFileError(f"damaged model file: features.one_view is {one_view!r}", path)
 
 
 def load(path: str | os.PathLike) -> Recognizer:

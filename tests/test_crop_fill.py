@@ -68,3 +68,20 @@ def test_train_stores_the_fill_and_predict_cuts_crops_to_it(generated_model, mon
     right = recut_error(rec.crop_fill)
     assert right < 8                                  # nearly the training crop itself
     assert recut_error({**rec.crop_fill, "fill": rec.crop_fill["fill"] * 0.8}) > right + 3
+
+
+@pytest.mark.parametrize("field, value", [("crop_fill", "wide"), ("crop_fill", {"fill": 0, "detector": "x"}),
+                                          ("crop_fill", {"fill": 0.7}), ("one_view", {"sums": "embedding"}),
+                                          ("one_view", {"sums": ["embedding"], "outputs": ["probs"],
+                                                        "identity_scale": "big"})])
+def test_a_damaged_geometry_or_one_view_field_is_refused_naming_it(generated_model, tmp_path, field, value):
+    from animeid.errors import ModelFileError
+    from animeid.modelfile import read_model, save_model
+    from animeid.predict import Recognizer
+
+    b = read_model(generated_model.path)
+    bad = save_model(tmp_path / "bad.animeid", b.head, method=b.method, labels=list(b.labels), backbone=b.backbone,
+                     backbone_onnx=b.backbone_onnx, features={**b.features, field: value}, training=b.training,
+                     thresholds=b.thresholds, extra_arrays=b.extra_arrays)
+    with pytest.raises(ModelFileError, match=f"damaged model file: features.{field} is"):
+        Recognizer.load(bad)
