@@ -255,7 +255,11 @@ def crop_box(box: Sequence[float], detector: str | os.PathLike | None = None) ->
     geometry the recognisers were trained on (AnimeFace's boxes). The learned detector's boxes are
     about 7 % smaller than AnimeFace's (detect-tadne, 39 faces: median side ratio 0.928, centres
     within 2.5 % of the side): its ``crop_scale`` is 1.078."""
-    scale = float(getattr(get_detector(detector), "crop_scale", 1.0))
+    return _scaled(box, float(getattr(get_detector(detector), "crop_scale", 1.0)))
+
+
+def _scaled(box: Sequence[float], scale: float) -> tuple[float, float, float, float]:
+    """``box`` scaled by ``scale`` about its centre (as floats; unchanged when ``scale`` is 1)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if scale == 1.0:
         return x0, y0, x1, y1
@@ -322,10 +326,7 @@ def crop_box_for(box: Sequence[float], margin: float, fill: dict | None,
     otherwise :func:`crop_box` (the detector's ``crop_scale``: AnimeFace's geometry)."""
     if not fill or fill.get("detector") != detector_id(detector) or not float(fill.get("fill", 0)) > 0:
         return crop_box(box, detector)
-    scale = 1.0 / (float(fill["fill"]) * (1 + 2 * float(margin)))
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * scale, (y1 - y0) / 2 * scale
-    return cx - hw, cy - hh, cx + hw, cy + hh
+    return _scaled(box, 1.0 / (float(fill["fill"]) * (1 + 2 * float(margin))))
 
 
 def default_threshold(detector: str | os.PathLike | None = None) -> float:

@@ -52,10 +52,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, contain: float 
     better one by IoU > ``iou`` is dropped, and so is one lying inside it by more than ``contain``
     of its own area (a smaller box on part of a face a better box holds whole, which IoU alone keeps).
     """
-    from .metrics import box_iou
+    from .metrics import _inside_fraction, box_iou
 
     boxes = np.asarray(boxes, np.float64)
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     while len(order):
@@ -65,9 +64,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, contain: float 
             break
         rest = order[1:]
         b = boxes[rest]
-        inter = (np.clip(np.minimum(b[:, 2], boxes[i, 2]) - np.maximum(b[:, 0], boxes[i, 0]), 0, None)
-                 * np.clip(np.minimum(b[:, 3], boxes[i, 3]) - np.maximum(b[:, 1], boxes[i, 1]), 0, None))
-        inside = inter > contain * np.maximum(area[rest], 1e-9)
+        inside = _inside_fraction(b, boxes[i:i + 1]) > contain
         order = rest[(box_iou(boxes[i:i + 1], b)[0] <= iou) & ~inside]
     return np.asarray(keep, np.int64)
 
