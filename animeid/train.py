@@ -572,10 +572,6 @@ def train(dataset: str | os.PathLike, out: str | os.PathLike, *, method: str = "
 
     os_arrays = {**os_arrays, **thumb_arrays(typical_faces(tr_x, tr_y))}   # a face per character, for pages
     stage(f"open-set calibration: {time.perf_counter() - t_os:.0f} s", show)
-    from .detect import measure_crop_fill
-
-    # how much of a training crop the face fills as the default detector boxes it: crops cut from its
-    # boxes at prediction time are made to match (detect.crop_box_for)
     onnx_bytes, extra_features = _for_prediction(fitted, tr_x, show)
     save_model(out, fitted.head, method=m.name, backbone=backbone, backbone_onnx=onnx_bytes,
                features={**spec.to_dict(), "crop_margin": 0.2, **extra_features},
