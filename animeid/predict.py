@@ -111,10 +111,11 @@ class PredictConfig:
     flip : {"auto", "always", "never"}
         Reading faces with their mirror image too, for models trained with flip averaging (fine-tuned
         ones): ``always`` every face (what ``evaluate`` measures); ``auto`` only faces whose answer is
-        close (:data:`MIRROR_BELOW_P`, :data:`MIRROR_SCORE_MARGIN`): the same answers at about 1.5x
-        the speed; ``never`` none (fastest, a little less accurate). Models whose graph cannot be read
-        one view at a time (made before model format 2, read without the ``onnx`` package) read every
-        face both ways.
+        close (:data:`MIRROR_BELOW_P`, :data:`MIRROR_SCORE_MARGIN`): the verdicts of ``always`` for
+        99.7-100 % of held-out faces, the network 1.4-1.5x faster (BENCHMARKS.md, *Speed end to
+        end*); ``never`` none (fastest, 4-5 % of verdicts changed). Models whose graph cannot be read
+        one view at a time (made before model format 2, read without the ``onnx`` package), and
+        models without an open-set layer, read every face both ways whatever ``flip`` says.
 
     Examples
     --------
