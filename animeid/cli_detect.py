@@ -1,4 +1,4 @@
-"""CLI: the face-detector options every command shares, and ``animeid detector train|evaluate``."""
+"""CLI: the face-detector options every command shares, and ``animeid detector train|evaluate|quantize``."""
 from __future__ import annotations
 
 import sys
@@ -103,6 +103,33 @@ def _draw_history(history: list, path: Path) -> None:
         save_png(fig, path)
 
 
+# ------------------------------------------------------------------------------------------- detector quantize
+
+def cmd_quantize(a) -> int:
+    from .detect.annotations import load_many
+    from .detect.learned import FLOAT_DETECTOR_FILE
+    from .detect.quantize import quantize_detector
+    from .detect.training import split_items
+    from .errors import ConfigError
+    from .outputs import prepare_output_file
+
+    if a.pictures < 1:
+        raise ConfigError("--pictures", f"must be at least 1, got {a.pictures}")
+    src = FLOAT_DETECTOR_FILE if a.detector == "default" else Path(a.detector)
+    out = prepare_output_file(Path(a.out), own=_is_detector_file, what="a detector file", overwrite=a.overwrite)
+    parts = split_items(load_many(a.boxes, a.format), a.val_fraction, a.test_fraction, a.seed)
+    if not parts["train"]:
+        print("animeid: the training part of the seeded split is empty: nothing to calibrate on", file=sys.stderr)
+        return 1
+    print(f"calibrating on {min(a.pictures, len(parts['train']))} of {len(parts['train'])} training pictures; "
+          f"scores fitted again on {len(parts['val'])} validation pictures", file=sys.stderr)
+    meta = quantize_detector(src, out, parts["train"], held_out=parts["val"] or None, pictures=a.pictures,
+                             seed=a.seed)
+    size = out.stat().st_size / 1e6
+    print(f"int8 detector written to {out} ({size:.1f} MB); threshold {meta['threshold']:.2f}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- detector evaluate
 
 def cmd_evaluate(a) -> int:
@@ -135,7 +162,7 @@ def add_commands(sub) -> None:
     from .options import number, share
 
     det = sub.add_parser("detector", help="train and evaluate face detectors")
-    dsub = det.add_subparsers(dest="detector_command", required=True, metavar="{train,evaluate}")
+    dsub = det.add_subparsers(dest="detector_command", required=True, metavar="{train,evaluate,quantize}")
 
     p = dsub.add_parser("train", help="train a face detector from boxed pictures (resumable: rerun after a kill)")
     p.add_argument("boxes", nargs="+", metavar="BOXES_DIR",
@@ -185,3 +212,23 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = dsub.add_parser("quantize", help="an int8 copy of a detector: about twice as fast on a CPU (needs the "
+                                         "full install)")
+    p.add_argument("detector", metavar="DETECTOR",
+                   help="a float32 detector file from 'detector train', or 'default' (the shipped one's float32 file)")
+    p.add_argument("--boxes", required=True, nargs="+", metavar="BOXES_DIR",
+                   help="the boxed pictures it was trained on: the training part measures the activations, "
+                        "the validation part fits the scores again")
+    p.add_argument("--out", "-o", required=True, help="the int8 detector file to write (.onnx)")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS],
+                   help="annotation format of --boxes (default: recognised from the files)")
+    p.add_argument("--pictures", type=int, default=160,
+                   help="training pictures to measure on, each at every detection size (default 160)")
+    p.add_argument("--val-fraction", type=share(hi_open=True).arg("--val-fraction"), default=0.05,
+                   help="as given to 'detector train' (default 0.05)")
+    p.add_argument("--test-fraction", type=share(hi_open=True).arg("--test-fraction"), default=0.15,
+                   help="as given to 'detector train' (default 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="as given to 'detector train' (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing detector file at --out")
+    p.set_defaults(func=cmd_quantize)

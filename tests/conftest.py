@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,3 +103,22 @@ def generated_model(generated_faces, tmp_path_factory) -> GeneratedModel:
             shutil.copy(f, root / "data" / name / f.name)
     path = train(root / "data", root / "generated.animeid", method="logistic", progress=False).model_path
     return GeneratedModel(path=path, faces=generated_faces)
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory) -> Path:
+    """12 drawn scenes (192x128) of 1 or 2 faces with their boxes in ``boxes.json``: data for tiny detectors."""
+    from animeid.detect.annotations import Annotated, save_boxes_json
+    from animeid.sample import make_characters, render_scene
+
+    out = tmp_path_factory.mktemp("scenes")
+    rng = np.random.default_rng(5)
+    specs = make_characters(3, seed=0)
+    items = []
+    for i in range(12):
+        img, faces = render_scene(specs, rng, (192, 128), n_faces=1 + i % 2)
+        p = out / f"s{i:02d}.png"
+        img.save(p)
+        items.append(Annotated(p, np.asarray([b for _, b in faces], np.float32).reshape(-1, 4)))
+    save_boxes_json(out / "boxes.json", items)
+    return out

@@ -29,7 +29,7 @@ def test_measure_crop_fill_on_face_crops_and_on_pictures_without_faces(generated
 
     crops = [p for c in generated_model.chars for p in sorted((generated_model.faces / c).iterdir())]
     m = measure_crop_fill(crops)
-    assert m["detector"] == "animeid-faces-v2.onnx" and 10 <= m["n"] <= 100
+    assert m["detector"] == "animeid-faces-v2-int8.onnx" and 10 <= m["n"] <= 100
     # the drawn crops were cut around AnimeFace's boxes with a 0.2 margin: the face fills about
     # 0.928 / 1.4 of the crop as the default detector boxes it (its boxes are 0.928 of AnimeFace's)
     assert 0.55 < m["fill"] < 0.8
@@ -46,7 +46,7 @@ def test_train_stores_the_fill_and_predict_cuts_crops_to_it(generated_model, mon
     from animeid.predict import PredictConfig, Recognizer
 
     rec = Recognizer.load(generated_model.path)
-    assert rec.crop_fill is not None and rec.crop_fill["detector"] == "animeid-faces-v2.onnx"
+    assert rec.crop_fill is not None and rec.crop_fill["detector"] == "animeid-faces-v2-int8.onnx"
     assert rec.bundle.features["crop_fill"] == rec.crop_fill
     # a training crop pasted into a bigger picture, its face boxed: the crop cut from the box looks
     # like the training crop when cut to the measured fill, and less so with a wrong one

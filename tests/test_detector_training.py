@@ -145,23 +145,6 @@ def test_nms_and_decode():
 
 # ------------------------------------------------------------------------------------------- training
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory) -> Path:
-    from animeid.sample import make_characters, render_scene
-
-    out = tmp_path_factory.mktemp("scenes")
-    rng = np.random.default_rng(5)
-    specs = make_characters(3, seed=0)
-    items = []
-    for i in range(12):
-        img, faces = render_scene(specs, rng, (192, 128), n_faces=1 + i % 2)
-        p = out / f"s{i:02d}.png"
-        img.save(p)
-        items.append(Annotated(p, np.asarray([b for _, b in faces], np.float32).reshape(-1, 4)))
-    save_boxes_json(out / "boxes.json", items)
-    return out
-
-
 def test_tiny_training_writes_a_detector_that_resumes_and_loads(scenes, tmp_path):
     pytest.importorskip("torch")
     from animeid.detect import detect_faces, get_detector

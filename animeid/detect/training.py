@@ -684,9 +684,10 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
         raise ValueError(f"{ckpt_path}: a checkpoint of another training (other data or settings); "
                          "give another --out or remove that folder")
     if ck is None and init is not None:
-        from .learned import DEFAULT_DETECTOR_FILE
+        from .learned import FLOAT_DETECTOR_FILE
 
-        init_path = DEFAULT_DETECTOR_FILE if os.fspath(init) == "default" else Path(init)
+        # "default": the shipped detector's float32 weights (the int8 copy used for detection cannot be trained)
+        init_path = FLOAT_DETECTOR_FILE if os.fspath(init) == "default" else Path(init)
         if init_path.suffix == ".onnx":
             load_onnx_weights(net, init_path)
         else:
@@ -810,6 +811,10 @@ def load_onnx_weights(net, path: str | os.PathLike) -> None:
     from onnx import numpy_helper
 
     model = onnx.load(os.fspath(path))
+    meta = next((json.loads(p.value) for p in model.metadata_props if p.key == "animeid_detector"), {})
+    if meta.get("quantized"):
+        raise ValueError(f"{path}: an int8 copy of a detector cannot be trained further; start from the "
+                         f"float32 file it was made from ({meta.get('quantized_from', 'its source')})")
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:  # the exporter shares equal tensors through Identity nodes
         if node.op_type == "Identity" and node.input[0] in inits:
