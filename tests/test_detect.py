@@ -304,3 +304,22 @@ def test_quick_pass_settles_face_crops_and_nothing_else(newgame8):
     assert det._quick([L._pad(c, L._crop_pad(c)) for c in two], [L._crop_pad(c) for c in two], [c.shape for c in two],
                       det._min_peak()) == {}
     assert len(detect_faces(pair)) == 2
+
+
+def test_each_picture_runs_once_per_size_it_is_resized_to(monkeypatch):
+    """Two passes (384 and 768 px, as a file's ``test_sizes`` may ask) both run a padded small picture at
+    SMALL_SIZE: once, not twice; a large picture runs at both sizes."""
+    from animeid.detect import learned as L
+
+    det = get_detector("default")
+    sizes = (384, 768)
+    assert min(sizes) > L.SMALL_SIZE
+    shapes: list[tuple] = []
+    real = det.run
+    monkeypatch.setattr(det, "run", lambda batch: shapes.append(batch.shape) or real(batch))
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)    # not settled as a crop
+    det.raw_arrays([noise], sizes, quick=False)
+    assert [max(s[2:]) for s in shapes] == [L.SMALL_SIZE]
+    shapes.clear()
+    det.raw_arrays([np.full((300, 600, 3), 128, np.uint8)], sizes, quick=False)
+    assert sorted(max(s[2:]) for s in shapes) == list(sizes)

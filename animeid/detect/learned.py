@@ -309,13 +309,18 @@ class LearnedDetector:
         # 128 px face crop is not blown up to 1024 px for nothing
         runs = [(size, [i for i, r in enumerate(rgbs) if i not in settled
                         and (k == 0 or size <= _MAX_UPSCALE * max(shapes[i][:2]))]) for k, size in enumerate(sizes)]
-        passes = []
+        passes, ran = [], [set() for _ in rgbs]
         for size, idx in runs:
             done: dict = {}
-            # a padded face crop or thumbnail runs at SMALL_SIZE: as found, 5x faster (see SMALL_SIZE)
-            for eff in sorted({min(size, SMALL_SIZE) if pads[i] else size for i in idx}):
-                part = [i for i in idx if (min(size, SMALL_SIZE) if pads[i] else size) == eff]
+            # a padded face crop or thumbnail runs at SMALL_SIZE: as found, 5x faster (see SMALL_SIZE);
+            # each picture runs once per size it is actually resized to (two passes may both give SMALL_SIZE)
+            eff_of = {i: min(size, SMALL_SIZE) if pads[i] else size for i in idx}
+            idx = [i for i in idx if eff_of[i] not in ran[i]]
+            for eff in sorted({eff_of[i] for i in idx}):
+                part = [i for i in idx if eff_of[i] == eff]
                 done.update(zip(part, self._raw([rgbs[i] for i in part], eff, min_peak)))
+                for i in part:
+                    ran[i].add(eff)
             passes.append(done)
         out = []
         for i in range(len(rgbs)):
