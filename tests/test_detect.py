@@ -323,3 +323,22 @@ def test_each_picture_runs_once_per_size_it_is_resized_to(monkeypatch):
     shapes.clear()
     det.raw_arrays([np.full((300, 600, 3), 128, np.uint8)], sizes, quick=False)
     assert sorted(max(s[2:]) for s in shapes) == list(sizes)
+
+
+def test_detect_out_cuts_crops_as_collect_does(tmp_path):
+    """`animeid detect --out` crops a face as `collect` does: around crop_box (the learned detector's box
+    scaled to AnimeFace's geometry), not around the bare box."""
+    from animeid.detect import crop_box, crop_face, detect_files
+    from animeid.sample import make_characters, render_scene
+
+    img, _ = render_scene(make_characters(2, seed=0), np.random.default_rng(3), (320, 200), n_faces=1)
+    pic = tmp_path / "scene.png"
+    img.save(pic)
+    [rec] = list(detect_files([pic], out=tmp_path / "crops", size=64))
+    assert rec["faces"] and len(rec["crops"]) == len(rec["faces"])
+    box = tuple(rec["faces"][0]["box"])
+    assert get_detector("default").crop_scale > 1.0
+    want = np.asarray(crop_face(img, crop_box(box, None), margin=0.2, size=64))
+    bare = np.asarray(crop_face(img, box, margin=0.2, size=64))
+    got = np.asarray(Image.open(rec["crops"][0]).convert("RGB"))
+    assert np.array_equal(got, want) and not np.array_equal(got, bare)

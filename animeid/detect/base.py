@@ -841,8 +841,9 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
     Records: ``{"path", "width", "height", "faces": [{"box", "score"}], "crops": [...]}`` (plus
     ``"frame"`` and ``"frames"`` for an animated picture: see :func:`detect_in_animation`), or
     ``{"path", "error"}`` for a missing path, an empty folder, or a picture that cannot be read;
-    the other pictures go on. Crops (``out/<stem>_<k>.png``) and previews (``preview/<stem>.png``,
-    boxes and scores drawn) are written atomically.
+    the other pictures go on. Crops (``out/<stem>_<k>.png``, cut as ``collect`` cuts them: around
+    :func:`crop_box` of each box) and previews (``preview/<stem>.png``, boxes and scores drawn) are
+    written atomically.
 
     Parameters
     ----------
@@ -914,7 +915,9 @@ def detect_files(inputs: Sequence[str | os.PathLike], *, out: str | os.PathLike 
             stem = unique(f.stem)
             crops = []
             if out is not None:
-                for k, c in enumerate(crop_faces(img, [x.box for x in faces], margin=margin, size=size)):
+                # cut as collect cuts them (the detector's box scaled to AnimeFace's geometry: crop_box)
+                boxes = [crop_box(x.box, detector) for x in faces]
+                for k, c in enumerate(crop_faces(img, boxes, margin=margin, size=size)):
                     dest = Path(out) / safe_filename(stem, f"_{k}.png")
                     save_image_atomic(c, dest)
                     crops.append(str(dest))
