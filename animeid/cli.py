@@ -445,6 +445,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "demo": ("train", "video"), "frames": ("video",), "collect": ("video", "dataset"), "import": ("dataset",),
     "train": ("train",), "compare": ("train",), "evaluate": ("plot",), "cluster": ("dataset",),
     "timeline": ("video", "plot"), "serve": ("serve",), "detector train": ("train",),
+    "detector quantize": ("train",),
 }
 
 

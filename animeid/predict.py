@@ -99,7 +99,8 @@ class PredictConfig:
         ``whole_picture``); ``always``: faces only; ``never``: every picture is a face crop.
     fill_ratio : float, default 0.6
         A single face whose box's longer side is at least this share (0..1] of the picture's
-        shorter side makes the picture a face crop, read whole (``detect="auto"``).
+        longer side makes the picture a face crop, read whole (``detect="auto"``); a wide frame
+        with one close-up is cut around the face instead.
     batch_size : int, default 32
         Faces per network run, 1..4096.
     unknown : bool, default True
@@ -497,8 +498,10 @@ class Recognizer:
             return ([], False) if cfg.detect == "always" else (whole, True)
         if cfg.detect == "auto" and len(faces) == 1:
             x0, y0, x1, y1 = faces[0].box
-            if max(x1 - x0, y1 - y0) >= cfg.fill_ratio * min(w, h):
-                return whole, False      # the picture is a face crop already
+            # the picture is a face crop already: its face fills it along its longer side too (a wide
+            # frame with a close-up is not read whole, squeezed into a square)
+            if max(x1 - x0, y1 - y0) >= cfg.fill_ratio * max(w, h):
+                return whole, False
         size = self.spec.size if self.spec.kind == "pixels" else None
         return [(list(f.box), crop_face(img, crop_box_for(f.box, self.crop_margin, self.crop_fill, cfg.detector),
                                         margin=self.crop_margin, size=size or 128))

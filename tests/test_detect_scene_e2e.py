@@ -49,3 +49,22 @@ def test_pasted_real_faces_are_found_and_named(split, tmp_path):
         found = [f for f in res["faces"] if box_iou(np.array([box]), np.array([f["box"]]))[0, 0] >= 0.3]
         assert len(found) == 1, (name, res["faces"])
         assert found[0]["name"] == name, (name, found[0])
+
+
+def test_a_wide_frame_with_one_close_up_is_cut_around_the_face_not_read_whole(generated_model, tmp_path):
+    """One face spanning most of a wide frame's height but not of its width is a close-up in a frame, not a
+    face crop: predict cuts it around the face instead of squeezing the whole frame into a square."""
+    from animeid.predict import PredictConfig, Recognizer
+
+    face = Image.open(generated_model.held_out("akari")[0]).convert("RGB").resize((190, 190))
+    frame = Image.new("RGB", (560, 200), (40, 60, 90))
+    frame.paste(face, (185, 5))
+    res = Recognizer.load(generated_model.path).predict(frame, PredictConfig(top=1))
+    [f] = res["faces"]
+    x0, y0, x1, y1 = f["box"]
+    assert max(x1 - x0, y1 - y0) >= 0.6 * 200, "a close-up: over the old rule's 60 % of the shorter side"
+    assert f["box"] != [0, 0, 560, 200] and 150 <= x0 and x1 <= 410, f["box"]
+    square = Image.new("RGB", (200, 200), (40, 60, 90))
+    square.paste(face, (5, 5))
+    [g] = Recognizer.load(generated_model.path).predict(square, PredictConfig(top=1))["faces"]
+    assert g["box"] == [0, 0, 200, 200], "a face crop is still read whole"

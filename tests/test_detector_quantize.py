@@ -77,7 +77,7 @@ def test_bad_quantize_requests_are_refused_before_writing(scenes, tiny, tmp_path
     from animeid.detect.training import DetectorTrainConfig, FaceNet
 
     net = FaceNet(DetectorTrainConfig(size=128, input_size=128), pretrained=False)
-    with pytest.raises(ValueError, match=r"int8 copy .* cannot be trained further.*tiny\.onnx"):
+    with pytest.raises(ModelFileError, match=r"int8 copy .* cannot be trained further.*tiny\.onnx"):
         load_onnx_weights(net, q)
     assert torch is not None
 
@@ -109,9 +109,34 @@ def test_cli_detector_quantize(scenes, tiny, tmp_path):
         assert r.returncode != 0 and why in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     assert notes.read_text() == "mine"
     assert not (tmp_path / "b.onnx").exists() and not (tmp_path / "c.onnx").exists()
+    r = _cli("detector", "quantize", str(tmp_path / "missing.onnx"), "--boxes", str(scenes), "--out",
+             str(tmp_path / "d.onnx"))
+    assert r.returncode == 1 and "missing.onnx: no such file" in r.stderr, r.stderr
+    assert "calibrating" not in r.stderr, "nothing is said to start before the detector file is checked"
+    r = _cli("detector", "quantize", str(tiny), "--boxes", str(scenes), "--out", str(tmp_path / "e.onnx"),
+             "--pictures", "0")
+    assert "error: --pictures: must be at least 1" in r.stderr, r.stderr
+    r = _cli("detector", "quantize", str(tiny), "--boxes", str(scenes), "--out", str(tmp_path / "f.onnx"),
+             "--val-fraction", "0", "--pictures", "2")
+    assert r.returncode == 0 and "no validation pictures: the scores keep tiny.onnx's calibration" in r.stderr, r.stderr
+
+
+def test_detector_train_from_an_int8_or_missing_file_is_refused_before_writing(scenes, tiny, tmp_path):
+    from animeid.detect.quantize import quantize_detector
+
+    q = tmp_path / "q.onnx"
+    quantize_detector(tiny, q, load_boxes(scenes), pictures=2)
+    tiny_args = ["--epochs", "1", "--size", "128", "--input-size", "128", "--threads", "1", "-q"]
+    for init, why in ((q, "cannot be trained further"), (tmp_path / "nope.onnx", "no such file")):
+        out = tmp_path / f"ft-{init.stem}.onnx"
+        r = _cli("detector", "train", str(scenes), "--out", str(out), "--from", str(init), *tiny_args)
+        assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not out.exists() and not out.with_name(out.name + ".work").exists()
 
 
 def test_shipped_default_is_the_int8_copy_of_the_shipped_float_file():
+    import onnx
+
     from animeid.detect import get_detector
     from animeid.detect.learned import DEFAULT_DETECTOR_FILE, FLOAT_DETECTOR_FILE, LearnedDetector
 
@@ -120,6 +145,12 @@ def test_shipped_default_is_the_int8_copy_of_the_shipped_float_file():
     assert FLOAT_DETECTOR_FILE.is_file() and LearnedDetector(FLOAT_DETECTOR_FILE).quantized_from is None
     assert DEFAULT_DETECTOR_FILE.stat().st_size + FLOAT_DETECTOR_FILE.stat().st_size < 20e6
     assert 0.2 < det.default_threshold < 0.6 and det.meta["quantization"]["pictures"] == 160
+    model = onnx.load(str(DEFAULT_DETECTOR_FILE))
+    # only the operator sets its nodes use: ONNX Runtime 1.17 (allowed by pyproject) refuses ai.onnx.ml 5
+    assert {o.domain for o in model.opset_import} == {"", "com.microsoft"}
+    # the heads' ends stay float32: scores and box sides are continuous, not in 8-bit steps
+    ends = {n.name: n.op_type for n in model.graph.node if n.output[0] in ("peaks", "ltrb")}
+    assert set(ends.values()) == {"Mul"}, ends
 
 
 def test_a_crop_fill_holds_for_the_int8_copy_and_its_float_source():

@@ -340,7 +340,7 @@ def crop_box_for(box: Sequence[float], margin: float, fill: dict | None,
     detector, scaled about its centre so that the face fills the crop as much as in training;
     otherwise :func:`crop_box` (the detector's ``crop_scale``: AnimeFace's geometry). A fill measured
     with a float32 detector also holds for its int8 copy (``quantized_from``): their boxes of the same
-    faces have the same size (median ratio 1.00 on 216 faces of whole pictures, 1.02 on 766 face crops;
+    faces have the same size (median ratio 1.00 on 216 faces of whole pictures and on 766 face crops;
     BENCHMARKS.md), and the reverse."""
     if not fill or fill.get("detector") not in _geometry_ids(detector) or not float(fill.get("fill", 0)) > 0:
         return crop_box(box, detector)

@@ -1,21 +1,26 @@
 """Int8 copies of a learned detector: the same network with 8-bit weights and activations, which ONNX
-Runtime runs about twice as fast on a CPU (``animeid detector quantize``; BENCHMARKS.md, issue 11).
+Runtime runs 1.6-2.5x as fast as float32 on the development machine's 2 CPU cores (which have AVX-512
+VNNI; on CPUs without VNNI the gain was not measured) (``animeid detector quantize``; BENCHMARKS.md,
+issue 11). The file uses ONNX Runtime's own int8 operators (``com.microsoft``: ``QLinearAdd`` and
+others), so it runs in ONNX Runtime only, from version 1.17 on.
 
 Static quantization with ONNX Runtime's tools (``onnxruntime.quantization.quantize_static``; they
 need the ``onnx`` package, part of the full install, not of the light one, which only runs the
 result): the ranges of the activations are measured on calibration pictures, weights are quantized
-per output channel, in the QOperator form (``QLinearConv``: measured here 2.1x faster than float32;
-the QDQ form ran slower than float32, signed activations 7x slower). Weights and activations are
-both unsigned 8-bit ("U8U8"): on this VNNI machine it computes exactly the numbers of unsigned x
-signed, and ONNX Runtime's documentation notes that U8U8, unlike U8S8, cannot saturate on CPUs
-without VNNI (AVX2's ``vpmaddubsw``), so other CPUs compute the same. Its alternative there,
-7-bit weights (``reduce_range``), was measured to double the error of the scores (mean logit error
-0.11 against 0.06 on validation pictures and face crops).
+per output channel, in the QOperator form (``QLinearConv``; on the development machine the QDQ form
+ran slower than float32, signed activations 7x slower). Weights and activations are both unsigned
+8-bit ("U8U8"): on a CPU with VNNI it computes the same numbers as unsigned x signed, and ONNX
+Runtime's documentation notes that U8U8, unlike U8S8, cannot saturate on CPUs without VNNI (AVX2's
+``vpmaddubsw``). The usual alternative there, 7-bit weights (``reduce_range``), was measured to
+double the error of the scores (mean logit error 0.11 against 0.06 on validation pictures and face
+crops). The heads' last convolutions, the sigmoid and the peak picking stay float32 (a few cheap
+operations), so scores and box sides come out continuous.
 
 Calibration pictures are each run at every size the detector uses on them (the quick pass for face
 crops, the small-picture size, the file's passes), letterboxed as :mod:`animeid.detect.learned`
-letterboxes them, so the ranges cover face crops as well as whole pictures. The calibration of the
-scores (Platt scaling, the default threshold) must then be fitted again on held-out pictures
+letterboxes them, so the ranges cover face crops as well as whole pictures; they are all held in
+memory (160 pictures of 512 px: 1.5 GB at the peak). The calibration of the scores (Platt scaling,
+the default threshold) must then be fitted again on held-out pictures
 (:func:`animeid.detect.training.recalibrate`); :func:`quantize_detector` does it when given them.
 """
 from __future__ import annotations
@@ -34,6 +39,20 @@ from .annotations import Annotated
 
 #: pictures used to measure the activations' ranges (more take longer and change little)
 CALIBRATION_PICTURES = 160
+
+
+def check_source(src: str | os.PathLike, out: str | os.PathLike):
+    """The :class:`~animeid.detect.learned.LearnedDetector` of ``src`` when an int8 copy of it may be
+    written to ``out``: :class:`ModelFileError` for a missing or foreign file or one quantized
+    already, :class:`InputError` when ``out`` is ``src`` itself. Reads no pictures."""
+    from .learned import LearnedDetector
+
+    det = LearnedDetector(src)
+    if det.meta.get("quantized"):
+        raise ModelFileError("is quantized already: quantize the float32 file it was made from", src)
+    if Path(out).resolve() == Path(src).resolve():
+        raise InputError("the int8 copy would replace the detector itself: give another --out", out)
+    return det
 
 
 def _calibration_inputs(det, items: Sequence[Annotated], pictures: int, seed: int) -> list[np.ndarray]:
@@ -99,13 +118,9 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
     from .learned import LearnedDetector
     from .training import recalibrate, set_metadata
 
-    det = LearnedDetector(src)
-    if det.meta.get("quantized"):
-        raise ModelFileError("is quantized already: quantize the float32 file it was made from", src)
+    det = check_source(src, out)
     if not calibration:
         raise InputError("no calibration pictures: give the boxed pictures the detector was trained on")
-    if Path(out).resolve() == Path(src).resolve():
-        raise InputError("the int8 copy would replace the detector itself: give another --out", out)
     inputs = _calibration_inputs(det, list(calibration), pictures, seed)
 
     class _Reader(CalibrationDataReader):
@@ -124,8 +139,8 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
         with _quiet_root_logger():  # its notes on folded batch-norm biases mean nothing to a user
             quantize_static(os.fspath(prepared), os.fspath(tmp_out), _Reader(), quant_format=QuantFormat.QOperator,
                             per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QUInt8)
-        _keep_metadata(det.path, tmp_out)
+                            weight_type=QuantType.QUInt8, nodes_to_exclude=_output_heads(prepared))
+        _finish(det.path, tmp_out)
         set_metadata(tmp_out, {"quantized": "int8", "quantized_from": Path(src).name,
                                "quantization": {"pictures": min(pictures, len(calibration)), "seed": seed,
                                                 "format": "QOperator U8U8", "per_channel": True}})
@@ -147,8 +162,30 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def _keep_metadata(src: Path, dst: Path) -> None:
-    """Copy ``src``'s ``animeid_detector`` metadata into ``dst`` (the quantizer drops it)."""
+def _output_heads(path: Path) -> list[str]:
+    """Names of the nodes from the graph's outputs back to (and including) the last convolutions: the
+    heads' last layers, the sigmoid and the peak picking, left in float32 (a few cheap operations on
+    the stride-8 maps) so that scores and box sides come out continuous, not in 8-bit steps."""
+    import onnx
+
+    nodes = onnx.load(os.fspath(path)).graph.node
+    made_by = {o: n for n in nodes for o in n.output}
+    keep: dict[str, None] = {}
+    todo = [o.name for o in onnx.load(os.fspath(path)).graph.output]
+    while todo:
+        node = made_by.get(todo.pop())
+        if node is None or node.name in keep:
+            continue
+        keep[node.name] = None
+        if node.op_type != "Conv":
+            todo.extend(node.input)
+    return list(keep)
+
+
+def _finish(src: Path, dst: Path) -> None:
+    """Copy ``src``'s ``animeid_detector`` metadata into ``dst`` (the quantizer drops it) and keep only
+    the operator sets ``dst``'s nodes use: the quantizer declares every domain it knows (``ai.onnx.ml``
+    5 among them), which ONNX Runtime 1.17 refuses to load."""
     import onnx
 
     meta = onnx.load(os.fspath(src), load_external_data=False).metadata_props
@@ -157,7 +194,11 @@ def _keep_metadata(src: Path, dst: Path) -> None:
     for p in meta:
         if p.key not in have:
             model.metadata_props.append(p)
+    used = {n.domain for n in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     onnx.save(model, os.fspath(dst))
 
 
-__all__ = ["quantize_detector", "CALIBRATION_PICTURES"]
+__all__ = ["quantize_detector", "check_source", "CALIBRATION_PICTURES"]

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..errors import ModelFileError
 from .annotations import Annotated
 
 __all__ = ["DetectorTrainConfig", "FaceNet", "Augmenter", "make_targets", "split_items", "train_detector",
@@ -438,6 +439,24 @@ def save_checkpoint(path: Path, state: dict) -> None:
     _save_checkpoint(path, state)
 
 
+def resolve_init(init: str | os.PathLike) -> Path:
+    """The file a training starts from (``--from``): ``"default"`` is the shipped detector's float32
+    file (its int8 copy, used for detection, cannot be trained); otherwise a detector file (``.onnx``)
+    or a checkpoint (``OUT.work/checkpoint.pt``). :class:`~animeid.errors.ModelFileError` for a
+    missing file, a file that is not an animeid detector, or an int8 copy."""
+    from .._util import check_file
+    from .learned import FLOAT_DETECTOR_FILE, read_metadata
+
+    path = FLOAT_DETECTOR_FILE if os.fspath(init) == "default" else Path(init)
+    check_file(path, "a detector file or checkpoint", ModelFileError)
+    if path.suffix == ".onnx":
+        meta = read_metadata(path)
+        if meta.get("quantized"):
+            raise ModelFileError("an int8 copy of a detector cannot be trained further; start from the float32 "
+                                 f"file it was made from ({meta.get('quantized_from', 'its source')})", path)
+    return path
+
+
 def load_checkpoint(path: Path) -> dict | None:
     """The checkpoint at ``path``, or ``None`` when there is none."""
     import torch
@@ -668,6 +687,8 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
     cfg = cfg or DetectorTrainConfig()
     t0 = time.time()
     out = Path(out)
+    if init is not None:
+        resolve_init(init)     # a bad starting point is said before anything is written
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -684,10 +705,7 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
         raise ValueError(f"{ckpt_path}: a checkpoint of another training (other data or settings); "
                          "give another --out or remove that folder")
     if ck is None and init is not None:
-        from .learned import FLOAT_DETECTOR_FILE
-
-        # "default": the shipped detector's float32 weights (the int8 copy used for detection cannot be trained)
-        init_path = FLOAT_DETECTOR_FILE if os.fspath(init) == "default" else Path(init)
+        init_path = resolve_init(init)
         if init_path.suffix == ".onnx":
             load_onnx_weights(net, init_path)
         else:
@@ -813,8 +831,8 @@ def load_onnx_weights(net, path: str | os.PathLike) -> None:
     model = onnx.load(os.fspath(path))
     meta = next((json.loads(p.value) for p in model.metadata_props if p.key == "animeid_detector"), {})
     if meta.get("quantized"):
-        raise ValueError(f"{path}: an int8 copy of a detector cannot be trained further; start from the "
-                         f"float32 file it was made from ({meta.get('quantized_from', 'its source')})")
+        raise ModelFileError("an int8 copy of a detector cannot be trained further; start from the float32 "
+                             f"file it was made from ({meta.get('quantized_from', 'its source')})", path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:  # the exporter shares equal tensors through Identity nodes
         if node.op_type == "Identity" and node.input[0] in inits:
