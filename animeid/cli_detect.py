@@ -112,7 +112,7 @@ def _draw_history(history: list, path: Path) -> None:
 def cmd_quantize(a) -> int:
     from .detect.annotations import load_many
     from .detect.learned import FLOAT_DETECTOR_FILE
-    from .detect.quantize import check_source, quantize_detector
+    from .detect.quantize import MIN_RECALIBRATION_FACES, check_source, quantize_detector, recalibrated
     from .detect.training import split_items
     from .errors import ConfigError
     from .outputs import prepare_output_file
@@ -129,13 +129,14 @@ def cmd_quantize(a) -> int:
     if not parts["train"]:
         print("animeid: the training part of the seeded split is empty: nothing to calibrate on", file=sys.stderr)
         return 1
-    n_val = len(parts["val"])
+    n_val, n_faces = len(parts["val"]), sum(len(x.boxes) for x in parts["val"])
+    if recalibrated(parts["val"]):
+        then = f"scores fitted again on {n_val} validation pictures ({n_faces} faces)"
+    else:
+        then = (f"the scores keep {src.name}'s calibration: {n_faces} boxed faces in the validation part, "
+                f"{MIN_RECALIBRATION_FACES} needed to fit them again (--val-fraction sets its share)")
     print(f"calibrating on {min(a.pictures, len(parts['train']))} of {len(parts['train'])} training pictures; "
-          + (f"scores fitted again on {n_val} validation pictures" if n_val else
-             f"no validation pictures: the scores keep {src.name}'s calibration"), file=sys.stderr)
-    if 0 < n_val < 20:
-        print(f"animeid: only {n_val} validation pictures: the scores' calibration will be rough "
-              "(--val-fraction sets the share)", file=sys.stderr)
+          f"{then}", file=sys.stderr)
     meta = quantize_detector(src, out, parts["train"], held_out=parts["val"] or None, pictures=a.pictures,
                              seed=a.seed)
     size = out.stat().st_size / 1e6

@@ -118,7 +118,15 @@ def test_cli_detector_quantize(scenes, tiny, tmp_path):
     assert "error: --pictures: must be at least 1" in r.stderr, r.stderr
     r = _cli("detector", "quantize", str(tiny), "--boxes", str(scenes), "--out", str(tmp_path / "f.onnx"),
              "--val-fraction", "0", "--pictures", "2")
-    assert r.returncode == 0 and "no validation pictures: the scores keep tiny.onnx's calibration" in r.stderr, r.stderr
+    assert r.returncode == 0 and "the scores keep tiny.onnx's calibration: 0 boxed faces" in r.stderr, r.stderr
+    r = _cli("detector", "quantize", str(tiny), "--boxes", str(scenes), "--out", str(tmp_path / "g.onnx"),
+             "--val-fraction", "0.3", "--pictures", "2")
+    # a few validation pictures (under 20 faces): a threshold fitted on them came out at 0.99-1.00
+    assert r.returncode == 0 and "the scores keep tiny.onnx's calibration" in r.stderr, r.stderr
+    from animeid.detect.learned import LearnedDetector
+
+    kept, src = LearnedDetector(tmp_path / "g.onnx"), LearnedDetector(tiny)
+    assert kept.meta["recalibrated"] is False and kept.default_threshold == src.default_threshold
 
 
 def test_detector_train_from_an_int8_or_missing_file_is_refused_before_writing(scenes, tiny, tmp_path):
