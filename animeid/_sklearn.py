@@ -20,8 +20,9 @@ __all__ = ["HAVE_SKLEARN", "BaseEstimator", "ClassifierMixin", "TransformerMixin
            "validate_data", "check_classification_targets"]
 
 #: Asked for by a command that only predicts (``animeid._sklearn_standins = True``, set by the
-#: ``predict`` command before anything imports this module): the heads then use the stand-ins below even where scikit-learn is installed, sparing its
-#: import (1.0-1.7 s on 2 cores; predicting needs none of it). Library use is unchanged.
+#: ``predict`` command before anything imports this module): the heads then use the stand-ins below
+#: even where scikit-learn is installed, sparing its import (1.0-1.7 s on 2 cores; predicting needs
+#: none of it). Library use is unchanged.
 _PREFER_STANDINS = bool(getattr(sys.modules.get("animeid"), "_sklearn_standins", False))
 
 try:

@@ -152,11 +152,11 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
                             per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QUInt8, nodes_to_exclude=_output_heads(prepared))
         _finish(det.path, tmp_out)
+        refit = recalibrated(held_out)
         set_metadata(tmp_out, {"quantized": "int8", "quantized_from": Path(src).name,
                                "quantization": {"pictures": min(pictures, len(calibration)), "seed": seed,
-                                                "format": "QOperator U8U8", "per_channel": True}})
-        refit = recalibrated(held_out)
-        set_metadata(tmp_out, {"recalibrated": refit})
+                                                "format": "QOperator U8U8", "per_channel": True},
+                               "recalibrated": refit})
         if refit:
             recalibrate(tmp_out, list(held_out))
         atomic_write_bytes(out, tmp_out.read_bytes())
@@ -181,10 +181,10 @@ def _output_heads(path: Path) -> list[str]:
     the stride-8 maps) so that scores and box sides come out continuous, not in 8-bit steps."""
     import onnx
 
-    nodes = onnx.load(os.fspath(path)).graph.node
-    made_by = {o: n for n in nodes for o in n.output}
+    graph = onnx.load(os.fspath(path)).graph
+    made_by = {o: n for n in graph.node for o in n.output}
     keep: dict[str, None] = {}
-    todo = [o.name for o in onnx.load(os.fspath(path)).graph.output]
+    todo = [o.name for o in graph.output]
     while todo:
         node = made_by.get(todo.pop())
         if node is None or node.name in keep:

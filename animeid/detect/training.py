@@ -450,11 +450,15 @@ def resolve_init(init: str | os.PathLike) -> Path:
     path = FLOAT_DETECTOR_FILE if os.fspath(init) == "default" else Path(init)
     check_file(path, "a detector file or checkpoint", ModelFileError)
     if path.suffix == ".onnx":
-        meta = read_metadata(path)
-        if meta.get("quantized"):
-            raise ModelFileError("an int8 copy of a detector cannot be trained further; start from the float32 "
-                                 f"file it was made from ({meta.get('quantized_from', 'its source')})", path)
+        _refuse_int8(read_metadata(path), path)
     return path
+
+
+def _refuse_int8(meta: dict, path: str | os.PathLike) -> None:
+    """:class:`~animeid.errors.ModelFileError` when detector metadata ``meta`` (of ``path``) is an int8 copy's."""
+    if meta.get("quantized"):
+        raise ModelFileError("an int8 copy of a detector cannot be trained further; start from the float32 "
+                             f"file it was made from ({meta.get('quantized_from', 'its source')})", path)
 
 
 def load_checkpoint(path: Path) -> dict | None:
@@ -687,8 +691,7 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
     cfg = cfg or DetectorTrainConfig()
     t0 = time.time()
     out = Path(out)
-    if init is not None:
-        resolve_init(init)     # a bad starting point is said before anything is written
+    init_path = resolve_init(init) if init is not None else None   # said before anything is written
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -704,8 +707,7 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
     if ck is not None and ck.get("fingerprint") != fingerprint:
         raise ValueError(f"{ckpt_path}: a checkpoint of another training (other data or settings); "
                          "give another --out or remove that folder")
-    if ck is None and init is not None:
-        init_path = resolve_init(init)
+    if ck is None and init_path is not None:
         if init_path.suffix == ".onnx":
             load_onnx_weights(net, init_path)
         else:
@@ -829,10 +831,7 @@ def load_onnx_weights(net, path: str | os.PathLike) -> None:
     from onnx import numpy_helper
 
     model = onnx.load(os.fspath(path))
-    meta = next((json.loads(p.value) for p in model.metadata_props if p.key == "animeid_detector"), {})
-    if meta.get("quantized"):
-        raise ModelFileError("an int8 copy of a detector cannot be trained further; start from the float32 "
-                             f"file it was made from ({meta.get('quantized_from', 'its source')})", path)
+    _refuse_int8(next((json.loads(p.value) for p in model.metadata_props if p.key == "animeid_detector"), {}), path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:  # the exporter shares equal tensors through Identity nodes
         if node.op_type == "Identity" and node.input[0] in inits:
