@@ -71,6 +71,12 @@ def cmd_train(a) -> int:
     _draw_history(r.history, out.with_suffix(".history.png"))
     print(f"detector written to {out} ({r.seconds / 60:.1f} min); split {r.counts}; "
           f"threshold {r.metadata['threshold']:.2f}")
+    if r.metadata.get("calibrated") is False:
+        from .detect.training import MIN_CALIBRATION_FACES
+
+        print(f"animeid: warning: its scores are not calibrated probabilities: {r.metadata['faces']['val']} boxed "
+              f"faces in the validation part, {MIN_CALIBRATION_FACES} needed (--val-fraction sets its share); "
+              f"the default threshold {r.metadata['threshold']:.2f} is on the network's raw scores", file=sys.stderr)
     return 0
 
 
@@ -112,8 +118,8 @@ def _draw_history(history: list, path: Path) -> None:
 def cmd_quantize(a) -> int:
     from .detect.annotations import load_many
     from .detect.learned import FLOAT_DETECTOR_FILE
-    from .detect.quantize import MIN_RECALIBRATION_FACES, check_source, quantize_detector, recalibrated
-    from .detect.training import split_items
+    from .detect.quantize import check_source, quantize_detector
+    from .detect.training import MIN_CALIBRATION_FACES, can_calibrate, split_items
     from .errors import ConfigError
     from .outputs import prepare_output_file
 
@@ -130,11 +136,11 @@ def cmd_quantize(a) -> int:
         print("animeid: the training part of the seeded split is empty: nothing to calibrate on", file=sys.stderr)
         return 1
     n_val, n_faces = len(parts["val"]), sum(len(x.boxes) for x in parts["val"])
-    if recalibrated(parts["val"]):
+    if can_calibrate(parts["val"]):
         then = f"scores fitted again on {n_val} validation pictures ({n_faces} faces)"
     else:
         then = (f"the scores keep {src.name}'s calibration: {n_faces} boxed faces in the validation part, "
-                f"{MIN_RECALIBRATION_FACES} needed to fit them again (--val-fraction sets its share)")
+                f"{MIN_CALIBRATION_FACES} needed to fit them again (--val-fraction sets its share)")
     print(f"calibrating on {min(a.pictures, len(parts['train']))} of {len(parts['train'])} training pictures; "
           f"{then}", file=sys.stderr)
     meta = quantize_detector(src, out, parts["train"], held_out=parts["val"] or None, pictures=a.pictures,

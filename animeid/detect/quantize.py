@@ -36,13 +36,10 @@ import numpy as np
 
 from ..errors import InputError, ModelFileError
 from .annotations import Annotated
+from .training import can_calibrate
 
 #: pictures used to measure the activations' ranges (more take longer and hold more memory)
 CALIBRATION_PICTURES = 160
-#: boxed faces the held-out pictures need before the scores are fitted again on them: on fewer (a
-#: dozen drawn scenes, 1-5 validation pictures) the fitted threshold came out at 0.99-1.00 and missed
-#: plain faces, so the source's calibration is kept instead
-MIN_RECALIBRATION_FACES = 20
 
 
 def check_source(src: str | os.PathLike, out: str | os.PathLike):
@@ -57,12 +54,6 @@ def check_source(src: str | os.PathLike, out: str | os.PathLike):
     if Path(out).resolve() == Path(src).resolve():
         raise InputError("the int8 copy would replace the detector itself: give another --out", out)
     return det
-
-
-def recalibrated(held_out: Sequence[Annotated] | None) -> bool:
-    """Whether :func:`quantize_detector` fits the scores again on ``held_out``: enough boxed faces
-    (:data:`MIN_RECALIBRATION_FACES`)."""
-    return bool(held_out) and sum(len(a.boxes) for a in held_out) >= MIN_RECALIBRATION_FACES
 
 
 def _calibration_inputs(det, items: Sequence[Annotated], pictures: int, seed: int) -> list[np.ndarray]:
@@ -100,8 +91,8 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
     held_out : sequence of Annotated, optional
         Boxed pictures the detector was not trained on: the scores' calibration and default threshold
         are fitted again on them (recommended: quantization shifts the raw scores a little).
-        Without them, or with fewer than :data:`MIN_RECALIBRATION_FACES` boxed faces in them, the
-        file keeps ``src``'s calibration (``"recalibrated": false`` in its metadata).
+        Without them, or with fewer than :data:`~animeid.detect.training.MIN_CALIBRATION_FACES`
+        boxed faces in them, the file keeps ``src``'s calibration (``"recalibrated": false`` in its metadata).
     pictures : int
         How many of ``calibration`` to use (a seeded choice), each at every detection size.
     seed : int
@@ -152,7 +143,7 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
                             per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QUInt8, nodes_to_exclude=_output_heads(prepared))
         _finish(det.path, tmp_out)
-        refit = recalibrated(held_out)
+        refit = can_calibrate(held_out)
         set_metadata(tmp_out, {"quantized": "int8", "quantized_from": Path(src).name,
                                "quantization": {"pictures": min(pictures, len(calibration)), "seed": seed,
                                                 "format": "QOperator U8U8", "per_channel": True},
@@ -214,4 +205,4 @@ def _finish(src: Path, dst: Path) -> None:
     onnx.save(model, os.fspath(dst))
 
 
-__all__ = ["quantize_detector", "check_source", "recalibrated", "CALIBRATION_PICTURES", "MIN_RECALIBRATION_FACES"]
+__all__ = ["quantize_detector", "check_source", "CALIBRATION_PICTURES"]
