@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from animeid.detect.learned import DEFAULT_DETECTOR_FILE
+
 
 def test_crop_box_for_makes_the_face_fill_the_crop_as_measured():
     from animeid.detect import crop_box, crop_box_for, detector_id
@@ -24,12 +26,30 @@ def test_crop_box_for_makes_the_face_fill_the_crop_as_measured():
     assert crop_box_for(box, 0.2, None) == crop_box(box, None)
 
 
+def test_a_crop_fill_measured_with_a_detector_the_file_replaced_holds_for_it(tmp_path):
+    """A detector file's ``crop_fill_from`` (the shipped file lists the ones it replaced) lets models
+    trained with those keep their measured fill; other names still fall back to ``crop_scale``."""
+    pytest.importorskip("onnx")
+    from animeid.detect import crop_box, crop_box_for
+    from animeid.detect.training import set_metadata
+
+    det = tmp_path / "new.onnx"
+    det.write_bytes(DEFAULT_DETECTOR_FILE.read_bytes())
+    set_metadata(det, {"crop_fill_from": ["old-faces.onnx"]})
+    box = (100.0, 100.0, 200.0, 200.0)
+    fill = {"fill": 0.7, "detector": "old-faces.onnx", "n": 100}
+    x0, y0, x1, y1 = crop_box_for(box, 0.2, fill, det)
+    assert x1 - x0 == pytest.approx(100 / (0.7 * 1.4))
+    assert crop_box_for(box, 0.2, {**fill, "detector": "older.onnx"}, det) == crop_box(box, det)
+    assert crop_box_for(box, 0.2, fill, None) == crop_box(box, None), "a file that does not list it"
+
+
 def test_measure_crop_fill_on_face_crops_and_on_pictures_without_faces(generated_model):
     from animeid.detect import measure_crop_fill
 
     crops = [p for c in generated_model.chars for p in sorted((generated_model.faces / c).iterdir())]
     m = measure_crop_fill(crops)
-    assert m["detector"] == "animeid-faces-v2-int8.onnx" and 10 <= m["n"] <= 100
+    assert m["detector"] == DEFAULT_DETECTOR_FILE.name and 10 <= m["n"] <= 100
     # the drawn crops were cut around AnimeFace's boxes with a 0.2 margin: the face fills about
     # 0.928 / 1.4 of the crop as the default detector boxes it (its boxes are 0.928 of AnimeFace's)
     assert 0.55 < m["fill"] < 0.8
@@ -46,7 +66,7 @@ def test_train_stores_the_fill_and_predict_cuts_crops_to_it(generated_model, mon
     from animeid.predict import PredictConfig, Recognizer
 
     rec = Recognizer.load(generated_model.path)
-    assert rec.crop_fill is not None and rec.crop_fill["detector"] == "animeid-faces-v2-int8.onnx"
+    assert rec.crop_fill is not None and rec.crop_fill["detector"] == DEFAULT_DETECTOR_FILE.name
     assert rec.bundle.features["crop_fill"] == rec.crop_fill
     # a training crop pasted into a bigger picture, its face boxed: the crop cut from the box looks
     # like the training crop when cut to the measured fill, and less so with a wrong one

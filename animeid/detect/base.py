@@ -276,8 +276,11 @@ def detector_id(detector: str | os.PathLike | None = None) -> str:
 
 
 def _geometry_ids(detector: str | os.PathLike | None) -> set[str]:
-    """:func:`detector_id` of ``detector`` and of the detector it was quantized from (or, for the
-    shipped float32 detector, of its int8 copy): the names a crop fill measured with them is kept under."""
+    """The names a crop fill measured with them holds for ``detector`` under: its :func:`detector_id`,
+    the detector it was quantized from (or, for the shipped float32 detector, its int8 copy), and the
+    detectors its metadata's ``crop_fill_from`` names (earlier files whose boxes of the same faces were
+    measured to have the same size: the shipped file lists the ones it replaced, so that models
+    trained with them keep their measured fill)."""
     from .learned import DEFAULT_DETECTOR_FILE, FLOAT_DETECTOR_FILE
 
     det = get_detector(detector)
@@ -287,6 +290,7 @@ def _geometry_ids(detector: str | os.PathLike | None) -> set[str]:
         ids.add(source)
     if getattr(det, "path", None) == FLOAT_DETECTOR_FILE:
         ids.add(DEFAULT_DETECTOR_FILE.name)
+    ids.update(getattr(det, "crop_fill_from", ()))
     return ids
 
 

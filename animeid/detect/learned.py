@@ -226,6 +226,14 @@ class LearnedDetector:
         return self.meta.get("quantized_from") if self.meta.get("quantized") else None
 
     @property
+    def crop_fill_from(self) -> tuple[str, ...]:
+        """File names of earlier detectors whose boxes of the same faces have this one's size (measured
+        when it was made; metadata ``crop_fill_from``): a recogniser's crop fill measured with them
+        holds for this one (:func:`animeid.detect.crop_box_for`)."""
+        names = self.meta.get("crop_fill_from", [])
+        return tuple(str(n) for n in names) if isinstance(names, list) else ()
+
+    @property
     def crop_scale(self) -> float:
         """How much larger AnimeFace's box of a face is than this detector's (see :func:`crop_box`)."""
         return float(self.meta.get("crop_scale", 1.0))
