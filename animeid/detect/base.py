@@ -253,8 +253,8 @@ def crop_box(box: Sequence[float], detector: str | os.PathLike | None = None) ->
     """The box a face crop is cut around, for a box found by ``detector``: scaled about its centre by
     the detector's ``crop_scale`` (1 for AnimeFace), so that crops with a given margin have the
     geometry the recognisers were trained on (AnimeFace's boxes). The learned detector's boxes are
-    about 7 % smaller than AnimeFace's (detect-tadne, 39 faces: median side ratio 0.928, centres
-    within 2.5 % of the side): its ``crop_scale`` is 1.078."""
+    about 7 % smaller than AnimeFace's (detect-tadne, 39 faces: median side ratio 0.928 for v2, 0.925
+    for v3): its ``crop_scale`` is 1.078."""
     return _scaled(box, float(getattr(get_detector(detector), "crop_scale", 1.0)))
 
 
@@ -269,7 +269,7 @@ def _scaled(box: Sequence[float], scale: float) -> tuple[float, float, float, fl
 
 def detector_id(detector: str | os.PathLike | None = None) -> str:
     """A stable name of a detector, for what is measured with it: ``"animeface"``, or a learned
-    detector file's name (the shipped one: ``"animeid-faces-v2-int8.onnx"``)."""
+    detector file's name (the shipped one: ``"animeid-faces-v3-int8.onnx"``)."""
     det = get_detector(detector)
     path = getattr(det, "path", None)
     return Path(path).name if path is not None else str(det.name)

@@ -7,8 +7,8 @@ place, the distances from it to the face box's four sides. The ONNX graph takes
 inside the graph) and gives ``peaks`` ``(N, H/8, W/8)`` (the heatmap where it is a local 3x3
 maximum, else 0) and ``ltrb`` ``(N, 4, H/8, W/8)`` in input pixels.
 
-A picture is resized so that its longer side is ``input_size`` (512 by default; stored in the
-file), padded right and bottom to a multiple of 32, and run; peaks above the threshold become
+A picture is resized so that its longer side is ``input_size`` (stored in the file: 640 for the
+shipped detector, 512 for one trained with ``detector train``'s defaults), padded right and bottom to a multiple of 32, and run; peaks above the threshold become
 boxes, overlapping boxes are merged by non-maximum suppression (IoU 0.5), and the boxes are
 mapped back to the picture's pixels. Raw peak values are turned into calibrated probabilities
 (Platt scaling fitted on held-out pictures, stored in the file): a score of 0.7 means that about
@@ -38,10 +38,10 @@ __all__ = ["LearnedDetector", "DEFAULT_DETECTOR_FILE", "FLOAT_DETECTOR_FILE", "d
 
 #: the detector shipped inside animeid and used by default (see README's model card): the int8 copy
 #: (:mod:`animeid.detect.quantize`) of :data:`FLOAT_DETECTOR_FILE`, about twice as fast
-DEFAULT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v2-int8.onnx"
+DEFAULT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v3-int8.onnx"
 #: the same detector in float32, also shipped: what ``detector train --from default`` starts from
 #: (an int8 file's weights cannot be trained further) and what the int8 copy was made from
-FLOAT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v2.onnx"
+FLOAT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v3.onnx"
 _META_KEY = "animeid_detector"
 #: a detection pass after the first is skipped for a picture it would upscale more than this
 _MAX_UPSCALE = 4
