@@ -46,17 +46,17 @@ def cmd_train(a) -> int:
 
     from .errors import ConfigError
 
+    # a bad --from is said before anything is read or written; a detector file it names gives the
+    # input size (unless --input-size) and its boxes' crop_scale: fine-tuning keeps them
+    start = _start_metadata(a.init)
+    input_size = a.input_size if a.input_size is not None else int(start.get("input_size", 512))
     try:                     # the options first: a bad value is said before anything is read or written
-        cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=a.input_size,
+        cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=input_size,
                                   seed=a.seed, threads=a.threads, max_steps=a.max_steps, lr=a.lr,
                                   val_fraction=a.val_fraction, test_fraction=a.test_fraction,
                                   frozen_blocks=a.frozen_blocks)
     except ValueError as e:
         raise ConfigError(None, str(e)) from None
-    if a.init is not None:
-        from .detect.training import resolve_init
-
-        resolve_init(a.init)           # a bad --from is said before anything is read or written
     out = Path(a.out)
     # a killed training (its checkpoint there, the detector file not yet written: it is written last)
     # resumes; a finished one's file is refused like any earlier output unless --overwrite
@@ -66,7 +66,8 @@ def cmd_train(a) -> int:
     items = load_many(a.boxes, a.format)
     print(f"{len(items)} pictures, {sum(len(x.boxes) for x in items)} boxed faces", file=sys.stderr)
     r = train_detector(items, out, cfg, init=a.init, progress=None if not a.quiet else False,
-                       about={"training_data": ", ".join(str(b) for b in a.boxes)},
+                       about={"training_data": ", ".join(str(b) for b in a.boxes),
+                              **({"crop_scale": start["crop_scale"]} if "crop_scale" in start else {})},
                        log=(lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr)))
     _draw_history(r.history, out.with_suffix(".history.png"))
     print(f"detector written to {out} ({r.seconds / 60:.1f} min); split {r.counts}; "
@@ -74,10 +75,25 @@ def cmd_train(a) -> int:
     if r.metadata.get("calibrated") is False:
         from .detect.training import MIN_CALIBRATION_FACES
 
-        print(f"animeid: warning: its scores are not calibrated probabilities: {r.metadata['faces']['val']} boxed "
-              f"faces in the validation part, {MIN_CALIBRATION_FACES} needed (--val-fraction sets its share); "
-              f"the default threshold {r.metadata['threshold']:.2f} is on the network's raw scores", file=sys.stderr)
+        n = r.metadata["faces"]["val"]
+        why = (f"{n} boxed faces in the validation part, {MIN_CALIBRATION_FACES} needed (--val-fraction sets its "
+               "share)" if n < MIN_CALIBRATION_FACES else
+               f"its detections on the {n} validation faces were all faces or all false alarms: nothing to fit")
+        print(f"animeid: warning: its scores are not calibrated probabilities: {why}; the default threshold "
+              f"{r.metadata['threshold']:.2f} is on the network's raw scores", file=sys.stderr)
     return 0
+
+
+def _start_metadata(init: str | None) -> dict:
+    """The metadata of the detector file ``--from`` names ({} for none or a checkpoint);
+    :class:`~animeid.errors.ModelFileError` for a bad one (:func:`animeid.detect.training.resolve_init`)."""
+    if init is None:
+        return {}
+    from .detect.learned import read_metadata
+    from .detect.training import resolve_init
+
+    path = resolve_init(init)
+    return read_metadata(path) if path.suffix == ".onnx" else {}
 
 
 def _is_detector_file(path: Path) -> bool:
@@ -92,8 +108,9 @@ def _is_detector_file(path: Path) -> bool:
 
 
 def _draw_history(history: list, path: Path) -> None:
-    """The validation AP and best F1 after each epoch (the training's learning curve) as a PNG."""
-    if not history:
+    """The validation AP and best F1 after each epoch (the training's learning curve) as a PNG; none
+    without validation pictures (nothing to draw)."""
+    if not any("ap" in h for h in history):
         return
     from matplotlib.figure import Figure
 
@@ -117,7 +134,7 @@ def _draw_history(history: list, path: Path) -> None:
 
 def cmd_quantize(a) -> int:
     from .detect.annotations import load_many
-    from .detect.learned import FLOAT_DETECTOR_FILE
+    from .detect.learned import FLOAT_DETECTOR_FILE, read_metadata
     from .detect.quantize import check_source, quantize_detector
     from .detect.training import MIN_CALIBRATION_FACES, can_calibrate, split_items
     from .errors import ConfigError
@@ -136,15 +153,20 @@ def cmd_quantize(a) -> int:
         print("animeid: the training part of the seeded split is empty: nothing to calibrate on", file=sys.stderr)
         return 1
     n_val, n_faces = len(parts["val"]), sum(len(x.boxes) for x in parts["val"])
+    kept = ("the scores stay uncalibrated, as " if read_metadata(src).get("calibrated") is False
+            else "the scores keep the calibration of ") + src.name
     if can_calibrate(parts["val"]):
         then = f"scores fitted again on {n_val} validation pictures ({n_faces} faces)"
     else:
-        then = (f"the scores keep {src.name}'s calibration: {n_faces} boxed faces in the validation part, "
+        then = (f"{kept}: {n_faces} boxed faces in the validation part, "
                 f"{MIN_CALIBRATION_FACES} needed to fit them again (--val-fraction sets its share)")
     print(f"calibrating on {min(a.pictures, len(parts['train']))} of {len(parts['train'])} training pictures; "
           f"{then}", file=sys.stderr)
     meta = quantize_detector(src, out, parts["train"], held_out=parts["val"] or None, pictures=a.pictures,
                              seed=a.seed)
+    if can_calibrate(parts["val"]) and not meta.get("recalibrated"):
+        print(f"animeid: {kept}: nothing could be fitted on the validation part (the detections there were all "
+              "faces or all false alarms)", file=sys.stderr)
     size = out.stat().st_size / 1e6
     print(f"int8 detector written to {out} ({size:.1f} MB); threshold {meta['threshold']:.2f}")
     return 0
@@ -198,8 +220,9 @@ def add_commands(sub) -> None:
     p.add_argument("--frozen-blocks", type=int, default=5,
                    help="EfficientNet-Lite0 blocks (and the stem) kept at their ImageNet weights (default 5)")
     p.add_argument("--size", type=int, default=384, help="side of the square training crops, px (default 384)")
-    p.add_argument("--input-size", type=int, default=512,
-                   help="longer side pictures are resized to for detection, px (default 512)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="longer side pictures are resized to for detection, px (default: the --from "
+                        "detector's, 640 for the shipped one; otherwise 512)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 0.002)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="pictures held out to calibrate (default 0.05)")
     p.add_argument("--test-fraction", type=float, default=0.15,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import sys
 from pathlib import Path
 
@@ -41,12 +42,32 @@ def cmd_serve(a) -> int:
           + ", API docs at /docs", file=sys.stderr, flush=True)
     if a.save_enrollments:
         print(f"animeid: enrolments and forgets through the API are saved to {a.model}", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info" if a.verbose else "warning", access_log=a.verbose))
+    server = _make_server(uvicorn.Config(app, log_level="info" if a.verbose else "warning", access_log=a.verbose))
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+    if server.interrupted:   # uvicorn raises Ctrl-C again after its clean shutdown, but asyncio can lose it
+        raise KeyboardInterrupt
     return 0
+
+
+def _make_server(config):
+    """uvicorn's server for ``config``, remembering a Ctrl-C (``.interrupted``): uvicorn shuts down
+    cleanly on it and then raises the signal again, which asyncio's runner can swallow when its main
+    task has ended first (seen under load: exit 0 instead of 130); :func:`cmd_serve` then ends as for
+    any Ctrl-C."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        interrupted = False
+
+        def handle_exit(self, sig, frame):
+            if sig == signal.SIGINT:
+                self.interrupted = True
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def _listen(host: str, port: int):

@@ -13,9 +13,9 @@ whole, as trained; searched by the default detector and each face re-cut from it
 AnimeFace 2009. Closed-set top-1 over all the test faces
 (a face not found counts as wrong), faces found, top-1 among the found, and the three on the faces
 both detectors found. Prints a Markdown table. ``--detector`` searches with another detector file
-than the default; ``--fill-with`` measures the crop fill with another detector than the one that
-searches (as a model trained before a new default arrived has it: it holds only where the searching
-file lists that detector in its ``crop_fill_from``, otherwise ``crop_scale`` is used).
+than the default; ``--fill-with`` measures every model's crop fill again, with another detector than
+the one that searches (as a model trained before a new default arrived has it: it holds only where
+the searching file lists that detector in its ``crop_fill_from``, otherwise ``crop_scale`` is used).
 """
 from __future__ import annotations
 
@@ -45,18 +45,21 @@ def main(argv=None) -> int:
     ap.add_argument("--fill-with", default=None, help="measure the crop fill with this detector (default: --detector)")
     args = ap.parse_args(argv)
     print(f"load average at start: {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    print(f"searching with {args.detector}; crop fill measured with {args.fill_with or args.detector}", file=sys.stderr)
+    print(f"searching with {args.detector}", file=sys.stderr)
     print("| model | faces | read whole (as trained) | re-cut, learned detector: found | top-1 | top-1 of found "
           "| re-cut, AnimeFace: found | top-1 | top-1 of found | found by both: n | whole | learned | AnimeFace |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path in args.models:
         rec = Recognizer.load(path)
         te, te_y, _ = faces_of(rec, args.data)
-        if rec.crop_fill is None and not args.stored_only:   # made before train() measured it: measure it as train() does
+        # made before train() measured it, or --fill-with: measure it as train() does
+        if args.fill_with or (rec.crop_fill is None and not args.stored_only):
             from animeid.detect import measure_crop_fill
 
             rec.crop_fill = measure_crop_fill(faces_of(rec, args.data, "train")[0], args.fill_with or args.detector)
             print(f"{path.name}: crop fill measured on its training faces: {rec.crop_fill}", file=sys.stderr)
+        else:
+            print(f"{path.name}: crop fill stored in the model: {rec.crop_fill}", file=sys.stderr)
         row = [path.name, str(len(te))]
         whole = rec.predict_batch(te, PredictConfig(detect="never", unknown=False, flip="always", top=1))
         whole_ok = np.array([r['faces'][0]['name'] == y for r, y in zip(whole, te_y)])

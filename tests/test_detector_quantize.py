@@ -118,15 +118,41 @@ def test_cli_detector_quantize(scenes, tiny, tmp_path):
     assert "error: --pictures: must be at least 1" in r.stderr, r.stderr
     r = _cli("detector", "quantize", str(tiny), "--boxes", str(scenes), "--out", str(tmp_path / "f.onnx"),
              "--val-fraction", "0", "--pictures", "2")
-    assert r.returncode == 0 and "the scores keep tiny.onnx's calibration: 0 boxed faces" in r.stderr, r.stderr
+    # tiny.onnx was trained with under 20 validation faces: its scores are raw, and stay so
+    assert r.returncode == 0 and "the scores stay uncalibrated, as tiny.onnx: 0 boxed faces" in r.stderr, r.stderr
     r = _cli("detector", "quantize", str(tiny), "--boxes", str(scenes), "--out", str(tmp_path / "g.onnx"),
              "--val-fraction", "0.3", "--pictures", "2")
     # a few validation pictures (under 20 faces): a threshold fitted on them came out at 0.99-1.00
-    assert r.returncode == 0 and "the scores keep tiny.onnx's calibration" in r.stderr, r.stderr
+    assert r.returncode == 0 and "the scores stay uncalibrated, as tiny.onnx" in r.stderr, r.stderr
     from animeid.detect.learned import LearnedDetector
 
     kept, src = LearnedDetector(tmp_path / "g.onnx"), LearnedDetector(tiny)
     assert kept.meta["recalibrated"] is False and kept.default_threshold == src.default_threshold
+
+
+def test_when_nothing_can_be_fitted_the_calibration_is_kept(scenes, tiny, tmp_path):
+    """Enough boxed faces, but every detection on them a false alarm (the boxes moved to a corner):
+    `recalibrate` refuses and leaves the file as it was; `quantize` keeps the source's calibration
+    and says so in the metadata (it used to write the identity and call it a refit)."""
+    import dataclasses
+
+    from animeid.detect.learned import read_metadata
+    from animeid.detect.quantize import quantize_detector
+    from animeid.detect.training import MIN_CALIBRATION_FACES, recalibrate, set_metadata
+    from animeid.errors import InputError
+
+    src = tmp_path / "calibrated.onnx"
+    src.write_bytes(tiny.read_bytes())
+    set_metadata(src, {"calibration": [2.0, 0.5], "threshold": 0.45, "calibrated": True})
+    corner = np.array([[0, 0, 4, 4], [4, 0, 8, 4]], np.float32)
+    nowhere = [dataclasses.replace(a, boxes=corner) for a in load_boxes(scenes)]
+    assert sum(len(a.boxes) for a in nowhere) >= MIN_CALIBRATION_FACES
+    before = src.read_bytes()
+    with pytest.raises(InputError, match="all faces or all false alarms"):
+        recalibrate(src, nowhere)
+    assert src.read_bytes() == before
+    meta = quantize_detector(src, tmp_path / "q.onnx", load_boxes(scenes), held_out=nowhere, pictures=2)
+    assert meta["recalibrated"] is False and meta["calibration"] == [2.0, 0.5] and meta["threshold"] == 0.45
 
 
 def test_detector_train_from_an_int8_or_missing_file_is_refused_before_writing(scenes, tiny, tmp_path):
@@ -140,6 +166,20 @@ def test_detector_train_from_an_int8_or_missing_file_is_refused_before_writing(s
         r = _cli("detector", "train", str(scenes), "--out", str(out), "--from", str(init), *tiny_args)
         assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not out.exists() and not out.with_name(out.name + ".work").exists()
+
+
+def test_fine_tuning_the_default_keeps_its_input_size_and_box_geometry(scenes, tmp_path):
+    """`detector train --from default` without --input-size reads pictures at the size the shipped
+    detector was trained for (it made 512 px detectors from the 640 px one) and keeps its crop_scale."""
+    from animeid.detect.learned import FLOAT_DETECTOR_FILE, read_metadata
+
+    out = tmp_path / "ft.onnx"
+    r = _cli("detector", "train", str(scenes), "--out", str(out), "--from", "default", "--max-steps", "1",
+             "--size", "128", "--batch-size", "2", "--threads", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    shipped, tuned = read_metadata(FLOAT_DETECTOR_FILE), read_metadata(out)
+    assert tuned["input_size"] == shipped["input_size"] == 640
+    assert tuned["crop_scale"] == shipped["crop_scale"]
 
 
 def test_shipped_default_is_the_int8_copy_of_the_shipped_float_file():

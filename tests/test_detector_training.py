@@ -254,7 +254,8 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
     from animeid.outputs import is_animeid_png
 
     det = tmp_path / "d.onnx"
-    tiny = ["--epochs", "1", "--size", "128", "--input-size", "128", "--batch-size", "8", "--threads", "1", "-q"]
+    tiny = ["--epochs", "1", "--size", "128", "--input-size", "128", "--batch-size", "8", "--threads", "1", "-q",
+            "--val-fraction", "0.3"]     # a few validation pictures: a learning curve to draw
     r = _cli("detector", "train", str(scenes), "--out", str(det), *tiny)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"detector written to {det} (") and "; threshold " in r.stdout, r.stdout

@@ -276,11 +276,15 @@ def detector_id(detector: str | os.PathLike | None = None) -> str:
 
 
 def _geometry_ids(detector: str | os.PathLike | None) -> set[str]:
-    """The names a crop fill measured with them holds for ``detector`` under: its :func:`detector_id`,
-    the detector it was quantized from (or, for the shipped float32 detector, its int8 copy), and the
-    detectors its metadata's ``crop_fill_from`` names (earlier files whose boxes of the same faces were
-    measured to have the same size: the shipped file lists the ones it replaced, so that models
-    trained with them keep their measured fill)."""
+    """The detector names under which a measured crop fill holds for ``detector``. They are:
+
+    * its own :func:`detector_id`;
+    * the float32 file it was quantized from;
+    * the shipped pair's two names, when it is either of them or an int8 copy of the shipped float32 file;
+    * the names in its metadata's ``crop_fill_from``: earlier detectors whose boxes of the same faces
+      were measured to have the same size (the shipped files list the ones they replaced, so that
+      models trained with those keep their fill).
+    """
     from .learned import DEFAULT_DETECTOR_FILE, FLOAT_DETECTOR_FILE
 
     det = get_detector(detector)
@@ -288,8 +292,9 @@ def _geometry_ids(detector: str | os.PathLike | None) -> set[str]:
     source = getattr(det, "quantized_from", None)
     if source:
         ids.add(source)
-    if getattr(det, "path", None) == FLOAT_DETECTOR_FILE:
-        ids.add(DEFAULT_DETECTOR_FILE.name)
+    shipped = {DEFAULT_DETECTOR_FILE.name, FLOAT_DETECTOR_FILE.name}
+    if getattr(det, "path", None) == FLOAT_DETECTOR_FILE or source == FLOAT_DETECTOR_FILE.name:
+        ids |= shipped
     ids.update(getattr(det, "crop_fill_from", ()))
     return ids
 
@@ -345,7 +350,8 @@ def crop_box_for(box: Sequence[float], margin: float, fill: dict | None,
     otherwise :func:`crop_box` (the detector's ``crop_scale``: AnimeFace's geometry). A fill measured
     with a float32 detector also holds for its int8 copy (``quantized_from``): their boxes of the same
     faces have the same size (median ratio 1.00 on 216 faces of whole pictures and on 766 face crops;
-    BENCHMARKS.md), and the reverse."""
+    BENCHMARKS.md), and the reverse; one measured with a detector the file names in ``crop_fill_from``
+    holds too (:func:`_geometry_ids`)."""
     if not fill or fill.get("detector") not in _geometry_ids(detector) or not float(fill.get("fill", 0)) > 0:
         return crop_box(box, detector)
     return _scaled(box, 1.0 / (float(fill["fill"]) * (1 + 2 * float(margin))))

@@ -1,7 +1,7 @@
-"""Int8 copies of a learned detector: the same network with 8-bit weights and activations, which ONNX
-Runtime runs 1.5-2.5x as fast as float32 on the development machine's 2 CPU cores (which have AVX-512
-VNNI; on CPUs without VNNI the gain was not measured) (``animeid detector quantize``; BENCHMARKS.md,
-issue 11). The file uses ONNX Runtime's own int8 operators (``com.microsoft``: ``QLinearAdd`` and
+"""Int8 copies of a learned detector (``animeid detector quantize``; BENCHMARKS.md, issue 11): the
+same network with 8-bit weights and activations, which ONNX Runtime runs about twice as fast as
+float32 on the development machine's 2 CPU cores (v2 1.5-2.5x, v3 1.7-2.1x; they have AVX-512 VNNI;
+on CPUs without VNNI the gain was not measured). The file uses ONNX Runtime's own int8 operators (``com.microsoft``: ``QLinearAdd`` and
 others), so it runs in ONNX Runtime only, from version 1.17 on.
 
 Static quantization with ONNX Runtime's tools (``onnxruntime.quantization.quantize_static``; they
@@ -149,7 +149,10 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
                                                 "format": "QOperator U8U8", "per_channel": True},
                                "recalibrated": refit})
         if refit:
-            recalibrate(tmp_out, list(held_out))
+            try:
+                recalibrate(tmp_out, list(held_out))
+            except InputError:   # nothing to fit on them: the source's calibration stays, as with few faces
+                set_metadata(tmp_out, {"recalibrated": False})
         atomic_write_bytes(out, tmp_out.read_bytes())
     return LearnedDetector(out).meta
 

@@ -775,7 +775,8 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
         epoch += 1
         v = validate(net, parts["val"], cfg.input_size)
         history.append({"epoch": epoch, "step": step, "seconds": round(time.time() - t0, 1), **v})
-        log(f"epoch {epoch}/{cfg.epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in v.items()))
+        log(f"epoch {epoch}/{cfg.epochs}: " + (", ".join(f"{k} {v:.3f}" for k, v in v.items())
+                                               or "no validation pictures to score"))
         checkpoint(epoch, 0, step)
     if hasattr(pbar, "close"):
         pbar.close()
@@ -833,6 +834,9 @@ def recalibrate(path: str | os.PathLike, items: Sequence[Annotated], sizes: Sequ
     ------
     ModelFileError
         ``path`` is missing or is not an animeid detector file.
+    InputError
+        Nothing can be fitted on ``items`` (the detections on them are all faces or all false
+        alarms; :func:`fit_calibration`): the file is left as it was.
 
     Examples
     --------
@@ -845,7 +849,13 @@ def recalibrate(path: str | os.PathLike, items: Sequence[Annotated], sizes: Sequ
     det = LearnedDetector(path)
     sizes = tuple(sizes or det.sizes)
     raws = [det.raw_arrays([np.asarray(load_image(a.image, "RGB"))], sizes, 0.01, quick=False)[0] for a in items]
-    return set_metadata(path, {**fit_calibration(raws, items), "test_sizes": list(sizes)})
+    fit = fit_calibration(raws, items)
+    if not fit["calibrated"]:
+        from ..errors import InputError
+
+        raise InputError(f"no calibration can be fitted on these {len(items)} pictures: the detector's detections "
+                         "on them are all faces or all false alarms", path)
+    return set_metadata(path, {**fit, "test_sizes": list(sizes)})
 
 
 def load_onnx_weights(net, path: str | os.PathLike) -> None:
