@@ -1,8 +1,8 @@
 """Int8 copies of a learned detector (``animeid detector quantize``; BENCHMARKS.md, issue 11): the
 same network with 8-bit weights and activations, which ONNX Runtime runs about twice as fast as
 float32 on the development machine's 2 CPU cores (v2 1.5-2.5x, v3 1.7-2.1x; they have AVX-512 VNNI;
-on CPUs without VNNI the gain was not measured). The file uses ONNX Runtime's own int8 operators (``com.microsoft``: ``QLinearAdd`` and
-others), so it runs in ONNX Runtime only, from version 1.17 on.
+on CPUs without VNNI the gain was not measured). The file uses ONNX Runtime's own int8 operators
+(``com.microsoft``: ``QLinearAdd`` and others), so it runs in ONNX Runtime only, from version 1.17 on.
 
 Static quantization with ONNX Runtime's tools (``onnxruntime.quantization.quantize_static``; they
 need the ``onnx`` package, part of the full install, not of the light one, which only runs the
@@ -92,7 +92,8 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
         Boxed pictures the detector was not trained on: the scores' calibration and default threshold
         are fitted again on them (recommended: quantization shifts the raw scores a little).
         Without them, or with fewer than :data:`~animeid.detect.training.MIN_CALIBRATION_FACES`
-        boxed faces in them, the file keeps ``src``'s calibration (``"recalibrated": false`` in its metadata).
+        boxed faces in them, or when nothing can be fitted on them (the detections all faces or all
+        false alarms), the file keeps ``src``'s calibration (``"recalibrated": false`` in its metadata).
     pictures : int
         How many of ``calibration`` to use (a seeded choice), each at every detection size.
     seed : int
