@@ -10,9 +10,10 @@ maximum, else 0) and ``ltrb`` ``(N, 4, H/8, W/8)`` in input pixels.
 A picture is resized so that its longer side is ``input_size`` (stored in the file: 640 for the
 shipped detector, 512 for one trained with ``detector train``'s defaults), padded right and bottom
 to a multiple of 32, and run; peaks above the threshold become boxes, overlapping boxes are merged
-by non-maximum suppression (IoU 0.5), and the boxes are mapped back to the picture's pixels. Raw peak values are turned into calibrated probabilities
-(Platt scaling fitted on held-out pictures, stored in the file): a score of 0.7 means that about
-70 % of the faces given that score are real faces (IoU >= 0.5 with a face a person boxed).
+by non-maximum suppression (IoU 0.5), and the boxes are mapped back to the picture's pixels. Raw
+peak values are turned into calibrated probabilities (Platt scaling fitted on held-out pictures,
+stored in the file): a score of 0.7 means that about 70 % of the faces given that score are real
+faces (IoU >= 0.5 with a face a person boxed).
 
 The detector file is the ONNX model itself; its metadata (``custom_metadata_map``) holds
 ``animeid_detector`` (JSON: input size, stride, calibration, default threshold, training data,
