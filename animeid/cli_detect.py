@@ -72,6 +72,7 @@ def cmd_train(a) -> int:
     _draw_history(r.history, out.with_suffix(".history.png"))
     print(f"detector written to {out} ({r.seconds / 60:.1f} min); split {r.counts}; "
           f"threshold {r.metadata['threshold']:.2f}")
+    _draw_validation_pr(out, items, cfg)
     if r.metadata.get("calibrated") is False:
         from .detect.training import MIN_CALIBRATION_FACES
 
@@ -82,6 +83,24 @@ def cmd_train(a) -> int:
         print(f"animeid: warning: its scores are not calibrated probabilities: {why}; the default threshold "
               f"{r.metadata['threshold']:.2f} is on the network's raw scores", file=sys.stderr)
     return 0
+
+
+def _draw_validation_pr(out: Path, items, cfg) -> None:
+    """The new detector's precision-recall curve on its validation pictures (as the written file
+    detects them; where its threshold was chosen), drawn to ``OUT.pr.png`` and said on stdout; nothing
+    without validation pictures."""
+    from .detect.evaluate import draw_pr_curves, evaluate_detector
+    from .detect.training import split_items
+
+    val = split_items(items, cfg.val_fraction, cfg.test_fraction, cfg.seed)["val"]
+    if not val:
+        return
+    row = evaluate_detector(str(out), val, progress=False)
+    path = out.with_suffix(".pr.png")
+    draw_pr_curves([row], path)
+    s = row.scores
+    print(f"precision-recall curve on the {len(val)} validation pictures in {path}: AP {s.ap:.3f}; at the "
+          f"threshold precision {s.precision:.3f}, recall {s.recall:.3f}, F1 {s.f1:.3f}")
 
 
 def _start_metadata(init: str | None) -> dict:

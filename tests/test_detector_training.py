@@ -263,6 +263,8 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
     assert "not calibrated probabilities" in r.stderr and "--val-fraction" in r.stderr, r.stderr
     history = det.with_suffix(".history.png")
     assert is_animeid_png(history), "the learning curve is drawn beside the detector"
+    assert is_animeid_png(det.with_suffix(".pr.png")), "and its precision-recall curve on the validation part"
+    assert "precision-recall curve on the " in r.stdout and str(det.with_suffix(".pr.png")) in r.stdout, r.stdout
     # before any picture is read: an earlier detector (without its .work folder) is kept without
     # --overwrite, and a file that is not a detector is never replaced
     earlier, notes = tmp_path / "earlier.onnx", tmp_path / "notes.onnx"
