@@ -40,7 +40,7 @@ def add_detector_opts(p) -> None:
 
 def cmd_train(a) -> int:
     from .detect.annotations import load_many
-    from .detect.training import DetectorTrainConfig, train_detector
+    from .detect.training import DetectorTrainConfig, start_metadata, train_detector
 
     from .outputs import prepare_output_file
 
@@ -48,7 +48,7 @@ def cmd_train(a) -> int:
 
     # a bad --from is said before anything is read or written; a detector file it names gives the
     # input size (unless --input-size) and its boxes' crop_scale: fine-tuning keeps them
-    start = _start_metadata(a.init)
+    start = start_metadata(a.init)
     input_size = a.input_size if a.input_size is not None else int(start.get("input_size", 512))
     try:                     # the options first: a bad value is said before anything is read or written
         cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=input_size,
@@ -101,18 +101,6 @@ def _draw_validation_pr(out: Path, items, cfg) -> None:
     s = row.scores
     print(f"precision-recall curve on the {len(val)} validation pictures in {path}: AP {s.ap:.3f}; at the "
           f"threshold precision {s.precision:.3f}, recall {s.recall:.3f}, F1 {s.f1:.3f}")
-
-
-def _start_metadata(init: str | None) -> dict:
-    """The metadata of the detector file ``--from`` names ({} for none or a checkpoint);
-    :class:`~animeid.errors.ModelFileError` for a bad one (:func:`animeid.detect.training.resolve_init`)."""
-    if init is None:
-        return {}
-    from .detect.learned import read_metadata
-    from .detect.training import resolve_init
-
-    path = resolve_init(init)
-    return read_metadata(path) if path.suffix == ".onnx" else {}
 
 
 def _is_detector_file(path: Path) -> bool:
@@ -241,7 +229,7 @@ def add_commands(sub) -> None:
     p.add_argument("--size", type=int, default=384, help="side of the square training crops, px (default 384)")
     p.add_argument("--input-size", type=int, default=None,
                    help="longer side pictures are resized to for detection, px (default: the --from "
-                        "detector's, 640 for the shipped one; otherwise 512)")
+                        "detector's or checkpoint's, 640 for the shipped one; otherwise 512)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 0.002)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="pictures held out to calibrate (default 0.05)")
     p.add_argument("--test-fraction", type=float, default=0.15,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,13 @@ def test_detector_train_from_an_int8_or_missing_file_is_refused_before_writing(s
     q = tmp_path / "q.onnx"
     quantize_detector(tiny, q, load_boxes(scenes), pictures=2)
     tiny_args = ["--epochs", "1", "--size", "128", "--input-size", "128", "--threads", "1", "-q"]
-    for init, why in ((q, "cannot be trained further"), (tmp_path / "nope.onnx", "no such file")):
+    junk = tmp_path / "junk.txt"
+    junk.write_text("not a checkpoint")
+    model_zip = tmp_path / "model.animeid"          # a zip archive, but not one torch.save wrote
+    with zipfile.ZipFile(model_zip, "w") as z:
+        z.writestr("animeid-model.json", "{}")
+    for init, why in ((q, "cannot be trained further"), (tmp_path / "nope.onnx", "no such file"),
+                      (junk, "nor a detector training checkpoint"), (model_zip, "nor a detector training checkpoint")):
         out = tmp_path / f"ft-{init.stem}.onnx"
         r = _cli("detector", "train", str(scenes), "--out", str(out), "--from", str(init), *tiny_args)
         assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -180,6 +187,12 @@ def test_fine_tuning_the_default_keeps_its_input_size_and_box_geometry(scenes, t
     shipped, tuned = read_metadata(FLOAT_DETECTOR_FILE), read_metadata(out)
     assert tuned["input_size"] == shipped["input_size"] == 640
     assert tuned["crop_scale"] == shipped["crop_scale"]
+    # from that training's checkpoint: its input size too
+    again = tmp_path / "again.onnx"
+    r = _cli("detector", "train", str(scenes), "--out", str(again), "--from", str(out) + ".work/checkpoint.pt",
+             "--max-steps", "1", "--size", "128", "--batch-size", "2", "--threads", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    assert read_metadata(again)["input_size"] == 640
 
 
 def test_shipped_default_is_the_int8_copy_of_the_shipped_float_file():

@@ -36,7 +36,8 @@ from .annotations import Annotated
 
 __all__ = ["DetectorTrainConfig", "FaceNet", "Augmenter", "make_targets", "split_items", "train_detector",
            "export_onnx", "validate", "fit_calibration",
-           "can_calibrate", "uncalibrated", "MIN_CALIBRATION_FACES", "UNCALIBRATED_THRESHOLD"]
+           "can_calibrate", "uncalibrated", "MIN_CALIBRATION_FACES", "UNCALIBRATED_THRESHOLD", "resolve_init",
+           "start_metadata"]
 
 STRIDE = 8
 _TAPS = (4, 10, 15)  # EfficientNet-Lite0 blocks ending strides 8 (40 ch), 16 (112 ch) and 32 (320 ch)
@@ -452,7 +453,38 @@ def resolve_init(init: str | os.PathLike) -> Path:
     check_file(path, "a detector file or checkpoint", ModelFileError)
     if path.suffix == ".onnx":
         _refuse_int8(read_metadata(path), path)
+    elif not _is_torch_checkpoint(path):
+        raise ModelFileError("neither an animeid detector file (.onnx) nor a detector training checkpoint "
+                             "(OUT.work/checkpoint.pt)", path)
     return path
+
+
+def _is_torch_checkpoint(path: Path) -> bool:
+    """Whether ``path`` looks like a file ``torch.save`` wrote (a zip archive with a ``data.pkl``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/data.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def start_metadata(init: str | os.PathLike | None) -> dict:
+    """What a training started from ``init`` (``--from``; :func:`resolve_init`) keeps unless told
+    otherwise: a detector file's metadata, a checkpoint's ``{"input_size": ...}``, {} for no ``init``.
+    :class:`~animeid.errors.ModelFileError` for a bad ``init`` or an unreadable checkpoint."""
+    from .learned import read_metadata
+
+    if init is None:
+        return {}
+    path = resolve_init(init)
+    if path.suffix == ".onnx":
+        return read_metadata(path)
+    try:
+        return {"input_size": int(load_checkpoint(path)["config"]["input_size"])}
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign checkpoint, whatever torch raises
+        raise ModelFileError(f"not a detector training checkpoint ({type(e).__name__})", path) from None
 
 
 def _refuse_int8(meta: dict, path: str | os.PathLike) -> None:
