@@ -296,3 +296,20 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
     assert lines[4:] == [f"precision-recall curves in {pr}"] and is_animeid_png(pr)
     r = _cli("detector", "evaluate", "animeface", "--boxes", str(scenes), "--split", "val", "--val-fraction", "0")
     assert (r.returncode, r.stderr.strip()) == (1, "animeid: the val part of the seeded split is empty")
+
+
+def test_a_fitted_threshold_lies_between_the_faces_and_the_false_alarms(tmp_path):
+    """Validation faces all scored far above every false alarm (a fine-tuning on easy pictures): the
+    threshold is halfway between them, not on the lowest face's score (it came out at 0.99 and
+    missed real faces scored a little lower)."""
+    from animeid.detect.learned import platt
+    from animeid.detect.training import fit_calibration
+
+    face, alarm = np.array([[10, 10, 50, 50]], np.float32), np.array([[100, 10, 140, 50]], np.float32)
+    items = [Annotated(tmp_path / f"p{i}.png", face, size=(200, 100)) for i in range(3)]
+    dets = [(np.vstack([face, alarm]), np.array([f, fa])) for f, fa in ((0.9, 0.1), (0.85, 0.05), (0.8, 0.2))]
+    fit = fit_calibration(dets, items)
+    a, b = fit["calibration"]
+    lowest_face, highest_alarm = float(platt(np.array([0.8]), a, b)[0]), float(platt(np.array([0.2]), a, b)[0])
+    assert fit["calibrated"] and highest_alarm < fit["threshold"] < lowest_face
+    assert lowest_face > 0.9 and 0.1 < fit["threshold"] < 0.9
