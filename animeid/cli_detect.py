@@ -141,7 +141,7 @@ def _draw_history(history: list, path: Path) -> None:
 
 def cmd_quantize(a) -> int:
     from .detect.annotations import load_many
-    from .detect.learned import FLOAT_DETECTOR_FILE, read_metadata
+    from .detect.learned import FLOAT_DETECTOR_FILE
     from .detect.quantize import check_source, quantize_detector
     from .detect.training import MIN_CALIBRATION_FACES, can_calibrate, split_items
     from .errors import ConfigError
@@ -153,16 +153,17 @@ def cmd_quantize(a) -> int:
         raise ConfigError(None, "--val-fraction and --test-fraction must leave pictures to calibrate on "
                                 f"(their sum is {a.val_fraction + a.test_fraction:g})")
     src = FLOAT_DETECTOR_FILE if a.detector == "default" else Path(a.detector)
-    check_source(src, a.out)             # before anything is read or written
+    det = check_source(src, a.out)       # before anything is read or written
     out = prepare_output_file(Path(a.out), own=_is_detector_file, what="a detector file", overwrite=a.overwrite)
     parts = split_items(load_many(a.boxes, a.format), a.val_fraction, a.test_fraction, a.seed)
     if not parts["train"]:
         print("animeid: the training part of the seeded split is empty: nothing to calibrate on", file=sys.stderr)
         return 1
     n_val, n_faces = len(parts["val"]), sum(len(x.boxes) for x in parts["val"])
-    kept = ("the scores stay uncalibrated, as " if read_metadata(src).get("calibrated") is False
+    kept = ("the scores stay uncalibrated, as " if det.meta.get("calibrated") is False
             else "the scores keep the calibration of ") + src.name
-    if can_calibrate(parts["val"]):
+    refit = can_calibrate(parts["val"])
+    if refit:
         then = f"scores fitted again on {n_val} validation pictures ({n_faces} faces)"
     else:
         then = (f"{kept}: {n_faces} boxed faces in the validation part, "
@@ -171,7 +172,7 @@ def cmd_quantize(a) -> int:
           f"{then}", file=sys.stderr)
     meta = quantize_detector(src, out, parts["train"], held_out=parts["val"] or None, pictures=a.pictures,
                              seed=a.seed)
-    if can_calibrate(parts["val"]) and not meta.get("recalibrated"):
+    if refit and not meta.get("recalibrated"):
         print(f"animeid: {kept}: nothing could be fitted on the validation part (the detections there were all "
               "faces or all false alarms)", file=sys.stderr)
     size = out.stat().st_size / 1e6

@@ -34,7 +34,7 @@ from PIL import Image
 from ..errors import ModelFileError
 from .base import Face
 
-__all__ = ["LearnedDetector", "DEFAULT_DETECTOR_FILE", "FLOAT_DETECTOR_FILE", "decode", "nms", "platt",
+__all__ = ["LearnedDetector", "DEFAULT_DETECTOR_FILE", "FLOAT_DETECTOR_FILE", "decode", "nms", "platt", "logit",
            "letterbox", "read_metadata"]
 
 #: the detector shipped inside animeid and used by default (see README's model card): the int8 copy
@@ -95,10 +95,15 @@ def decode(peaks: np.ndarray, ltrb: np.ndarray, stride: int, min_peak: float, ma
     return boxes[keep], sc[keep]
 
 
+def logit(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` of scores or raw peak values, clipped to 1e-6 .. 1 - 1e-6 first (float64)."""
+    r = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(r / (1 - r))
+
+
 def platt(raw: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Platt scaling: ``sigmoid(a * logit(raw) + b)`` of raw peak values (clipped to 1e-6 .. 1 - 1e-6)."""
-    r = np.clip(np.asarray(raw, np.float64), 1e-6, 1 - 1e-6)
-    return 1.0 / (1.0 + np.exp(-(a * np.log(r / (1 - r)) + b)))
+    """Platt scaling: ``sigmoid(a * logit(raw) + b)`` of raw peak values (:func:`logit`: clipped)."""
+    return 1.0 / (1.0 + np.exp(-(a * logit(raw) + b)))
 
 
 def letterbox(rgb: np.ndarray, size: int, multiple: int = 32) -> tuple[np.ndarray, float]:

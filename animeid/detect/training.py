@@ -446,17 +446,24 @@ def resolve_init(init: str | os.PathLike) -> Path:
     file (its int8 copy, used for detection, cannot be trained); otherwise a detector file (``.onnx``)
     or a checkpoint (``OUT.work/checkpoint.pt``). :class:`~animeid.errors.ModelFileError` for a
     missing file, a file that is not an animeid detector, or an int8 copy."""
+    return _resolve_init(init)[0]
+
+
+def _resolve_init(init: str | os.PathLike) -> tuple[Path, dict]:
+    """:func:`resolve_init`, with the detector file's metadata it read ({} for a checkpoint)."""
     from .._util import check_file
     from .learned import FLOAT_DETECTOR_FILE, read_metadata
 
     path = FLOAT_DETECTOR_FILE if os.fspath(init) == "default" else Path(init)
     check_file(path, "a detector file or checkpoint", ModelFileError)
     if path.suffix == ".onnx":
-        _refuse_int8(read_metadata(path), path)
-    elif not _is_torch_checkpoint(path):
+        meta = read_metadata(path)
+        _refuse_int8(meta, path)
+        return path, meta
+    if not _is_torch_checkpoint(path):
         raise ModelFileError("neither an animeid detector file (.onnx) nor a detector training checkpoint "
                              "(OUT.work/checkpoint.pt)", path)
-    return path
+    return path, {}
 
 
 def _is_torch_checkpoint(path: Path) -> bool:
@@ -474,13 +481,11 @@ def start_metadata(init: str | os.PathLike | None) -> dict:
     """What a training started from ``init`` (``--from``; :func:`resolve_init`) keeps unless told
     otherwise: a detector file's metadata, a checkpoint's ``{"input_size": ...}``, {} for no ``init``.
     :class:`~animeid.errors.ModelFileError` for a bad ``init`` or an unreadable checkpoint."""
-    from .learned import read_metadata
-
     if init is None:
         return {}
-    path = resolve_init(init)
+    path, meta = _resolve_init(init)
     if path.suffix == ".onnx":
-        return read_metadata(path)
+        return meta
     try:
         return {"input_size": int(load_checkpoint(path)["config"]["input_size"])}
     except Exception as e:  # noqa: BLE001 - a damaged or foreign checkpoint, whatever torch raises
@@ -597,20 +602,20 @@ def fit_calibration(detections: Sequence[tuple[np.ndarray, np.ndarray]], items: 
 
     Each detection is labelled 1 when it matches a boxed face (IoU >= 0.5), 0 when it is a false
     alarm; a logistic regression of the label on ``logit(raw)`` gives ``a``, ``b``; ``t`` is the
-    calibrated threshold with the best F1 on the same pictures (:func:`_between`). When the detections are all faces or all
-    false alarms nothing can be fitted: :func:`uncalibrated`. Callers check :func:`can_calibrate` first.
+    calibrated threshold with the best F1 on the same pictures (:func:`_between`). When the
+    detections are all faces or all false alarms nothing can be fitted: :func:`uncalibrated`.
+    Callers check :func:`can_calibrate` first.
     """
     from sklearn.linear_model import LogisticRegression
 
-    from .learned import platt
+    from .learned import logit, platt
     from .metrics import match, score_detections
 
     zs, ys = [], []
     for (boxes, raw), a in zip(detections, items):
         st, _ = match(boxes, raw, a.boxes, a.ignore)
         keep = st >= 0
-        r = np.clip(raw[keep], 1e-6, 1 - 1e-6)
-        zs.append(np.log(r / (1 - r)))
+        zs.append(logit(raw[keep]))
         ys.append(st[keep])
     z, y = np.concatenate(zs), np.concatenate(ys)
     if len(set(y.tolist())) < 2:
@@ -632,8 +637,9 @@ def _between(s) -> float:
     nxt = kept[-1] + 1 if len(kept) else len(scores)
     if nxt >= len(scores):
         return float(s.best_threshold)
-    hi, lo = (np.clip(v, 1e-6, 1 - 1e-6) for v in (s.best_threshold, scores[nxt]))
-    z = (np.log(hi / (1 - hi)) + np.log(lo / (1 - lo))) / 2
+    from .learned import logit
+
+    z = (logit(s.best_threshold) + logit(scores[nxt])) / 2
     return float(1 / (1 + np.exp(-z)))
 
 
