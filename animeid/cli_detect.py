@@ -42,7 +42,7 @@ def cmd_train(a) -> int:
     from .detect.annotations import load_many
     from .detect.training import DetectorTrainConfig, start_metadata, train_detector
 
-    from .outputs import prepare_output_file
+    from .outputs import is_animeid_png, prepare_output_file
 
     from .errors import ConfigError
 
@@ -63,16 +63,19 @@ def cmd_train(a) -> int:
     resuming = (out.parent / (out.name + ".work") / "checkpoint.pt").is_file() and not out.exists()
     if not resuming:  # checked before the pictures are read
         out = prepare_output_file(out, own=_is_detector_file, what="a detector file", overwrite=a.overwrite)
+    # the curves drawn beside it replace earlier ones animeid drew, never a picture of the user's
+    history_png, pr_png = (prepare_output_file(out.with_suffix(s), own=is_animeid_png, suffix=".png", what="a plot",
+                                               overwrite=True) for s in (".history.png", ".pr.png"))
     items = load_many(a.boxes, a.format)
     print(f"{len(items)} pictures, {sum(len(x.boxes) for x in items)} boxed faces", file=sys.stderr)
     r = train_detector(items, out, cfg, init=a.init, progress=None if not a.quiet else False,
                        about={"training_data": ", ".join(str(b) for b in a.boxes),
                               **({"crop_scale": start["crop_scale"]} if "crop_scale" in start else {})},
                        log=(lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr)))
-    _draw_history(r.history, out.with_suffix(".history.png"))
+    _draw_history(r.history, history_png)
     print(f"detector written to {out} ({r.seconds / 60:.1f} min); split {r.counts}; "
           f"threshold {r.metadata['threshold']:.2f}")
-    _draw_validation_pr(out, items, cfg)
+    _draw_validation_pr(out, pr_png, items, cfg)
     if r.metadata.get("calibrated") is False:
         from .detect.training import MIN_CALIBRATION_FACES
 
@@ -85,10 +88,10 @@ def cmd_train(a) -> int:
     return 0
 
 
-def _draw_validation_pr(out: Path, items, cfg) -> None:
-    """The new detector's precision-recall curve on its validation pictures (as the written file
-    detects them; where its threshold was chosen), drawn to ``OUT.pr.png`` and said on stdout; nothing
-    without validation pictures."""
+def _draw_validation_pr(out: Path, path: Path, items, cfg) -> None:
+    """The new detector ``out``'s precision-recall curve on its validation pictures (as the written file
+    detects them; where its threshold was chosen), drawn to ``path`` (``OUT.pr.png``) and said on
+    stdout; nothing without validation pictures."""
     from .detect.evaluate import draw_pr_curves, evaluate_detector
     from .detect.training import split_items
 
@@ -96,7 +99,6 @@ def _draw_validation_pr(out: Path, items, cfg) -> None:
     if not val:
         return
     row = evaluate_detector(str(out), val, progress=False)
-    path = out.with_suffix(".pr.png")
     draw_pr_curves([row], path)
     s = row.scores
     print(f"precision-recall curve on the {len(val)} validation pictures in {path}: AP {s.ap:.3f}; at the "

@@ -274,6 +274,13 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
         r = _cli("detector", "train", str(scenes), "--out", str(target), *tiny)
         assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert earlier.read_bytes() == det.read_bytes() and notes.read_text() == "my notes"
+    # a picture of the user's where a curve would be drawn is never replaced (checked before training)
+    mine = tmp_path / "mine.pr.png"
+    Image.new("RGB", (4, 4)).save(mine)
+    before = mine.read_bytes()
+    r = _cli("detector", "train", str(scenes), "--out", str(tmp_path / "mine.onnx"), *tiny)
+    assert r.returncode == 1 and "not a plot animeid wrote" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "mine.onnx").exists() and mine.read_bytes() == before
     # the same command again after it finished (its .work folder kept): the detector is an earlier
     # output like any other, kept without --overwrite (it used to be written again as a "resume")
     assert (det.parent / (det.name + ".work") / "checkpoint.pt").is_file()
