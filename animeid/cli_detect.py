@@ -32,8 +32,9 @@ def add_detector_opts(p) -> None:
                    help=_detector_help())
     p.add_argument("--threshold", type=_score, default=None, metavar="P",
                    help="keep faces whose detector score is at least P, 0..1 (default: the detector's own: a "
-                        "calibrated probability for the learned detector, see 'animeid detector evaluate'; "
-                        "0.7 for animeface, the study's)")
+                        "calibrated probability for the shipped detector, and for one trained on 20 or more boxed "
+                        "validation faces, else a raw score, see 'animeid detector evaluate'; 0.7 for animeface, "
+                        "the study's)")
 
 
 # ------------------------------------------------------------------------------------------- detector train

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animeid.detect.learned import DEFAULT_DETECTOR_FILE
+from animeid.detect.learned import DEFAULT_DETECTOR_FILE, FLOAT_DETECTOR_FILE
 
 
 def test_crop_box_for_makes_the_face_fill_the_crop_as_measured():
@@ -42,6 +42,34 @@ def test_a_crop_fill_measured_with_a_detector_the_file_replaced_holds_for_it(tmp
     assert x1 - x0 == pytest.approx(100 / (0.7 * 1.4))
     assert crop_box_for(box, 0.2, {**fill, "detector": "older.onnx"}, det) == crop_box(box, det)
     assert crop_box_for(box, 0.2, fill, None) == crop_box(box, None), "a file that does not list it"
+
+
+def test_a_users_detector_named_like_a_shipped_one_is_not_taken_for_it(tmp_path):
+    """A crop fill records the detector's file name; a user's own detector saved under a name animeid
+    shipped (here the default's) holds other bytes, so it gets a name of its own and the model's fill
+    measured with the real file is not applied to its boxes. A byte-identical copy of the shipped
+    file elsewhere is still the shipped file."""
+    pytest.importorskip("onnx")
+    from animeid.detect import crop_box, crop_box_for, detector_id
+    from animeid.detect.training import set_metadata
+
+    copy = tmp_path / "copy" / DEFAULT_DETECTOR_FILE.name
+    copy.parent.mkdir()
+    copy.write_bytes(DEFAULT_DETECTOR_FILE.read_bytes())
+    assert detector_id(copy) == DEFAULT_DETECTOR_FILE.name
+    for shipped in (DEFAULT_DETECTOR_FILE, FLOAT_DETECTOR_FILE):
+        assert detector_id(shipped) == shipped.name, "a shipped file's SHA-256 belongs in SHIPPED_SHA256"
+    mine = tmp_path / "mine" / DEFAULT_DETECTOR_FILE.name
+    mine.parent.mkdir()
+    mine.write_bytes(FLOAT_DETECTOR_FILE.read_bytes())            # not quantized from the shipped file
+    set_metadata(mine, {"threshold": 0.3})                       # other bytes: a user's own file
+    mine_id = detector_id(mine)
+    assert mine_id.startswith(DEFAULT_DETECTOR_FILE.name + "@") and len(mine_id) == len(DEFAULT_DETECTOR_FILE.name) + 13
+    box = (100.0, 100.0, 200.0, 200.0)
+    fill = {"fill": 0.7, "detector": DEFAULT_DETECTOR_FILE.name, "n": 100}
+    assert crop_box_for(box, 0.2, fill, copy) != crop_box(box, copy)
+    assert crop_box_for(box, 0.2, fill, mine) == crop_box(box, mine)
+    assert crop_box_for(box, 0.2, {**fill, "detector": mine_id}, mine) != crop_box(box, mine)
 
 
 def test_measure_crop_fill_on_face_crops_and_on_pictures_without_faces(generated_model):

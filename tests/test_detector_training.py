@@ -300,7 +300,12 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
     assert lines[:2] == want[:2], "the test part's pictures and faces, then the header"
     # each detector's row as computed here, but for its speed (the last column)
     assert [ln.rsplit(None, 1)[0] for ln in lines[2:4]] == [ln.rsplit(None, 1)[0] for ln in want[2:4]]
-    assert lines[4:] == [f"precision-recall curves in {pr}"] and is_animeid_png(pr)
+    # the tiny detector's scores could not be calibrated (too few validation faces): the table says so
+    assert [r.calibrated for r in rows] == [False, None]
+    assert want[4].startswith(f"{det}: its scores are the network's raw heatmap peaks, not calibrated")
+    assert lines[4:] == [want[4], f"precision-recall curves in {pr}"] and is_animeid_png(pr)
+    r = _cli("detector", "evaluate", str(det), "default", "--boxes", str(scenes), "--json", "-q")
+    assert [d["calibrated"] for d in json.loads(r.stdout)["detectors"]] == [False, True], r.stderr
     r = _cli("detector", "evaluate", "animeface", "--boxes", str(scenes), "--split", "val", "--val-fraction", "0")
     assert (r.returncode, r.stderr.strip()) == (1, "animeid: the val part of the seeded split is empty")
 

@@ -269,8 +269,13 @@ def _scaled(box: Sequence[float], scale: float) -> tuple[float, float, float, fl
 
 def detector_id(detector: str | os.PathLike | None = None) -> str:
     """A stable name of a detector, for what is measured with it: ``"animeface"``, or a learned
-    detector file's name (the shipped one: ``"animeid-faces-v3-int8.onnx"``)."""
+    detector file's name (the shipped one: ``"animeid-faces-v3-int8.onnx"``; a file named like one
+    animeid shipped but holding other bytes gets ``"@"`` and its hash added:
+    :attr:`~animeid.detect.learned.LearnedDetector.file_id`)."""
     det = get_detector(detector)
+    file_id = getattr(det, "file_id", None)
+    if file_id is not None:
+        return str(file_id)
     path = getattr(det, "path", None)
     return Path(path).name if path is not None else str(det.name)
 

@@ -29,9 +29,13 @@ class DetectorEvaluation:
     detector: str
     scores: DetectionScores
     ms_per_picture: float
+    #: whether the scores (and so the thresholds) are calibrated probabilities: False for a learned
+    #: detector trained on too few validation faces to fit them; None for AnimeFace (its own scale)
+    calibrated: bool | None = None
 
     def to_dict(self) -> dict:
-        return {"detector": self.detector, **self.scores.to_dict(), "ms_per_picture": round(self.ms_per_picture, 1)}
+        return {"detector": self.detector, **self.scores.to_dict(), "ms_per_picture": round(self.ms_per_picture, 1),
+                "calibrated": self.calibrated}
 
 
 def evaluate_detector(detector: str | os.PathLike | None, items: Sequence[Annotated], *, iou: float = 0.5,
@@ -76,7 +80,7 @@ def evaluate_detector(detector: str | os.PathLike | None, items: Sequence[Annota
     """
     from .._util import progress as bar
     from ..images import load_image
-    from .base import default_threshold, detect_faces
+    from .base import default_threshold, detect_faces, get_detector
 
     name = "default" if detector is None else os.fspath(detector)
     thr = default_threshold(name) if threshold is None else float(threshold)
@@ -89,7 +93,7 @@ def evaluate_detector(detector: str | os.PathLike | None, items: Sequence[Annota
         dets.append((np.asarray([f.box for f in faces], np.float64).reshape(-1, 4),
                      np.asarray([f.score for f in faces], np.float64)))
     s = score_detections(dets, [a.boxes for a in items], [a.ignore for a in items], iou=iou, threshold=thr)
-    return DetectorEvaluation(name, s, 1000 * secs / max(len(items), 1))
+    return DetectorEvaluation(name, s, 1000 * secs / max(len(items), 1), getattr(get_detector(name), "calibrated", None))
 
 
 def format_table(rows: Sequence[DetectorEvaluation], pictures: int) -> str:
@@ -108,6 +112,10 @@ def format_table(rows: Sequence[DetectorEvaluation], pictures: int) -> str:
         lines.append(f"{name:<22} {s.threshold:>5.2f} {s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f} {s.ap:>6.3f} "
                      f"{s.best_f1:>8.3f} " + " ".join(f"{s.recall_by_size[b]:>9.3f}" for b in bins)
                      + f" {r.ms_per_picture:>7.1f}")
+    for r in rows:
+        if r.calibrated is False:
+            lines.append(f"{r.detector}: its scores are the network's raw heatmap peaks, not calibrated probabilities "
+                         "(too few boxed validation faces when it was trained); its threshold is on them")
     return "\n".join(lines)
 
 

@@ -44,6 +44,22 @@ DEFAULT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v3-
 #: (an int8 file's weights cannot be trained further) and what the int8 copy was made from
 FLOAT_DETECTOR_FILE = Path(__file__).with_name("weights") / "animeid-faces-v3.onnx"
 _META_KEY = "animeid_detector"
+#: SHA-256 of every detector file animeid has shipped, by file name (all releases: a file was remade
+#: under the same name when its calibration changed). A file of one of these names is taken for
+#: animeid's own (whose crop geometry recognisers may have measured) only when its bytes are one of
+#: these; a user's detector that happens to bear the name is told apart by :attr:`LearnedDetector.file_id`.
+SHIPPED_SHA256: dict[str, frozenset[str]] = {
+    "animeid-faces-v1.onnx": frozenset({
+        "2627ebc10f92958a11e0ee132d26aa7a319e1795a57a61a385e3debad9a54a3b",
+        "1f5be9770e24f93ef739247a55a4afbd60da38b7ed6a9d4628962d0e21fbc0d2"}),
+    "animeid-faces-v2.onnx": frozenset({"caaa2d832a6c8746ee5d403df07db771c18f7749f95faf26d5c1bbf94dc31c22"}),
+    "animeid-faces-v2-int8.onnx": frozenset({
+        "5d2359641a5d15f07976627cd168e64189f3893d2558283a54e124a6ad34dbd1",
+        "e524686ab870e7196045f4171261698ca4642cbcf1a21b341478d8ad2c520a68",
+        "fc4453c1aa0fd87b5ed68dcb6abf2c525425fda0755edf4ae971263b82d45303"}),
+    "animeid-faces-v3.onnx": frozenset({"de5958978a00bb92e609dbd8b9a53e5b180793c12471b2c99b14bc75762b5ce4"}),
+    "animeid-faces-v3-int8.onnx": frozenset({"1f122bde9a3e7872ded0ab03ffc290a481055d44b2e1cc13ec2dac64fd6b67fc"}),
+}
 #: a detection pass after the first is skipped for a picture it would upscale more than this
 _MAX_UPSCALE = 4
 
@@ -190,7 +206,8 @@ class LearnedDetector:
 
     ``path``: the ``.onnx`` detector file (default: the one shipped inside animeid).
     ``threads``: ONNX Runtime intra-op threads (0: its default, all cores).
-    Scores of :meth:`detect_array` are calibrated probabilities (0..1).
+    Scores of :meth:`detect_array` are calibrated probabilities (0..1), or raw peaks for a file that
+    could not be calibrated (:attr:`calibrated`).
     Raises :class:`~animeid.errors.ModelFileError` for a missing or foreign file.
     """
 
@@ -201,6 +218,7 @@ class LearnedDetector:
         self.threads = threads
         self._lock = threading.Lock()
         self._sess = None
+        self._file_id: str | None = None
         self.meta: dict = {}
         self._load()
 
@@ -220,6 +238,26 @@ class LearnedDetector:
     @property
     def input_size(self) -> int:
         return int(self.meta.get("input_size", 512))
+
+    @property
+    def file_id(self) -> str:
+        """The file's name, which a measured crop fill records (:func:`animeid.detect.detector_id`); for
+        a file named like one animeid shipped (:data:`SHIPPED_SHA256`) but holding other bytes,
+        ``"NAME@"`` and the first 12 hex digits of its SHA-256, so that it is never taken for that one."""
+        if self._file_id is None:
+            name = self.path.name
+            if name in SHIPPED_SHA256:
+                import hashlib
+
+                h = hashlib.sha256()
+                with open(self.path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                digest = h.hexdigest()
+                if digest not in SHIPPED_SHA256[name]:
+                    name = f"{name}@{digest[:12]}"
+            self._file_id = name
+        return self._file_id
 
     @property
     def stride(self) -> int:
@@ -243,6 +281,13 @@ class LearnedDetector:
     def crop_scale(self) -> float:
         """How much larger AnimeFace's box of a face is than this detector's (see :func:`crop_box`)."""
         return float(self.meta.get("crop_scale", 1.0))
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the scores are calibrated probabilities: False for a file trained on too few boxed
+        validation faces to fit them (metadata ``"calibrated": false``; its scores and threshold are the
+        network's raw heatmap peaks); files from before that key were all calibrated."""
+        return self.meta.get("calibrated") is not False
 
     @property
     def default_threshold(self) -> float:

@@ -103,7 +103,8 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
     -------
     dict
         The new file's metadata: ``src``'s, plus ``"quantized": "int8"``, ``"quantized_from"``
-        (``src``'s file name) and, with ``held_out``, the new calibration.
+        (``src``'s :attr:`~animeid.detect.learned.LearnedDetector.file_id`: its file name) and, with
+        ``held_out``, the new calibration.
 
     Raises
     ------
@@ -145,7 +146,7 @@ def quantize_detector(src: str | os.PathLike, out: str | os.PathLike, calibratio
                             weight_type=QuantType.QUInt8, nodes_to_exclude=_output_heads(prepared))
         _finish(det.path, tmp_out)
         refit = can_calibrate(held_out)
-        set_metadata(tmp_out, {"quantized": "int8", "quantized_from": Path(src).name,
+        set_metadata(tmp_out, {"quantized": "int8", "quantized_from": det.file_id,
                                "quantization": {"pictures": min(pictures, len(calibration)), "seed": seed,
                                                 "format": "QOperator U8U8", "per_channel": True},
                                "recalibrated": refit})
