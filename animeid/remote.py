@@ -37,6 +37,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from ._util import log
 from ._version import __version__
 from .errors import AnimeidError
 
@@ -194,11 +195,16 @@ def _worker_model(sha: str) -> Any:
         return rec
 
 
-def _model_plugin(data: bytes, sha: str) -> Any:
+#: the names of the model plugins animeid registers start so; ``@`` and the run's Dask client id end them
+_PLUGIN_PREFIX = "animeid-model-"
+
+
+def _model_plugin(data: bytes, sha: str, client_id: str) -> Any:
     """A Dask worker plugin that hands the model's bytes to every worker, those that join later or
     replace a dead one included (data scattered to the workers instead is lost with a dead worker,
-    and the tasks needing it are cancelled). Named for this run alone: another run of the same model
-    on the cluster registers its own, and each run's end removes only its own."""
+    and the tasks needing it are cancelled). Named for this run alone (``client_id``: its Dask
+    client's id, which ends the name): another run of the same model on the cluster registers its
+    own, and each run's end removes only its own (a run killed before its end: :func:`_drop_orphans`)."""
     import uuid
 
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -206,7 +212,7 @@ def _model_plugin(data: bytes, sha: str) -> Any:
     class AnimeidModel(WorkerPlugin):
         def __init__(self, data: bytes, sha: str):
             self.data, self.sha = data, sha
-            self.name = f"animeid-model-{sha[:16]}-{uuid.uuid4().hex[:12]}"
+            self.name = f"{_PLUGIN_PREFIX}{sha[:16]}-{uuid.uuid4().hex[:12]}@{client_id}"
 
         def setup(self, worker: Any) -> None:
             from animeid.remote import _keep_model
@@ -219,6 +225,30 @@ def _model_plugin(data: bytes, sha: str) -> Any:
             _keep_model(self.sha, None)
 
     return AnimeidModel(data, sha)
+
+
+def _orphan_plugins(dask_scheduler: Any) -> list[str]:
+    """(Run on the scheduler.) Names of animeid's model plugins whose run's client is no longer
+    connected to it: a driver killed with -9 never removed its own."""
+    live = set(dask_scheduler.clients)
+    return [n for n in dask_scheduler.worker_plugins
+            if n.startswith(_PLUGIN_PREFIX) and "@" in n and n.rsplit("@", 1)[1] not in live]
+
+
+def _drop_orphans(client: Any) -> list[str]:
+    """Unregister the model plugins of runs that left without removing them (:func:`_orphan_plugins`):
+    each held a copy of a model's bytes in every worker's memory, for as long as the cluster lived.
+    Returns their names; a scheduler that cannot be asked is left as it is."""
+    try:
+        names = list(client.run_on_scheduler(_orphan_plugins))
+    except Exception:       # noqa: BLE001 - housekeeping only: the run itself goes on
+        return []
+    for name in names:
+        try:
+            client.unregister_worker_plugin(name)
+        except Exception:   # noqa: BLE001 - removed meanwhile by another run's cleanup
+            pass
+    return names
 
 
 def _predict_task(sha: str, files: list[str], cfg: Any, version: str) -> list:
@@ -309,7 +339,10 @@ class Cluster:
         read_model(path)                  # a bad model fails here, before any work is sent
         data = Path(path).read_bytes()
         sha = hashlib.sha256(data).hexdigest()
-        plugin = _model_plugin(data, sha)
+        dropped = _drop_orphans(self.client)
+        if dropped:
+            log.info("removed %d model copies of earlier runs that ended without removing them", len(dropped))
+        plugin = _model_plugin(data, sha, self.client.id)
         try:
             self.client.register_plugin(plugin, name=plugin.name)
         except Exception as e:      # noqa: BLE001 - a worker's own failure, re-raised by Dask

@@ -562,3 +562,32 @@ def test_cli_other_protocols_are_one_line_without_a_wait_at_exit(generated_model
         # Client.__del__ ... timed out after 10 s", as before)
         assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr and "Exception" not in r.stderr
         assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_killed_runs_model_copy_is_removed_by_the_next_run(generated_model, client, tmp_path):
+    """A driver killed with -9 never unregisters its model plugin, which kept a copy of the model's
+    bytes in every worker for as long as the cluster lived; the next run removes such plugins (their
+    client has left the scheduler) and leaves those of runs still connected."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from animeid.batch import predict_files
+    from animeid.predict import PredictConfig
+    from animeid.remote import _PLUGIN_PREFIX
+
+    class Held(WorkerPlugin):
+        def __init__(self, name):
+            self.name = name
+
+    gone, live = f"{_PLUGIN_PREFIX}0123-dead@Client-gone", f"{_PLUGIN_PREFIX}4567-live@{client.id}"
+    for name in (gone, live):
+        client.register_plugin(Held(name), name=name)
+
+    def names(dask_scheduler):
+        return sorted(n for n in dask_scheduler.worker_plugins if n.startswith("animeid-model-"))
+
+    assert client.run_on_scheduler(names) == sorted([gone, live])
+    out = predict_files(generated_model.path, _pictures(generated_model)[:2], tmp_path / "p.jsonl",
+                        cfg=PredictConfig(detector="animeface"), client=client)
+    assert out["done"] == 2
+    assert client.run_on_scheduler(names) == [live], "the orphan went, the live run's stayed, this run's own went"
+    client.unregister_worker_plugin(live)
