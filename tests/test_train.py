@@ -218,5 +218,6 @@ def test_finetune_runs_more_epochs_on_few_faces_but_never_fewer_than_six():
     assert METHODS["finetune"].defaults["epochs"] is None
     assert auto_epochs(3452, 32) == 6 and auto_epochs(100_000, 32) == 6
     assert auto_epochs(1040, 32) == 18 and auto_epochs(520, 32) == 18         # 33 / 17 steps an epoch; capped
-    assert auto_epochs(499, 32) == 6 and auto_epochs(40, 32) == 6             # tens of faces: more epochs overfit
+    assert auto_epochs(192, 32) == 18 and auto_epochs(100, 32) == 18          # newgame8: 6 epochs were 36 steps
+    assert auto_epochs(99, 32) == 6 and auto_epochs(36, 32) == 6              # tens of faces: more epochs overfit
     assert auto_epochs(2400, 32) == 8                                          # 75 steps an epoch -> 600 steps
