@@ -32,9 +32,9 @@ def add_detector_opts(p) -> None:
                    help=_detector_help())
     p.add_argument("--threshold", type=_score, default=None, metavar="P",
                    help="keep faces whose detector score is at least P, 0..1 (default: the detector's own: a "
-                        "calibrated probability for the shipped detector, and for one trained on 20 or more boxed "
-                        "validation faces, else a raw score, see 'animeid detector evaluate'; 0.7 for animeface, "
-                        "the study's)")
+                        "calibrated probability for the shipped detector and most trained ones, a raw score for "
+                        "one whose scores could not be calibrated, which 'animeid detector evaluate' names; 0.7 for "
+                        "animeface, the study's)")
 
 
 # ------------------------------------------------------------------------------------------- detector train
@@ -78,12 +78,11 @@ def cmd_train(a) -> int:
           f"threshold {r.metadata['threshold']:.2f}")
     _draw_validation_pr(out, pr_png, items, cfg)
     if r.metadata.get("calibrated") is False:
-        from .detect.training import MIN_CALIBRATION_FACES
+        from .detect.training import MIN_CALIBRATION_FACES, uncalibrated_reason
 
-        n = r.metadata["faces"]["val"]
-        why = (f"{n} boxed faces in the validation part, {MIN_CALIBRATION_FACES} needed (--val-fraction sets its "
-               "share)" if n < MIN_CALIBRATION_FACES else
-               f"its detections on the {n} validation faces were all faces or all false alarms: nothing to fit")
+        why = uncalibrated_reason(r.metadata)
+        if r.metadata["faces"]["val"] < MIN_CALIBRATION_FACES:
+            why += " (--val-fraction sets its share)"
         print(f"animeid: warning: its scores are not calibrated probabilities: {why}; the default threshold "
               f"{r.metadata['threshold']:.2f} is on the network's raw scores", file=sys.stderr)
     return 0

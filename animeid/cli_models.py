@@ -330,7 +330,7 @@ def add_commands(sub) -> None:
     p.add_argument("--augment", type=rule("augment", "--augment"),
                    help="colour-keeping variants per training face (the study: 64)")
     p.add_argument("--epochs", type=rule("epochs", "--epochs"),
-                   help="finetune: passes over the training faces (default: 6; from 500 training faces, enough for "
+                   help="finetune: passes over the training faces (default: 6; from 100 training faces, enough for "
                         "600 steps, at most 18)")
     p.add_argument("--input-size", type=rule("input_size", "--input-size"), help="finetune: input size in pixels")
     p.add_argument("--trainable-blocks", type=rule("trainable_blocks", "--trainable-blocks"),

@@ -227,20 +227,27 @@ def _model_plugin(data: bytes, sha: str, client_id: str) -> Any:
     return AnimeidModel(data, sha)
 
 
-def _orphan_plugins(dask_scheduler: Any) -> list[str]:
-    """(Run on the scheduler.) Names of animeid's model plugins whose run's client is no longer
-    connected to it: a driver killed with -9 never removed its own."""
-    live = set(dask_scheduler.clients)
-    return [n for n in dask_scheduler.worker_plugins
-            if n.startswith(_PLUGIN_PREFIX) and "@" in n and n.rsplit("@", 1)[1] not in live]
+def _orphan_finder(prefix: str) -> Callable[[Any], list[str]]:
+    """A function to run on the scheduler (``run_on_scheduler``): the names of animeid's model plugins
+    (``prefix``...``@CLIENT``) whose run's client is no longer connected to it, as a driver killed with
+    -9 never removed its own. Made here, in a closure, so that Dask sends the function itself: the
+    scheduler need not have animeid installed (a module-level function is sent by reference and
+    failed there with ``No module named 'animeid.remote'``)."""
+
+    def orphans(dask_scheduler: Any) -> list[str]:
+        live = set(dask_scheduler.clients)
+        return [n for n in dask_scheduler.worker_plugins
+                if n.startswith(prefix) and "@" in n and n.rsplit("@", 1)[1] not in live]
+
+    return orphans
 
 
 def _drop_orphans(client: Any) -> list[str]:
-    """Unregister the model plugins of runs that left without removing them (:func:`_orphan_plugins`):
+    """Unregister the model plugins of runs that left without removing them (:func:`_orphan_finder`):
     each held a copy of a model's bytes in every worker's memory, for as long as the cluster lived.
     Returns their names; a scheduler that cannot be asked is left as it is."""
     try:
-        names = list(client.run_on_scheduler(_orphan_plugins))
+        names = list(client.run_on_scheduler(_orphan_finder(_PLUGIN_PREFIX)))
     except Exception:       # noqa: BLE001 - housekeeping only: the run itself goes on
         return []
     for name in names:

@@ -204,12 +204,13 @@ def _fit_logistic(train_x, train_y, val_x, val_y, *, backbone, tta_flip, color_h
 
 #: ``finetune`` without ``epochs``: 6 passes over the training faces, more when they are few, so that
 #: training takes at least :data:`MIN_STEPS` optimiser steps, at most :data:`MAX_AUTO_EPOCHS` passes;
-#: under :data:`MIN_FACES_FOR_MORE` training faces, 6. Measured (``bench/smalldata_bench.py``, 3 seeds):
-#: holoen16 with 65 training faces a character, 6 epochs (195 steps) 92.1 % top-1, 18 epochs 95.1 %;
-#: newgame8's own split (192 training faces, 8 characters), 6 epochs (36 steps) 81.1 %, 12 epochs
-#: 93.7 %, 18 epochs 96.2 %; the full holoen16 split (108 steps an epoch) keeps its 6. On tens of
-#: faces more epochs overfit: ``animeid demo``'s 36 drawn faces, 18 epochs, named 12 of its 14 scene
-#: faces instead of 14.
+#: under :data:`MIN_FACES_FOR_MORE` training faces, 6. Measured on ``bench/smalldata_bench.py``'s
+#: splits, 3 seeds: holoen16 with 65 training faces a character, 6 epochs (195 steps) 92.1 % top-1,
+#: 18 epochs 95.1 %; newgame8's own split (192 training faces, 8 characters; direct runs of the
+#: method, BENCHMARKS.md), 6 epochs (36 steps) 81.1 %, 12 epochs 93.7 %, 18 epochs 96.2 % (93.7 %
+#: through the bench, another run); the full holoen16 split (108 steps an epoch) keeps its 6. On tens
+#: of faces more epochs overfit: ``animeid demo``'s 36 drawn faces, 18 epochs, named 12 of its 14
+#: scene faces instead of 14. Between 36 and 192 faces nothing was measured: 100 is a choice.
 MIN_STEPS = 600
 BASE_EPOCHS = 6
 MAX_AUTO_EPOCHS = 18

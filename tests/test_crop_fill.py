@@ -59,6 +59,10 @@ def test_a_users_detector_named_like_a_shipped_one_is_not_taken_for_it(tmp_path)
     assert detector_id(copy) == DEFAULT_DETECTOR_FILE.name
     for shipped in (DEFAULT_DETECTOR_FILE, FLOAT_DETECTOR_FILE):
         assert detector_id(shipped) == shipped.name, "a shipped file's SHA-256 belongs in SHIPPED_SHA256"
+    float_copy = tmp_path / "copy" / FLOAT_DETECTOR_FILE.name        # the float32 file, moved elsewhere:
+    float_copy.write_bytes(FLOAT_DETECTOR_FILE.read_bytes())          # a fill measured with the int8 one holds
+    assert crop_box_for((100.0, 100.0, 200.0, 200.0), 0.2, {"fill": 0.7, "detector": DEFAULT_DETECTOR_FILE.name,
+                                                            "n": 100}, float_copy) != crop_box((100.0, 100.0, 200.0, 200.0), float_copy)
     mine = tmp_path / "mine" / DEFAULT_DETECTOR_FILE.name
     mine.parent.mkdir()
     mine.write_bytes(FLOAT_DETECTOR_FILE.read_bytes())            # not quantized from the shipped file

@@ -303,9 +303,12 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
     # the tiny detector's scores could not be calibrated (too few validation faces): the table says so
     assert [r.calibrated for r in rows] == [False, None]
     assert want[4].startswith(f"{det}: its scores are the network's raw heatmap peaks, not calibrated")
+    assert "boxed faces in its validation part, 20 needed" in want[4], want[4]
     assert lines[4:] == [want[4], f"precision-recall curves in {pr}"] and is_animeid_png(pr)
     r = _cli("detector", "evaluate", str(det), "default", "--boxes", str(scenes), "--json", "-q")
-    assert [d["calibrated"] for d in json.loads(r.stdout)["detectors"]] == [False, True], r.stderr
+    rows_json = json.loads(r.stdout)["detectors"]     # strict JSON: a size bin without faces is null, not NaN
+    assert [d["calibrated"] for d in rows_json] == [False, True], r.stderr
+    assert rows_json[0]["uncalibrated_reason"].endswith("20 needed to calibrate them") and not rows_json[1]["uncalibrated_reason"]
     r = _cli("detector", "evaluate", "animeface", "--boxes", str(scenes), "--split", "val", "--val-fraction", "0")
     assert (r.returncode, r.stderr.strip()) == (1, "animeid: the val part of the seeded split is empty")
 

@@ -591,3 +591,22 @@ def test_a_killed_runs_model_copy_is_removed_by_the_next_run(generated_model, cl
     assert out["done"] == 2
     assert client.run_on_scheduler(names) == [live], "the orphan went, the live run's stayed, this run's own went"
     client.unregister_worker_plugin(live)
+
+
+def test_the_orphan_finder_runs_on_a_scheduler_without_animeid(tmp_path):
+    """Dask sends run_on_scheduler's function pickled; one of animeid's own modules would be sent by
+    reference and fail on a scheduler without animeid (only the driver and the workers need it)."""
+    import cloudpickle
+
+    from animeid.remote import _PLUGIN_PREFIX, _orphan_finder
+
+    blob = tmp_path / "finder.pkl"
+    blob.write_bytes(cloudpickle.dumps(_orphan_finder(_PLUGIN_PREFIX)))
+    code = ("import pickle, sys, types\n"
+            "sys.modules['animeid'] = None\n"
+            f"fn = pickle.loads(open({str(blob)!r}, 'rb').read())\n"
+            "s = types.SimpleNamespace(clients={'Client-a': 1}, worker_plugins={\n"
+            "    'animeid-model-1-x@Client-a': 0, 'animeid-model-2-y@Client-b': 0, 'other@Client-b': 0})\n"
+            "print(fn(s))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "['animeid-model-2-y@Client-b']", r.stderr

@@ -285,7 +285,8 @@ def _geometry_ids(detector: str | os.PathLike | None) -> set[str]:
 
     * its own :func:`detector_id`;
     * the float32 file it was quantized from;
-    * the shipped pair's two names, when it is either of them or an int8 copy of the shipped float32 file;
+    * the shipped pair's two names, when it is either of them (by its bytes, wherever it lies) or an int8
+      copy of the shipped float32 file;
     * the names in its metadata's ``crop_fill_from``: earlier detectors whose boxes of the same faces
       were measured to have the same size (the shipped files list the ones they replaced, so that
       models trained with those keep their fill).
@@ -298,7 +299,7 @@ def _geometry_ids(detector: str | os.PathLike | None) -> set[str]:
     if source:
         ids.add(source)
     shipped = {DEFAULT_DETECTOR_FILE.name, FLOAT_DETECTOR_FILE.name}
-    if getattr(det, "path", None) == FLOAT_DETECTOR_FILE or source == FLOAT_DETECTOR_FILE.name:
+    if FLOAT_DETECTOR_FILE.name in ids:        # the shipped float32 file (anywhere) or an int8 copy of it
         ids |= shipped
     ids.update(getattr(det, "crop_fill_from", ()))
     return ids

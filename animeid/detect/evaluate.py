@@ -30,12 +30,14 @@ class DetectorEvaluation:
     scores: DetectionScores
     ms_per_picture: float
     #: whether the scores (and so the thresholds) are calibrated probabilities: False for a learned
-    #: detector trained on too few validation faces to fit them; None for AnimeFace (its own scale)
+    #: detector whose scores could not be fitted when it was made; None for AnimeFace (its own scale)
     calibrated: bool | None = None
+    #: why they could not (:func:`animeid.detect.training.uncalibrated_reason`), or None
+    uncalibrated_reason: str | None = None
 
     def to_dict(self) -> dict:
         return {"detector": self.detector, **self.scores.to_dict(), "ms_per_picture": round(self.ms_per_picture, 1),
-                "calibrated": self.calibrated}
+                "calibrated": self.calibrated, "uncalibrated_reason": self.uncalibrated_reason}
 
 
 def evaluate_detector(detector: str | os.PathLike | None, items: Sequence[Annotated], *, iou: float = 0.5,
@@ -93,7 +95,12 @@ def evaluate_detector(detector: str | os.PathLike | None, items: Sequence[Annota
         dets.append((np.asarray([f.box for f in faces], np.float64).reshape(-1, 4),
                      np.asarray([f.score for f in faces], np.float64)))
     s = score_detections(dets, [a.boxes for a in items], [a.ignore for a in items], iou=iou, threshold=thr)
-    return DetectorEvaluation(name, s, 1000 * secs / max(len(items), 1), getattr(get_detector(name), "calibrated", None))
+    from .training import uncalibrated_reason
+
+    det = get_detector(name)
+    meta = getattr(det, "meta", None)
+    return DetectorEvaluation(name, s, 1000 * secs / max(len(items), 1), getattr(det, "calibrated", None),
+                              uncalibrated_reason(meta) if meta is not None else None)
 
 
 def format_table(rows: Sequence[DetectorEvaluation], pictures: int) -> str:
@@ -115,7 +122,7 @@ def format_table(rows: Sequence[DetectorEvaluation], pictures: int) -> str:
     for r in rows:
         if r.calibrated is False:
             lines.append(f"{r.detector}: its scores are the network's raw heatmap peaks, not calibrated probabilities "
-                         "(too few boxed validation faces when it was trained); its threshold is on them")
+                         f"({r.uncalibrated_reason or 'not fitted when it was made'}); its threshold is on them")
     return "\n".join(lines)
 
 

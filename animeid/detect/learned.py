@@ -156,6 +156,25 @@ def _session(path: str | os.PathLike, threads: int = 0):
     return sess, json.loads(meta)
 
 
+def _file_id(path: Path) -> str:
+    """:attr:`LearnedDetector.file_id` of the detector file at ``path`` (hashed only when it bears a
+    shipped file's name); :class:`ModelFileError` when it cannot be read."""
+    name = path.name
+    if name not in SHIPPED_SHA256:
+        return name
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise ModelFileError(f"cannot be read ({e.strerror or e})", path) from None
+    digest = h.hexdigest()
+    return name if digest in SHIPPED_SHA256[name] else f"{name}@{digest[:12]}"
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The ``animeid_detector`` metadata of a detector file; :class:`ModelFileError` if it is not one."""
     return _session(path)[1]
@@ -218,7 +237,7 @@ class LearnedDetector:
         self.threads = threads
         self._lock = threading.Lock()
         self._sess = None
-        self._file_id: str | None = None
+        self._file_id = self.path.name
         self.meta: dict = {}
         self._load()
 
@@ -234,6 +253,7 @@ class LearnedDetector:
 
         check_file(self.path, "a detector file", ModelFileError)
         self._sess, self.meta = _session(self.path, self.threads)
+        self._file_id = _file_id(self.path)
 
     @property
     def input_size(self) -> int:
@@ -243,20 +263,8 @@ class LearnedDetector:
     def file_id(self) -> str:
         """The file's name, which a measured crop fill records (:func:`animeid.detect.detector_id`); for
         a file named like one animeid shipped (:data:`SHIPPED_SHA256`) but holding other bytes,
-        ``"NAME@"`` and the first 12 hex digits of its SHA-256, so that it is never taken for that one."""
-        if self._file_id is None:
-            name = self.path.name
-            if name in SHIPPED_SHA256:
-                import hashlib
-
-                h = hashlib.sha256()
-                with open(self.path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-                digest = h.hexdigest()
-                if digest not in SHIPPED_SHA256[name]:
-                    name = f"{name}@{digest[:12]}"
-            self._file_id = name
+        ``"NAME@"`` and the first 12 hex digits of its SHA-256, so that it is never taken for that one.
+        Measured on the bytes read when the detector was loaded."""
         return self._file_id
 
     @property
@@ -265,8 +273,8 @@ class LearnedDetector:
 
     @property
     def quantized_from(self) -> str | None:
-        """For an int8 copy (:mod:`animeid.detect.quantize`): the file name of the float32 detector it
-        was made from (its boxes have the same geometry), else None."""
+        """For an int8 copy (:mod:`animeid.detect.quantize`): the :attr:`file_id` (the file name) of the
+        float32 detector it was made from (its boxes have the same geometry), else None."""
         return self.meta.get("quantized_from") if self.meta.get("quantized") else None
 
     @property

@@ -10,6 +10,7 @@ picture's own pixels.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -101,8 +102,16 @@ class DetectionScores:
     curve: tuple = field(default_factory=tuple, repr=False)
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "curve"}
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+        """The figures as plain JSON values (no curve): floats rounded to 4 places, and None for a
+        recall of a size bin without faces (NaN here, which JSON cannot hold)."""
+        def plain(v):
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, float):
+                return None if math.isnan(v) else round(v, 4)
+            return v
+
+        return {k: plain(getattr(self, k)) for k in self.__dataclass_fields__ if k != "curve"}
 
 
 def _bin_name(lo: int, hi: int) -> str:

@@ -36,7 +36,7 @@ from .annotations import Annotated
 
 __all__ = ["DetectorTrainConfig", "FaceNet", "Augmenter", "make_targets", "split_items", "train_detector",
            "export_onnx", "validate", "fit_calibration",
-           "can_calibrate", "uncalibrated", "MIN_CALIBRATION_FACES", "UNCALIBRATED_THRESHOLD", "resolve_init",
+           "can_calibrate", "uncalibrated", "uncalibrated_reason", "MIN_CALIBRATION_FACES", "UNCALIBRATED_THRESHOLD", "resolve_init",
            "start_metadata"]
 
 STRIDE = 8
@@ -594,6 +594,19 @@ def uncalibrated() -> dict:
     """The metadata of scores left as the network gives them: ``calibration`` the identity,
     ``threshold`` :data:`UNCALIBRATED_THRESHOLD`, ``calibrated`` False."""
     return {"calibration": [1.0, 0.0], "threshold": UNCALIBRATED_THRESHOLD, "calibrated": False}
+
+
+def uncalibrated_reason(meta: dict) -> str | None:
+    """Why a detector file's scores are raw (metadata ``meta`` with ``"calibrated": false``), in words;
+    None when they are calibrated."""
+    if meta.get("calibrated") is not False:
+        return None
+    n = (meta.get("faces") or {}).get("val")
+    if not isinstance(n, int):
+        return "its scores were left raw when it was made"
+    if n < MIN_CALIBRATION_FACES:
+        return f"{n} boxed faces in its validation part, {MIN_CALIBRATION_FACES} needed to calibrate them"
+    return f"its detections on the {n} validation faces were all faces or all false alarms: nothing to fit"
 
 
 def fit_calibration(detections: Sequence[tuple[np.ndarray, np.ndarray]], items: Sequence[Annotated]) -> dict:
