@@ -41,7 +41,7 @@ def add_detector_opts(p) -> None:
 
 def cmd_train(a) -> int:
     from .detect.annotations import load_many
-    from .detect.training import DetectorTrainConfig, start_metadata, train_detector
+    from .detect.training import FINETUNE_RECIPE, DetectorTrainConfig, start_metadata, train_detector
 
     from .outputs import is_animeid_png, prepare_output_file
 
@@ -51,11 +51,16 @@ def cmd_train(a) -> int:
     # input size (unless --input-size) and its boxes' crop_scale: fine-tuning keeps them
     start = start_metadata(a.init)
     input_size = a.input_size if a.input_size is not None else int(start.get("input_size", 512))
+    # fine-tuning (--from) starts gentler: a lower rate and more blocks trained (FINETUNE_RECIPE)
+    recipe = FINETUNE_RECIPE if a.init is not None else {}
+    lr = a.lr if a.lr is not None else recipe.get("lr", DetectorTrainConfig.lr)
+    frozen = a.frozen_blocks if a.frozen_blocks is not None else recipe.get("frozen_blocks",
+                                                                            DetectorTrainConfig.frozen_blocks)
     try:                     # the options first: a bad value is said before anything is read or written
         cfg = DetectorTrainConfig(epochs=a.epochs, batch_size=a.batch_size, size=a.size, input_size=input_size,
-                                  seed=a.seed, threads=a.threads, max_steps=a.max_steps, lr=a.lr,
+                                  seed=a.seed, threads=a.threads, max_steps=a.max_steps, lr=lr,
                                   val_fraction=a.val_fraction, test_fraction=a.test_fraction,
-                                  frozen_blocks=a.frozen_blocks)
+                                  frozen_blocks=frozen)
     except ValueError as e:
         raise ConfigError(None, str(e)) from None
     out = Path(a.out)
@@ -227,13 +232,14 @@ def add_commands(sub) -> None:
                    help="annotation format (default: recognised from the files)")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training pictures (default 10)")
     p.add_argument("--batch-size", type=int, default=8, help="pictures per step (default 8)")
-    p.add_argument("--frozen-blocks", type=int, default=5,
-                   help="EfficientNet-Lite0 blocks (and the stem) kept at their ImageNet weights (default 5)")
+    p.add_argument("--frozen-blocks", type=int, default=None,
+                   help="EfficientNet-Lite0 blocks (and the stem) kept at their ImageNet weights, or at the --from "
+                        "detector's (default 5; 2 with --from)")
     p.add_argument("--size", type=int, default=384, help="side of the square training crops, px (default 384)")
     p.add_argument("--input-size", type=int, default=None,
                    help="longer side pictures are resized to for detection, px (default: the --from "
                         "detector's or checkpoint's, 640 for the shipped one; otherwise 512)")
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 0.002)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.002; 0.0005 with --from)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="pictures held out to calibrate (default 0.05)")
     p.add_argument("--test-fraction", type=float, default=0.15,
                    help="pictures held out for 'detector evaluate --split test' (default 0.15)")

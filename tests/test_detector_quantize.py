@@ -187,12 +187,15 @@ def test_fine_tuning_the_default_keeps_its_input_size_and_box_geometry(scenes, t
     shipped, tuned = read_metadata(FLOAT_DETECTOR_FILE), read_metadata(out)
     assert tuned["input_size"] == shipped["input_size"] == 640
     assert tuned["crop_scale"] == shipped["crop_scale"]
-    # from that training's checkpoint: its input size too
+    # and it fine-tunes gently (FINETUNE_RECIPE: 10 epochs at lr 0.002 with 5 blocks frozen wrecked it)
+    assert (tuned["config"]["lr"], tuned["config"]["frozen_blocks"]) == (0.0005, 2)
+    # from that training's checkpoint: its input size too; an explicit rate is kept as given
     again = tmp_path / "again.onnx"
     r = _cli("detector", "train", str(scenes), "--out", str(again), "--from", str(out) + ".work/checkpoint.pt",
-             "--max-steps", "1", "--size", "128", "--batch-size", "2", "--threads", "1", "-q")
+             "--max-steps", "1", "--size", "128", "--batch-size", "2", "--threads", "1", "-q", "--lr", "0.001")
     assert r.returncode == 0, r.stderr
-    assert read_metadata(again)["input_size"] == 640
+    meta = read_metadata(again)
+    assert meta["input_size"] == 640 and (meta["config"]["lr"], meta["config"]["frozen_blocks"]) == (0.001, 2)
 
 
 def test_shipped_default_is_the_int8_copy_of_the_shipped_float_file():

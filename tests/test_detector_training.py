@@ -261,6 +261,10 @@ def test_cli_detector_train_then_evaluate_a_split_as_a_table_with_curves(scenes,
     assert r.stdout.startswith(f"detector written to {det} (") and "; threshold " in r.stdout, r.stdout
     assert "12 pictures, " in r.stderr and " boxed faces" in r.stderr
     assert "not calibrated probabilities" in r.stderr and "--val-fraction" in r.stderr, r.stderr
+    from animeid.detect.learned import read_metadata
+
+    cfg = read_metadata(det)["config"]                 # without --from: the training defaults
+    assert (cfg["lr"], cfg["frozen_blocks"]) == (0.002, 5)
     history = det.with_suffix(".history.png")
     assert is_animeid_png(history), "the learning curve is drawn beside the detector"
     assert is_animeid_png(det.with_suffix(".pr.png")), "and its precision-recall curve on the validation part"

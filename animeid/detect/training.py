@@ -36,7 +36,7 @@ from .annotations import Annotated
 
 __all__ = ["DetectorTrainConfig", "FaceNet", "Augmenter", "make_targets", "split_items", "train_detector",
            "export_onnx", "validate", "fit_calibration",
-           "can_calibrate", "uncalibrated", "uncalibrated_reason", "MIN_CALIBRATION_FACES", "UNCALIBRATED_THRESHOLD", "resolve_init",
+           "can_calibrate", "uncalibrated", "uncalibrated_reason", "FINETUNE_RECIPE", "MIN_CALIBRATION_FACES", "UNCALIBRATED_THRESHOLD", "resolve_init",
            "start_metadata"]
 
 STRIDE = 8
@@ -82,6 +82,14 @@ class DetectorTrainConfig:
             raise ValueError("val_fraction and test_fraction must be in [0, 1) and leave pictures to train on")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+#: ``detector train --from``'s defaults (where ``--lr`` / ``--frozen-blocks`` are not given): the
+#: recipe that made the shipped v3 from v2. Chosen on line art made from icartoon's validation part
+#: (``bench/detector_finetune_bench.py --part val``, 200 line-art training pictures): 4 epochs at
+#: this recipe, line-art F1 0.553 -> 0.579 with colour F1 0.705 -> 0.697; 10 epochs at the training
+#: defaults (lr 0.002, 5 blocks frozen), 0.553 -> 0.542 with colour falling to 0.555.
+FINETUNE_RECIPE = {"lr": 5e-4, "frozen_blocks": 2}
 
 
 # ------------------------------------------------------------------------------------------------ split
