@@ -16,7 +16,7 @@ from PIL import Image
 from animeid.detect.annotations import Annotated, detect_format, load_boxes, load_many, save_boxes_json
 from animeid.detect.learned import decode, nms
 from animeid.detect.metrics import match, score_detections
-from animeid.errors import InputError, ModelFileError, UnknownNameError
+from animeid.errors import InputError, ModelFileError, OutputError, UnknownNameError
 
 
 def _pictures(folder: Path, n: int = 3) -> list[Path]:
@@ -183,9 +183,19 @@ def test_resuming_with_other_settings_is_refused(scenes, tmp_path):
     items = load_boxes(scenes)
     cfg = dict(size=128, input_size=128, batch_size=4, epochs=1, checkpoint_every=1, threads=1, max_steps=1)
     train_detector(items, tmp_path / "a.onnx", DetectorTrainConfig(**cfg), progress=False, log=lambda s: None)
-    with pytest.raises(ValueError, match="checkpoint of another training"):
+    with pytest.raises(OutputError, match="checkpoint of another training") as e:
         train_detector(items, tmp_path / "a.onnx", DetectorTrainConfig(**{**cfg, "lr": 0.1}), progress=False,
                        log=lambda s: None)
+    assert e.value.path == str(tmp_path / "a.onnx.work") and "own command" in str(e.value)
+    # through the CLI: one line naming the folder, no traceback (it was a bare ValueError)
+    r = _cli("detector", "train", str(scenes), "--out", str(tmp_path / "a.onnx"), "--size", "128", "--input-size",
+             "128", "--batch-size", "4", "--epochs", "1", "--threads", "1", "--max-steps", "1", "--lr", "0.1", "-q",
+             "--overwrite")
+    assert r.returncode == 1 and "a.onnx.work: holds a checkpoint of another training" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    for bad in ({"lr": float("inf")}, {"frozen_blocks": -3}, {"frozen_blocks": 17}):
+        with pytest.raises(ValueError, match="lr|frozen_blocks"):
+            DetectorTrainConfig(**bad)
 
 
 def test_unknown_detector_names_and_foreign_files(tmp_path):

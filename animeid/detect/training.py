@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..errors import ModelFileError
+from ..errors import InputError, ModelFileError, OutputError
 from .annotations import Annotated
 
 __all__ = ["DetectorTrainConfig", "FaceNet", "Augmenter", "make_targets", "split_items", "train_detector",
@@ -80,15 +80,23 @@ class DetectorTrainConfig:
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("val_fraction and test_fraction must be in [0, 1) and leave pictures to train on")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr (--lr) must be a number above 0, got {self.lr}")
+        if not 0 <= int(self.frozen_blocks) <= LITE0_BLOCKS:
+            raise ValueError(f"frozen_blocks (--frozen-blocks) must be from 0 to {LITE0_BLOCKS} (EfficientNet-Lite0's "
+                             f"blocks), got {self.frozen_blocks}")
+
+
+#: EfficientNet-Lite0's blocks (:attr:`DetectorTrainConfig.frozen_blocks` keeps 0 to all of them)
+LITE0_BLOCKS = 16
 
 
 #: ``detector train --from``'s defaults (where ``--lr`` / ``--frozen-blocks`` are not given): the
 #: recipe that made the shipped v3 from v2. Chosen on line art made from icartoon's validation part
-#: (``bench/detector_finetune_bench.py --part val``, 200 line-art training pictures): 4 epochs at
-#: this recipe, line-art F1 0.553 -> 0.579 with colour F1 0.705 -> 0.697; 10 epochs at the training
-#: defaults (lr 0.002, 5 blocks frozen), 0.553 -> 0.542 with colour falling to 0.555.
+#: (``bench/detector_finetune_bench.py --part val``, 200 line-art training pictures): at 10 epochs
+#: (``detector train``'s default) line-art F1 0.553 -> 0.560 with colour F1 0.705 -> 0.638, where the
+#: training defaults (lr 0.002, 5 blocks frozen) gave 0.542 and 0.555; at 4 epochs 0.579 / 0.697
+#: against the defaults' 0.577 / 0.670.
 FINETUNE_RECIPE = {"lr": 5e-4, "frozen_blocks": 2}
 
 
@@ -745,7 +753,11 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
         The detector file to write (``.onnx``, with its metadata: settings, counts, calibration).
     cfg : DetectorTrainConfig, optional
         Training settings (crop and input sizes in px, epochs, batch size, learning rate, frozen
-        blocks, ...); default ``DetectorTrainConfig()``, what trained the shipped detector.
+        blocks, ...); default ``DetectorTrainConfig()``, training from ImageNet weights. To fine-tune
+        (``init``) as ``detector train --from`` does, give the start's input size and the gentler
+        :data:`FINETUNE_RECIPE`: ``DetectorTrainConfig(**FINETUNE_RECIPE,
+        input_size=start_metadata(init)["input_size"])`` (and ``about={"crop_scale": ...}`` from
+        :func:`start_metadata` to keep its box geometry).
     work_dir : path, optional
         Folder of the checkpoint and ``history.json``; default ``out`` + ``.work``.
     init : str or path, optional
@@ -766,9 +778,10 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
 
     Raises
     ------
-    ValueError
-        No boxed faces left to train on after the split, or a checkpoint in ``work_dir`` from another
-        training (other data or settings).
+    InputError
+        No boxed faces left to train on after the split.
+    OutputError
+        A checkpoint in ``work_dir`` from another training (other data or settings).
     ModuleNotFoundError
         torch is not installed (``pip install 'animeid[train]'``).
 
@@ -777,7 +790,8 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
     >>> from animeid.detect.annotations import load_boxes
     >>> from animeid.detect.training import DetectorTrainConfig, train_detector
     >>> items = load_boxes("scenes/boxes.json")
-    >>> r = train_detector(items, "faces.onnx", DetectorTrainConfig(epochs=2), init="default")
+    >>> cfg = DetectorTrainConfig(epochs=4, input_size=640, **FINETUNE_RECIPE)
+    >>> r = train_detector(items, "faces.onnx", cfg, init="default")
     >>> r.counts
     {'train': 800, 'val': 50, 'test': 150}
     """
@@ -795,15 +809,16 @@ def train_detector(items: Sequence[Annotated], out: str | os.PathLike, cfg: Dete
         torch.set_num_threads(cfg.threads)
     parts = split_items(items, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if not parts["train"] or not any(len(a.boxes) for a in parts["train"]):
-        raise ValueError("no boxed faces left to train on after the split")
+        raise InputError("no boxed faces left to train on after the split")
     torch.manual_seed(cfg.seed)
     net = _build_net(cfg, pretrained=init is None).to(memory_format=torch.channels_last)
     ckpt_path = work / "checkpoint.pt"
     ck = load_checkpoint(ckpt_path)
     fingerprint = _fingerprint(cfg, items)
     if ck is not None and ck.get("fingerprint") != fingerprint:
-        raise ValueError(f"{ckpt_path}: a checkpoint of another training (other data or settings); "
-                         "give another --out or remove that folder")
+        raise OutputError("holds a checkpoint of another training (other pictures or settings, such as --lr or "
+                          "--frozen-blocks); rerun that training's own command to go on with it, or give another "
+                          "--out, or remove that folder", ckpt_path.parent)
     if ck is None and init_path is not None:
         if init_path.suffix == ".onnx":
             load_onnx_weights(net, init_path)
@@ -925,8 +940,6 @@ def recalibrate(path: str | os.PathLike, items: Sequence[Annotated], sizes: Sequ
     raws = [det.raw_arrays([np.asarray(load_image(a.image, "RGB"))], sizes, 0.01, quick=False)[0] for a in items]
     fit = fit_calibration(raws, items)
     if not fit["calibrated"]:
-        from ..errors import InputError
-
         raise InputError(f"no calibration can be fitted on these {len(items)} pictures: the detector's detections "
                          "on them are all faces or all false alarms", path)
     return set_metadata(path, {**fit, "test_sizes": list(sizes)})
