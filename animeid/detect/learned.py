@@ -292,9 +292,10 @@ class LearnedDetector:
 
     @property
     def calibrated(self) -> bool:
-        """Whether the scores are calibrated probabilities: False for a file trained on too few boxed
-        validation faces to fit them (metadata ``"calibrated": false``; its scores and threshold are the
-        network's raw heatmap peaks); files from before that key were all calibrated."""
+        """Whether the scores are calibrated probabilities: False for a file whose scores could not be
+        fitted when it was made (too few boxed validation faces, or nothing to fit on them; metadata
+        ``"calibrated": false``, :func:`animeid.detect.training.uncalibrated_reason`): its scores and
+        threshold are the network's raw heatmap peaks. Files from before that key were all calibrated."""
         return self.meta.get("calibrated") is not False
 
     @property

@@ -36,8 +36,8 @@ from .annotations import Annotated
 
 __all__ = ["DetectorTrainConfig", "FaceNet", "Augmenter", "make_targets", "split_items", "train_detector",
            "export_onnx", "validate", "fit_calibration",
-           "can_calibrate", "uncalibrated", "uncalibrated_reason", "FINETUNE_RECIPE", "MIN_CALIBRATION_FACES", "UNCALIBRATED_THRESHOLD", "resolve_init",
-           "start_metadata"]
+           "can_calibrate", "uncalibrated", "uncalibrated_reason", "FINETUNE_RECIPE", "MIN_CALIBRATION_FACES",
+           "UNCALIBRATED_THRESHOLD", "resolve_init", "start_metadata"]
 
 STRIDE = 8
 _TAPS = (4, 10, 15)  # EfficientNet-Lite0 blocks ending strides 8 (40 ch), 16 (112 ch) and 32 (320 ch)
