@@ -83,11 +83,9 @@ def cmd_train(a) -> int:
           f"threshold {r.metadata['threshold']:.2f}")
     _draw_validation_pr(out, pr_png, items, cfg)
     if r.metadata.get("calibrated") is False:
-        from .detect.training import MIN_CALIBRATION_FACES, uncalibrated_reason
+        from .detect.training import uncalibrated_reason
 
-        why = uncalibrated_reason(r.metadata)
-        if r.metadata["faces"]["val"] < MIN_CALIBRATION_FACES:
-            why += " (--val-fraction sets its share)"
+        why = uncalibrated_reason(r.metadata, too_few_hint=" (--val-fraction sets its share)")
         print(f"animeid: warning: its scores are not calibrated probabilities: {why}; the default threshold "
               f"{r.metadata['threshold']:.2f} is on the network's raw scores", file=sys.stderr)
     return 0

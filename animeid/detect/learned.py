@@ -237,7 +237,6 @@ class LearnedDetector:
         self.threads = threads
         self._lock = threading.Lock()
         self._sess = None
-        self._file_id = self.path.name
         self.meta: dict = {}
         self._load()
 

@@ -612,16 +612,16 @@ def uncalibrated() -> dict:
     return {"calibration": [1.0, 0.0], "threshold": UNCALIBRATED_THRESHOLD, "calibrated": False}
 
 
-def uncalibrated_reason(meta: dict) -> str | None:
+def uncalibrated_reason(meta: dict, too_few_hint: str = "") -> str | None:
     """Why a detector file's scores are raw (metadata ``meta`` with ``"calibrated": false``), in words;
-    None when they are calibrated."""
+    None when they are calibrated. ``too_few_hint`` is added when the reason is too few validation faces."""
     if meta.get("calibrated") is not False:
         return None
     n = (meta.get("faces") or {}).get("val")
     if not isinstance(n, int):
         return "its scores were left raw when it was made"
     if n < MIN_CALIBRATION_FACES:
-        return f"{n} boxed faces in its validation part, {MIN_CALIBRATION_FACES} needed to calibrate them"
+        return f"{n} boxed faces in its validation part, {MIN_CALIBRATION_FACES} needed to calibrate them{too_few_hint}"
     return f"its detections on the {n} validation faces were all faces or all false alarms: nothing to fit"
 
 
