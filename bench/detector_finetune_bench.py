@@ -19,7 +19,8 @@ storyboards and key frames look like this). Then, as a user would, with the CLI:
     .venv/bin/python bench/detector_finetune_bench.py --pictures 200 --epochs 4 --work /tmp/ft-bench
 
 The converted pictures are written under ``--work`` (a temporary folder by default, kept: about
-80 MB), never into the repository; an earlier run's detector there is replaced. Of the
+80 MB), never into the repository; an earlier run's detector there is replaced (``--overwrite``:
+never a file animeid did not write). Of the
 ``--pictures``, ``detector train`` keeps 10 % to calibrate the scores (200: 177 train, 23
 calibrate). Choose settings with ``--part val``; the test part is for scoring what was chosen.
 """
@@ -94,8 +95,12 @@ def main() -> int:
     if not 20 <= a.pictures <= len(parts["train"]):
         print(f"--pictures must be from 20 to {len(parts['train'])} (icartoon's training part)", file=sys.stderr)
         return 1
-    for old in work.glob("lineart.*"):     # this bench's own detector, checkpoint and plots of an earlier run
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    # an earlier run's training folder would be "resumed" (or refused, with other settings): removed when
+    # it holds only what detector train writes there; the detector and its plots are replaced by
+    # detector train's own --overwrite, which never replaces a file it did not write
+    ckpt = work / "lineart.onnx.work"
+    if ckpt.is_dir() and {p.name for p in ckpt.iterdir()} <= {"checkpoint.pt", "history.json"}:
+        shutil.rmtree(ckpt)
     rng = np.random.default_rng(a.seed)
     chosen = [parts["train"][i] for i in sorted(rng.choice(len(parts["train"]), a.pictures, replace=False))]
     convert(chosen, work / "train")
@@ -104,7 +109,7 @@ def main() -> int:
     t0 = time.perf_counter()
     subprocess.run(ANIMEID + ["detector", "train", str(work / "train"), "--from", "default", "--epochs", str(a.epochs),
                               "--val-fraction", "0.1", "--test-fraction", "0", "--seed", "1",
-                              "--threads", str(a.threads), "--out", str(det), "-q"]
+                              "--threads", str(a.threads), "--out", str(det), "--overwrite", "-q"]
                    + (["--lr", str(a.lr)] if a.lr is not None else [])
                    + (["--frozen-blocks", str(a.frozen_blocks)] if a.frozen_blocks is not None else []),
                    check=True, stdout=sys.stderr)        # its lines go with the progress, not into the table
